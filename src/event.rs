@@ -1,0 +1,514 @@
+//! Stream entry → [`Event`]: the two wire formats of DESIGN.md, and why an entry is malformed.
+//!
+//! Parsing is pure (no I/O) and total: every entry becomes an `Event` or a [`Malformed`] whose
+//! message names the problem; that message is what the dead-letter entry carries.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+
+/// One entry as read from a stream: its ID and its field/value pairs in order, as bytes
+/// (values need not be UTF-8; that is checked here, not by the reader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: String,
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// An event ready to be written: every field checked, so Postgres should accept it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Primary key in `events`; deduplicates redelivery. `<stream>/<entry-id>` when the
+    /// producer gave none, which is stable across redeliveries of the same entry.
+    pub id: String,
+    pub event_type: String,
+    pub occurred_at: Timestamp,
+    pub session_id: Option<String>,
+    pub workspace_id: Option<String>,
+    pub device_id: Option<String>,
+    pub data: Value,
+    /// Every field not mapped to a column, as a JSON object.
+    pub attributes: Value,
+    /// The stream entry this event came from.
+    pub entry_id: String,
+}
+
+/// Longest accepted id, type or entity id (bytes): longer ones are producer bugs, and an index
+/// entry over ~2.7 kB would make Postgres reject the row.
+pub const MAX_ID_LEN: usize = 256;
+
+/// Why an entry cannot become an event. Such an entry can never succeed, so it is dead-lettered
+/// at once rather than retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Malformed {
+    /// The entry has no fields at all (for example it was deleted while pending).
+    Empty,
+    /// A field name or value is not valid UTF-8.
+    NotUtf8 { field: String },
+    /// A field that must hold JSON does not parse.
+    InvalidJson { field: String, error: String },
+    /// The envelope is valid JSON but not an object.
+    NotAnObject { field: String },
+    /// No event type was given.
+    MissingType,
+    /// A field has the wrong JSON type (an id that is a number, say).
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
+    /// A required text field is empty.
+    EmptyField { field: String },
+    /// A text field is longer than [`MAX_ID_LEN`].
+    TooLong { field: String, len: usize },
+    /// A text field holds a NUL character, which Postgres text cannot store.
+    NulCharacter { field: String },
+    /// The timestamp is neither RFC 3339 nor a Unix epoch number in range.
+    InvalidTimestamp { value: String },
+}
+
+impl Malformed {
+    /// A short, stable name of the problem (the dead-letter `dlq_reason`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Malformed::Empty => "empty entry",
+            Malformed::NotUtf8 { .. } => "invalid utf-8",
+            Malformed::InvalidJson { .. } => "invalid json",
+            Malformed::NotAnObject { .. } => "envelope not an object",
+            Malformed::MissingType => "missing type",
+            Malformed::WrongType { .. } => "wrong field type",
+            Malformed::EmptyField { .. } => "empty field",
+            Malformed::TooLong { .. } => "field too long",
+            Malformed::NulCharacter { .. } => "nul character",
+            Malformed::InvalidTimestamp { .. } => "invalid timestamp",
+        }
+    }
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Malformed::Empty => write!(f, "empty entry: no fields"),
+            Malformed::NotUtf8 { field } => write!(f, "field '{field}' is not valid UTF-8"),
+            Malformed::InvalidJson { field, error } => {
+                write!(f, "invalid JSON in field '{field}': {error}")
+            }
+            Malformed::NotAnObject { field } => {
+                write!(f, "field '{field}' holds JSON that is not an object")
+            }
+            Malformed::MissingType => write!(f, "missing type: no 'type' or 'event_type'"),
+            Malformed::WrongType { field, expected } => {
+                write!(f, "wrong field type: '{field}' must be {expected}")
+            }
+            Malformed::EmptyField { field } => write!(f, "field '{field}' is empty"),
+            Malformed::TooLong { field, len } => {
+                write!(
+                    f,
+                    "field '{field}' is too long: {len} bytes, at most {MAX_ID_LEN}"
+                )
+            }
+            Malformed::NulCharacter { field } => {
+                write!(f, "field '{field}' contains a NUL character")
+            }
+            Malformed::InvalidTimestamp { value } => write!(
+                f,
+                "invalid timestamp '{value}': expected RFC 3339 or Unix epoch seconds/milliseconds"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Malformed {}
+
+const ENVELOPE_KEYS: [&str; 7] = [
+    "id",
+    "type",
+    "timestamp",
+    "session_id",
+    "workspace_id",
+    "device_id",
+    "data",
+];
+
+/// Parses one entry of `stream`. An entry holding `event_field` is an envelope; any other entry
+/// is read as flat fields.
+pub fn parse(stream: &str, entry: &Entry, event_field: &str) -> Result<Event, Malformed> {
+    if entry.fields.is_empty() {
+        return Err(Malformed::Empty);
+    }
+    let mut fields: Vec<(&str, &str)> = Vec::with_capacity(entry.fields.len());
+    for (name, value) in &entry.fields {
+        let name = std::str::from_utf8(name).map_err(|_| Malformed::NotUtf8 {
+            field: String::from_utf8_lossy(name).into_owned(),
+        })?;
+        let value = std::str::from_utf8(value).map_err(|_| Malformed::NotUtf8 {
+            field: name.to_string(),
+        })?;
+        fields.push((name, value));
+    }
+    match fields.iter().position(|(name, _)| *name == event_field) {
+        Some(at) => parse_envelope(stream, entry, event_field, &fields, at),
+        None => parse_flat(stream, entry, &fields),
+    }
+}
+
+fn parse_envelope(
+    stream: &str,
+    entry: &Entry,
+    event_field: &str,
+    fields: &[(&str, &str)],
+    at: usize,
+) -> Result<Event, Malformed> {
+    let json: Value = serde_json::from_str(fields[at].1).map_err(|e| Malformed::InvalidJson {
+        field: event_field.to_string(),
+        error: e.to_string(),
+    })?;
+    let Value::Object(mut obj) = json else {
+        return Err(Malformed::NotAnObject {
+            field: event_field.to_string(),
+        });
+    };
+    let id = match obj.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(wrong_type("id", "a string")),
+    };
+    let event_type = match obj.remove("type") {
+        None | Some(Value::Null) => return Err(Malformed::MissingType),
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(wrong_type("type", "a string")),
+    };
+    let occurred_at = match obj.remove("timestamp") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(parse_timestamp(&s)?),
+        Some(Value::Number(n)) => Some(n.as_f64().and_then(epoch_timestamp).ok_or_else(|| {
+            Malformed::InvalidTimestamp {
+                value: n.to_string(),
+            }
+        })?),
+        Some(_) => return Err(wrong_type("timestamp", "a string or a number")),
+    };
+    let mut optional_text = |key: &str| match obj.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(wrong_type(key, "a string")),
+    };
+    let session_id = optional_text("session_id")?;
+    let workspace_id = optional_text("workspace_id")?;
+    let device_id = optional_text("device_id")?;
+    let data = obj
+        .remove("data")
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    debug_assert!(ENVELOPE_KEYS.iter().all(|k| !obj.contains_key(*k)));
+    // Other stream fields beside the envelope are kept too, without overriding JSON keys.
+    for (i, (name, value)) in fields.iter().enumerate() {
+        if i != at && !obj.contains_key(*name) {
+            obj.insert((*name).to_string(), Value::String((*value).to_string()));
+        }
+    }
+    build(
+        stream,
+        entry,
+        Parts {
+            id,
+            event_type,
+            occurred_at,
+            session_id,
+            workspace_id,
+            device_id,
+            data,
+        },
+        Value::Object(obj),
+    )
+}
+
+fn parse_flat(stream: &str, entry: &Entry, fields: &[(&str, &str)]) -> Result<Event, Malformed> {
+    let find = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| fields.iter().rev().find(|(k, _)| k == n).map(|(_, v)| *v))
+    };
+    let id = find(&["id", "event_id"]).map(str::to_string);
+    let event_type = find(&["type", "event_type"])
+        .ok_or(Malformed::MissingType)?
+        .to_string();
+    let occurred_at = match find(&["timestamp"]) {
+        None => None,
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => Some(parse_timestamp(s)?),
+    };
+    let data = match fields
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == "data" || *k == "payload")
+    {
+        None => Value::Object(Map::new()),
+        Some((name, raw)) => serde_json::from_str(raw).map_err(|e| Malformed::InvalidJson {
+            field: (*name).to_string(),
+            error: e.to_string(),
+        })?,
+    };
+    let text = |name: &str| find(&[name]).map(str::to_string);
+    let mapped = [
+        "id",
+        "event_id",
+        "type",
+        "event_type",
+        "timestamp",
+        "data",
+        "payload",
+        "session_id",
+        "workspace_id",
+        "device_id",
+    ];
+    let mut attributes = Map::new();
+    for (name, value) in fields {
+        if !mapped.contains(name) {
+            attributes.insert((*name).to_string(), Value::String((*value).to_string()));
+        }
+    }
+    build(
+        stream,
+        entry,
+        Parts {
+            id,
+            event_type,
+            occurred_at,
+            session_id: text("session_id"),
+            workspace_id: text("workspace_id"),
+            device_id: text("device_id"),
+            data,
+        },
+        Value::Object(attributes),
+    )
+}
+
+struct Parts {
+    id: Option<String>,
+    event_type: String,
+    occurred_at: Option<Timestamp>,
+    session_id: Option<String>,
+    workspace_id: Option<String>,
+    device_id: Option<String>,
+    data: Value,
+}
+
+/// Applies the checks common to both formats and fills the defaults.
+fn build(stream: &str, entry: &Entry, p: Parts, attributes: Value) -> Result<Event, Malformed> {
+    let id = match p.id {
+        Some(id) => {
+            check_text("id", &id)?;
+            id
+        }
+        None => format!("{stream}/{}", entry.id),
+    };
+    check_text("type", &p.event_type)?;
+    for (name, value) in [
+        ("session_id", &p.session_id),
+        ("workspace_id", &p.workspace_id),
+        ("device_id", &p.device_id),
+    ] {
+        if let Some(v) = value {
+            check_text(name, v)?;
+        }
+    }
+    let occurred_at = match p.occurred_at {
+        Some(t) => t,
+        None => entry_timestamp(&entry.id).ok_or_else(|| Malformed::InvalidTimestamp {
+            value: entry.id.clone(),
+        })?,
+    };
+    Ok(Event {
+        id,
+        event_type: p.event_type,
+        occurred_at,
+        session_id: p.session_id,
+        workspace_id: p.workspace_id,
+        device_id: p.device_id,
+        data: p.data,
+        attributes,
+        entry_id: entry.id.clone(),
+    })
+}
+
+fn wrong_type(field: &str, expected: &'static str) -> Malformed {
+    Malformed::WrongType {
+        field: field.to_string(),
+        expected,
+    }
+}
+
+fn check_text(field: &str, value: &str) -> Result<(), Malformed> {
+    if value.is_empty() {
+        return Err(Malformed::EmptyField {
+            field: field.to_string(),
+        });
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(Malformed::TooLong {
+            field: field.to_string(),
+            len: value.len(),
+        });
+    }
+    if value.contains('\0') {
+        return Err(Malformed::NulCharacter {
+            field: field.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// RFC 3339 (`2024-05-01T12:00:00Z`, any offset), a date-time without offset (read as UTC),
+/// or a Unix epoch number written as text.
+fn parse_timestamp(value: &str) -> Result<Timestamp, Malformed> {
+    let v = value.trim();
+    let invalid = || Malformed::InvalidTimestamp {
+        value: value.chars().take(64).collect(),
+    };
+    if let Ok(t) = v.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    if let Ok(dt) = v.parse::<jiff::civil::DateTime>() {
+        return dt
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp())
+            .map_err(|_| invalid());
+    }
+    v.parse::<f64>()
+        .ok()
+        .and_then(epoch_timestamp)
+        .ok_or_else(invalid)
+}
+
+/// Epoch seconds, or milliseconds when the number is too large to be seconds (after year 5138).
+fn epoch_timestamp(n: f64) -> Option<Timestamp> {
+    if !n.is_finite() {
+        return None;
+    }
+    let millis = if n.abs() < 1e11 { n * 1000.0 } else { n };
+    if millis.abs() > 1e15 {
+        return None;
+    }
+    Timestamp::from_millisecond(millis.round() as i64).ok()
+}
+
+/// The time encoded in a stream entry ID (`<ms>-<seq>`): when Redis received the entry.
+fn entry_timestamp(entry_id: &str) -> Option<Timestamp> {
+    let ms: i64 = entry_id.split('-').next()?.parse().ok()?;
+    Timestamp::from_millisecond(ms).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(fields: &[(&str, &str)]) -> Entry {
+        Entry {
+            id: "1700000000000-0".into(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    fn parse_one(fields: &[(&str, &str)]) -> Result<Event, Malformed> {
+        parse("s", &entry(fields), "event")
+    }
+
+    #[test]
+    fn envelope_maps_columns_and_keeps_extras() {
+        let e = parse_one(&[(
+            "event",
+            r#"{"id":"e1","type":"page.view","timestamp":"2024-05-01T12:00:00+02:00",
+                "session_id":"s1","data":{"a":1},"source":"web"}"#,
+        )])
+        .unwrap();
+        assert_eq!(e.id, "e1");
+        assert_eq!(e.event_type, "page.view");
+        assert_eq!(e.occurred_at.to_string(), "2024-05-01T10:00:00Z");
+        assert_eq!(e.session_id.as_deref(), Some("s1"));
+        assert_eq!(e.data, serde_json::json!({"a": 1}));
+        assert_eq!(e.attributes, serde_json::json!({"source": "web"}));
+    }
+
+    #[test]
+    fn flat_fields_accept_aliases_and_keep_extras() {
+        let e = parse_one(&[
+            ("event_id", "e2"),
+            ("event_type", "click"),
+            ("timestamp", "1700000000"),
+            ("payload", r#"{"x":[1,2]}"#),
+            ("region", "eu"),
+        ])
+        .unwrap();
+        assert_eq!(e.id, "e2");
+        assert_eq!(e.event_type, "click");
+        assert_eq!(
+            e.occurred_at,
+            Timestamp::from_second(1_700_000_000).unwrap()
+        );
+        assert_eq!(e.data, serde_json::json!({"x": [1, 2]}));
+        assert_eq!(e.attributes, serde_json::json!({"region": "eu"}));
+    }
+
+    #[test]
+    fn missing_id_and_timestamp_come_from_the_entry() {
+        let e = parse_one(&[("type", "t")]).unwrap();
+        assert_eq!(e.id, "s/1700000000000-0");
+        assert_eq!(
+            e.occurred_at,
+            Timestamp::from_millisecond(1_700_000_000_000).unwrap()
+        );
+    }
+
+    #[test]
+    fn epoch_milliseconds_are_recognised() {
+        let e = parse_one(&[("event", r#"{"type":"t","timestamp":1700000000123}"#)]).unwrap();
+        assert_eq!(
+            e.occurred_at,
+            Timestamp::from_millisecond(1_700_000_000_123).unwrap()
+        );
+    }
+
+    #[test]
+    fn malformed_entries_say_why() {
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        let long_id = format!(r#"{{"id":"{long}","type":"t"}}"#);
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (vec![("event", "{not json")], "invalid json"),
+            (vec![("event", "[1,2]")], "envelope not an object"),
+            (vec![("event", r#"{"id":"a"}"#)], "missing type"),
+            (
+                vec![("event", r#"{"id":7,"type":"t"}"#)],
+                "wrong field type",
+            ),
+            (
+                vec![("event", r#"{"type":"t","session_id":{}}"#)],
+                "wrong field type",
+            ),
+            (vec![("event", r#"{"type":""}"#)], "empty field"),
+            (vec![("event", &long_id)], "field too long"),
+            (vec![("event", r#"{"type":"a\u0000b"}"#)], "nul character"),
+            (
+                vec![("event", r#"{"type":"t","timestamp":"yesterday"}"#)],
+                "invalid timestamp",
+            ),
+            (vec![("type", "t"), ("data", "{")], "invalid json"),
+            (vec![("id", "x")], "missing type"),
+            (vec![], "empty entry"),
+        ];
+        for (fields, kind) in cases {
+            let err = parse_one(&fields).unwrap_err();
+            assert_eq!(err.kind(), kind, "{fields:?}: {err}");
+        }
+        let bad_utf8 = Entry {
+            id: "1-0".into(),
+            fields: vec![(b"type".to_vec(), vec![0xff, 0xfe])],
+        };
+        assert_eq!(
+            parse("s", &bad_utf8, "event").unwrap_err().kind(),
+            "invalid utf-8"
+        );
+    }
+}

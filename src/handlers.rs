@@ -1,0 +1,192 @@
+//! Handlers: projections maintained from events, keyed by event type.
+//!
+//! A handler runs inside the batch's transaction, on new events only (never on a duplicate),
+//! under a savepoint: its failure rolls back its own effect and nothing else.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use postgres::Transaction;
+
+use crate::event::Event;
+use crate::store::describe;
+
+/// Why a handler could not apply an event.
+#[derive(Debug)]
+pub enum HandlerError {
+    /// The event lacks something the handler needs.
+    Invalid { event_id: String, problem: String },
+    /// A statement failed.
+    Db(postgres::Error),
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandlerError::Invalid { event_id, problem } => write!(f, "event {event_id}: {problem}"),
+            HandlerError::Db(e) => write!(f, "{}", describe(e)),
+        }
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
+impl From<postgres::Error> for HandlerError {
+    fn from(e: postgres::Error) -> Self {
+        HandlerError::Db(e)
+    }
+}
+
+/// A projection of one or more event types.
+pub trait Handler: Send + Sync {
+    /// Applies `events` (new, all of one type, in stream order) within `tx`. Must be
+    /// idempotent per event and must give the same result whatever order events arrive in
+    /// across batches. On error the caller rolls back to a savepoint and retries the events
+    /// one by one to find the failing one.
+    fn handle(&self, tx: &mut Transaction<'_>, events: &[&Event]) -> Result<(), HandlerError>;
+}
+
+/// Event type → handler.
+#[derive(Clone, Default)]
+pub struct Registry {
+    by_type: BTreeMap<String, Arc<dyn Handler>>,
+}
+
+impl Registry {
+    /// A registry with no handlers: events are stored, nothing else.
+    pub fn empty() -> Registry {
+        Registry::default()
+    }
+
+    /// The built-in handlers: `session.start` and `session.end` maintain `sessions`.
+    pub fn builtin() -> Registry {
+        let mut r = Registry::empty();
+        r.register("session.start", Arc::new(Sessions::Start));
+        r.register("session.end", Arc::new(Sessions::End));
+        r
+    }
+
+    /// Registers (or replaces) the handler of `event_type`.
+    pub fn register(&mut self, event_type: &str, handler: Arc<dyn Handler>) {
+        self.by_type.insert(event_type.to_string(), handler);
+    }
+
+    pub fn get(&self, event_type: &str) -> Option<&Arc<dyn Handler>> {
+        self.by_type.get(event_type)
+    }
+
+    /// Registered types, sorted.
+    pub fn types(&self) -> Vec<&str> {
+        self.by_type.keys().map(String::as_str).collect()
+    }
+}
+
+/// The `sessions` projection. Start contributes the start time and ids; End the end time and
+/// reason. The upsert keeps the earliest start and the latest end (ties by event id), so
+/// every arrival order gives the same row.
+#[derive(Debug, Clone, Copy)]
+pub enum Sessions {
+    Start,
+    End,
+}
+
+const UPSERT_SESSIONS: &str = "\
+INSERT INTO sessions AS s (session_id, workspace_id, device_id, started_at, start_event_id,
+                           ended_at, end_event_id, end_reason)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+                     $6::timestamptz[], $7::text[], $8::text[])
+ON CONFLICT (session_id) DO UPDATE SET
+    workspace_id = CASE WHEN s.started_at IS NULL OR EXCLUDED.started_at IS NOT NULL
+                         AND (EXCLUDED.started_at, EXCLUDED.start_event_id) < (s.started_at, s.start_event_id)
+                        THEN COALESCE(EXCLUDED.workspace_id, s.workspace_id)
+                        ELSE COALESCE(s.workspace_id, EXCLUDED.workspace_id) END,
+    device_id    = CASE WHEN s.started_at IS NULL OR EXCLUDED.started_at IS NOT NULL
+                         AND (EXCLUDED.started_at, EXCLUDED.start_event_id) < (s.started_at, s.start_event_id)
+                        THEN COALESCE(EXCLUDED.device_id, s.device_id)
+                        ELSE COALESCE(s.device_id, EXCLUDED.device_id) END,
+    started_at     = CASE WHEN EXCLUDED.started_at IS NOT NULL AND (s.started_at IS NULL
+                          OR (EXCLUDED.started_at, EXCLUDED.start_event_id) < (s.started_at, s.start_event_id))
+                          THEN EXCLUDED.started_at ELSE s.started_at END,
+    start_event_id = CASE WHEN EXCLUDED.started_at IS NOT NULL AND (s.started_at IS NULL
+                          OR (EXCLUDED.started_at, EXCLUDED.start_event_id) < (s.started_at, s.start_event_id))
+                          THEN EXCLUDED.start_event_id ELSE s.start_event_id END,
+    ended_at       = CASE WHEN EXCLUDED.ended_at IS NOT NULL AND (s.ended_at IS NULL
+                          OR (EXCLUDED.ended_at, EXCLUDED.end_event_id) > (s.ended_at, s.end_event_id))
+                          THEN EXCLUDED.ended_at ELSE s.ended_at END,
+    end_event_id   = CASE WHEN EXCLUDED.ended_at IS NOT NULL AND (s.ended_at IS NULL
+                          OR (EXCLUDED.ended_at, EXCLUDED.end_event_id) > (s.ended_at, s.end_event_id))
+                          THEN EXCLUDED.end_event_id ELSE s.end_event_id END,
+    end_reason     = CASE WHEN EXCLUDED.ended_at IS NOT NULL AND (s.ended_at IS NULL
+                          OR (EXCLUDED.ended_at, EXCLUDED.end_event_id) > (s.ended_at, s.end_event_id))
+                          THEN EXCLUDED.end_reason ELSE s.end_reason END";
+
+impl Handler for Sessions {
+    fn handle(&self, tx: &mut Transaction<'_>, events: &[&Event]) -> Result<(), HandlerError> {
+        for e in events {
+            if e.session_id.is_none() {
+                return Err(HandlerError::Invalid {
+                    event_id: e.id.clone(),
+                    problem: "no session_id".into(),
+                });
+            }
+        }
+        // One upsert may not touch a row twice: events of the same session go to later rounds.
+        for round in rounds_by_session(events) {
+            self.upsert(tx, &round)?;
+        }
+        Ok(())
+    }
+}
+
+impl Sessions {
+    fn upsert(&self, tx: &mut Transaction<'_>, events: &[&Event]) -> Result<(), postgres::Error> {
+        let none = || vec![None::<&str>; events.len()];
+        let no_time = || vec![None::<jiff::Timestamp>; events.len()];
+        let ids: Vec<Option<&str>> = events.iter().map(|e| Some(e.id.as_str())).collect();
+        let times: Vec<Option<jiff::Timestamp>> =
+            events.iter().map(|e| Some(e.occurred_at)).collect();
+        let session: Vec<Option<&str>> = events.iter().map(|e| e.session_id.as_deref()).collect();
+        let workspace: Vec<Option<&str>> =
+            events.iter().map(|e| e.workspace_id.as_deref()).collect();
+        let device: Vec<Option<&str>> = events.iter().map(|e| e.device_id.as_deref()).collect();
+        let (started, start_ids, ended, end_ids, reasons) = match self {
+            Sessions::Start => (times, ids, no_time(), none(), none()),
+            Sessions::End => {
+                let reasons = events.iter().map(|e| end_reason(e)).collect();
+                (no_time(), none(), times, ids, reasons)
+            }
+        };
+        tx.execute(
+            UPSERT_SESSIONS,
+            &[
+                &session, &workspace, &device, &started, &start_ids, &ended, &end_ids, &reasons,
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// `data.reason` (or `data.end_reason`) of a session.end, if it is text.
+fn end_reason(e: &Event) -> Option<&str> {
+    ["reason", "end_reason"]
+        .iter()
+        .find_map(|k| e.data.get(*k).and_then(|v| v.as_str()))
+}
+
+/// Splits events into rounds in which no session id repeats, keeping stream order per session.
+fn rounds_by_session<'a>(events: &[&'a Event]) -> Vec<Vec<&'a Event>> {
+    let mut rounds: Vec<Vec<&'a Event>> = Vec::new();
+    let mut next_round: HashMap<&'a str, usize> = HashMap::new();
+    for e in events {
+        let round = next_round
+            .entry(e.session_id.as_deref().unwrap_or(""))
+            .or_insert(0);
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push(e);
+        *round += 1;
+    }
+    rounds
+}

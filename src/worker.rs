@@ -1,0 +1,326 @@
+//! A worker thread: takes a batch from the channel, writes it to Postgres in one transaction,
+//! then acknowledges it in Redis in one call.
+//!
+//! The path of one batch, top to bottom:
+//! 1. parse every entry ([`event::parse`]); a malformed one becomes a dead letter;
+//! 2. [`Worker::write`]: one transaction, one set-based insert, handlers on new events under
+//!    savepoints, commit; retried with backoff while Postgres is unreachable; a row Postgres
+//!    rejects is isolated by splitting the batch and becomes a dead letter;
+//! 3. [`Worker::acknowledge`]: one call acknowledging every entry and dead-lettering the bad
+//!    ones, only after the commit; retried while Redis is unreachable.
+//!
+//! Invariant: nothing is acknowledged that is not committed to Postgres or written to the
+//! dead-letter stream. A batch abandoned at shutdown stays pending in Redis.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use postgres::Transaction;
+
+use crate::event::{self, Event};
+use crate::handlers::{Handler, HandlerError, Registry};
+use crate::retry::{Backoff, Outage, sleep_unless};
+use crate::stats::Counters;
+use crate::store::{self, Fault, Pool, PooledClient, StoreError};
+use crate::stream::{self, AckContext, Batch, DeadLetter};
+
+/// Everything the workers share.
+pub struct WorkerContext {
+    pub pool: Pool,
+    pub redis_url: String,
+    pub group: String,
+    pub consumer: String,
+    pub event_field: String,
+    pub registry: Registry,
+    pub counters: Arc<Counters>,
+    pub stop: Arc<AtomicBool>,
+    pub postgres_outage: Arc<Outage>,
+    pub redis_outage: Arc<Outage>,
+}
+
+/// Runs one worker until the channel is closed and drained.
+pub fn run(ctx: Arc<WorkerContext>, rx: Receiver<Batch>) {
+    let mut worker = Worker { ctx, redis: None };
+    for batch in rx.iter() {
+        worker.process(&batch);
+    }
+}
+
+struct Worker {
+    ctx: Arc<WorkerContext>,
+    /// This worker's own Redis connection for acknowledgements; `None` until (re)connected.
+    redis: Option<redis::Connection>,
+}
+
+/// The outcome of writing a batch's events.
+#[derive(Debug, Default)]
+struct Written {
+    inserted: u64,
+    duplicates: u64,
+    handler_errors: u64,
+    /// Events Postgres rejected (index into the events slice, Postgres's message).
+    rejected: Vec<(usize, String)>,
+}
+
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(3);
+
+impl Worker {
+    fn process(&mut self, batch: &Batch) {
+        let mut events = Vec::with_capacity(batch.entries.len());
+        let mut dead = Vec::new();
+        for entry in &batch.entries {
+            match event::parse(&batch.stream, entry, &self.ctx.event_field) {
+                Ok(e) => events.push(e),
+                Err(m) => {
+                    log::warn!(
+                        "malformed entry {} on {}: {m}; dead-lettering",
+                        entry.id,
+                        batch.stream
+                    );
+                    dead.push(DeadLetter {
+                        entry,
+                        reason: m.kind().into(),
+                        error: m.to_string(),
+                    });
+                }
+            }
+        }
+        let Some(written) = self.write(&batch.stream, &events) else {
+            log::warn!(
+                "shutting down with a batch of {} entries of {} unwritten; they stay pending in Redis",
+                batch.entries.len(),
+                batch.stream
+            );
+            return;
+        };
+        for (index, error) in &written.rejected {
+            let e = &events[*index];
+            log::warn!(
+                "postgres rejected event {} (entry {} on {}): {error}; dead-lettering",
+                e.id,
+                e.entry_id,
+                batch.stream
+            );
+            if let Some(entry) = batch.entries.iter().find(|en| en.id == e.entry_id) {
+                dead.push(DeadLetter {
+                    entry,
+                    reason: "rejected by postgres".into(),
+                    error: error.clone(),
+                });
+            }
+        }
+        let c = Arc::clone(&self.ctx.counters);
+        Counters::add(&c.inserted, written.inserted);
+        Counters::add(&c.duplicates, written.duplicates);
+        Counters::add(&c.handler_errors, written.handler_errors);
+        let ids: Vec<&str> = batch.entries.iter().map(|e| e.id.as_str()).collect();
+        if self.acknowledge(&batch.stream, &ids, &dead) {
+            Counters::add(&c.processed, ids.len() as u64);
+            Counters::add(&c.dead_lettered, dead.len() as u64);
+        }
+    }
+
+    /// Writes `events` in one transaction, retrying while Postgres is unreachable. `None` if
+    /// shutdown came first (nothing committed, nothing to acknowledge).
+    fn write(&self, stream: &str, events: &[Event]) -> Option<Written> {
+        if events.is_empty() {
+            return Some(Written::default());
+        }
+        let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+        loop {
+            let attempt =
+                self.ctx
+                    .pool
+                    .get()
+                    .map_err(StoreError::Connect)
+                    .and_then(|mut client| {
+                        let mut written = Written::default();
+                        self.write_isolating(&mut client, stream, events, 0, &mut written)
+                            .map(|()| written)
+                            .map_err(|source| StoreError::Query {
+                                op: "batch write",
+                                source,
+                            })
+                    });
+            match attempt {
+                Ok(written) => {
+                    self.ctx.postgres_outage.cleared();
+                    return Some(written);
+                }
+                Err(e) => {
+                    self.ctx.postgres_outage.fault("worker", &e);
+                    if !sleep_unless(&self.ctx.stop, backoff.next_delay()) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commits `events`; when Postgres rejects the data, splits the batch in halves until the
+    /// rejected event stands alone, so its neighbours still commit. `offset` is the position of
+    /// `events` in the batch, to report rejected events by index.
+    fn write_isolating(
+        &self,
+        client: &mut PooledClient,
+        stream: &str,
+        events: &[Event],
+        offset: usize,
+        written: &mut Written,
+    ) -> Result<(), postgres::Error> {
+        match self.write_once(client, stream, events) {
+            Ok(w) => {
+                written.inserted += w.inserted;
+                written.duplicates += w.duplicates;
+                written.handler_errors += w.handler_errors;
+                Ok(())
+            }
+            Err(e) if store::classify(&e) == Fault::Data => {
+                if events.len() == 1 {
+                    written.rejected.push((offset, store::describe(&e)));
+                    return Ok(());
+                }
+                let mid = events.len() / 2;
+                self.write_isolating(client, stream, &events[..mid], offset, written)?;
+                self.write_isolating(client, stream, &events[mid..], offset + mid, written)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One transaction: insert, run handlers for the new events, commit.
+    fn write_once(
+        &self,
+        client: &mut PooledClient,
+        stream: &str,
+        events: &[Event],
+    ) -> Result<Written, postgres::Error> {
+        let mut tx = client.transaction()?;
+        let new_ids = store::insert_events(&mut tx, stream, events)?;
+        let mut written = Written {
+            inserted: new_ids.len() as u64,
+            duplicates: (events.len() - new_ids.len()) as u64,
+            ..Written::default()
+        };
+        // Handlers see each new event once (an id repeated in the batch is a duplicate).
+        let mut seen: HashSet<&str> = HashSet::with_capacity(new_ids.len());
+        let mut by_type: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+        for e in events {
+            if self.ctx.registry.get(&e.event_type).is_some()
+                && new_ids.contains(&e.id)
+                && seen.insert(e.id.as_str())
+            {
+                by_type.entry(e.event_type.as_str()).or_default().push(e);
+            }
+        }
+        for (event_type, evs) in by_type {
+            if let Some(handler) = self.ctx.registry.get(event_type) {
+                written.handler_errors += run_handler(&mut tx, handler.as_ref(), event_type, &evs)?;
+            }
+        }
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// Acknowledges `ids` and dead-letters `dead` in one call, retrying while Redis is
+    /// unreachable. Returns false if it gave up (shutdown, or Redis refused the command);
+    /// the entries then stay pending and are redelivered, as duplicates, later.
+    fn acknowledge(&mut self, stream: &str, ids: &[&str], dead: &[DeadLetter<'_>]) -> bool {
+        let ctx = Arc::clone(&self.ctx);
+        let ack_ctx = AckContext {
+            group: &ctx.group,
+            consumer: &ctx.consumer,
+        };
+        let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+        loop {
+            let con = match self.redis.as_mut() {
+                Some(con) => con,
+                None => match stream::connect(&ctx.redis_url, stream::COMMAND_TIMEOUT) {
+                    Ok(con) => self.redis.insert(con),
+                    Err(e) => {
+                        ctx.redis_outage.fault("worker", &e);
+                        if !sleep_unless(&ctx.stop, backoff.next_delay()) {
+                            return false;
+                        }
+                        continue;
+                    }
+                },
+            };
+            match stream::ack(con, &ack_ctx, stream, ids, dead) {
+                Ok(acked) => {
+                    ctx.redis_outage.cleared();
+                    Counters::add(&ctx.counters.acknowledged, acked);
+                    return true;
+                }
+                Err(e) if e.is_connection() => {
+                    self.redis = None;
+                    ctx.redis_outage.fault("worker", &e);
+                    if !sleep_unless(&ctx.stop, backoff.next_delay()) {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    log::error!(
+                        "{e}; {} entries stay pending and will be redelivered",
+                        ids.len()
+                    );
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `handler` on `events` under a savepoint. If it fails, retries each event under its own
+/// savepoint, so one failing event does not undo the others; each failure is logged with the
+/// event's id and type. Returns how many events failed. Infrastructure errors are returned, to
+/// retry the whole batch.
+fn run_handler(
+    tx: &mut Transaction<'_>,
+    handler: &dyn Handler,
+    event_type: &str,
+    events: &[&Event],
+) -> Result<u64, postgres::Error> {
+    let mut sp = tx.savepoint("handler")?;
+    match handler.handle(&mut sp, events) {
+        Ok(()) => {
+            sp.commit()?;
+            return Ok(0);
+        }
+        Err(e) => {
+            infrastructure(e)?;
+            sp.rollback()?;
+        }
+    }
+    let mut failures = 0;
+    for event in events {
+        let mut sp = tx.savepoint("handler")?;
+        match handler.handle(&mut sp, &[*event]) {
+            Ok(()) => sp.commit()?,
+            Err(e) => {
+                let e = infrastructure(e)?;
+                log::error!(
+                    "handler for {event_type} failed on event {} (type {}): {e}",
+                    event.id,
+                    event.event_type
+                );
+                sp.rollback()?;
+                failures += 1;
+            }
+        }
+    }
+    Ok(failures)
+}
+
+/// Passes a handler's own error through; turns a lost connection or server fault into `Err`,
+/// which is not the event's fault.
+fn infrastructure(e: HandlerError) -> Result<HandlerError, postgres::Error> {
+    match e {
+        HandlerError::Db(db) if store::is_infrastructure(&db) => Err(db),
+        other => Ok(other),
+    }
+}
