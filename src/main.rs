@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 use streamsink::{
-    Config, Pipeline, Purpose, RawSettings, Registry, config::mask_url, logging, store,
+    Config, Pipeline, PipelineError, Purpose, RawSettings, Registry, config::mask_url, logging,
+    store,
 };
 
 #[derive(Parser)]
@@ -165,7 +166,14 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         );
     })?;
     log::info!("streamsink {} starting", env!("CARGO_PKG_VERSION"));
-    let pipeline = Pipeline::start(config, Registry::builtin(), stop)?;
+    let pipeline = match Pipeline::start(config, Registry::builtin(), stop) {
+        Ok(p) => p,
+        Err(PipelineError::Stopped) => {
+            log::info!("stopped during start-up");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     pipeline.wait()?;
     log::info!("stopped cleanly");
     Ok(())
