@@ -342,3 +342,26 @@ fn shutdown_under_load_exits_within_ten_seconds_and_loses_nothing() {
         "the drain finished before the signal: not a test under load"
     );
 }
+
+#[test]
+fn the_stats_line_reports_counters_pending_and_lag() {
+    let (db, stream) = (TestDb::create(), TestStream::new());
+    let mut r = redis();
+    publish(&mut r, &stream.name, &[("id", "a"), ("type", "t")]);
+    publish(&mut r, &stream.name, &[("id", "b"), ("type", "t")]);
+    publish(&mut r, &stream.name, &[("id", "a"), ("type", "t")]);
+    publish(&mut r, &stream.name, &[("event", "{oops")]);
+    let url = redis_url();
+    let mut env = env_for(&db, &stream, &url);
+    env.push(("STREAMSINK_STATS_INTERVAL", "250ms"));
+    env.push(("STREAMSINK_BLOCK", "200ms"));
+    let mut p = Process::spawn(&["run"], &env);
+    let counts =
+        "processed=4 inserted=2 duplicates=1 handler_errors=0 dead_lettered=1 acknowledged=4";
+    let line = p.wait_for_line(&format!("stats: {counts}"), Duration::from_secs(20));
+    assert!(line.contains(" rate="), "{line}");
+    assert!(line.ends_with("pending=0 lag=0"), "{line}");
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)).0, Some(0));
+    p.wait_for_line(&format!("final stats: {counts}"), Duration::from_secs(1));
+}
