@@ -83,8 +83,9 @@ impl Registry {
 }
 
 /// The `sessions` projection. Start contributes the start time and ids; End the end time and
-/// reason. The upsert keeps the earliest start and the latest end (ties by event id), so
-/// every arrival order gives the same row.
+/// reason. The upsert keeps the earliest start and the latest end (ties by event id), and the
+/// winning start's workspace/device ids (an end's fill in while no start has them), so every
+/// arrival order gives the same row.
 #[derive(Debug, Clone, Copy)]
 pub enum Sessions {
     Start,
@@ -97,29 +98,23 @@ INSERT INTO sessions AS s (session_id, workspace_id, device_id, started_at, star
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
                      $6::timestamptz[], $7::text[], $8::text[])
 ON CONFLICT (session_id) DO UPDATE SET
-    workspace_id = CASE WHEN s.started_at IS NULL OR EXCLUDED.started_at IS NOT NULL
-                         AND (EXCLUDED.started_at, EXCLUDED.start_event_id) < (s.started_at, s.start_event_id)
-                        THEN COALESCE(EXCLUDED.workspace_id, s.workspace_id)
-                        ELSE COALESCE(s.workspace_id, EXCLUDED.workspace_id) END,
-    device_id    = CASE WHEN s.started_at IS NULL OR EXCLUDED.started_at IS NOT NULL
-                         AND (EXCLUDED.started_at, EXCLUDED.start_event_id) < (s.started_at, s.start_event_id)
-                        THEN COALESCE(EXCLUDED.device_id, s.device_id)
-                        ELSE COALESCE(s.device_id, EXCLUDED.device_id) END,
-    started_at     = CASE WHEN EXCLUDED.started_at IS NOT NULL AND (s.started_at IS NULL
-                          OR (EXCLUDED.started_at, EXCLUDED.start_event_id) < (s.started_at, s.start_event_id))
-                          THEN EXCLUDED.started_at ELSE s.started_at END,
-    start_event_id = CASE WHEN EXCLUDED.started_at IS NOT NULL AND (s.started_at IS NULL
-                          OR (EXCLUDED.started_at, EXCLUDED.start_event_id) < (s.started_at, s.start_event_id))
-                          THEN EXCLUDED.start_event_id ELSE s.start_event_id END,
-    ended_at       = CASE WHEN EXCLUDED.ended_at IS NOT NULL AND (s.ended_at IS NULL
-                          OR (EXCLUDED.ended_at, EXCLUDED.end_event_id) > (s.ended_at, s.end_event_id))
-                          THEN EXCLUDED.ended_at ELSE s.ended_at END,
-    end_event_id   = CASE WHEN EXCLUDED.ended_at IS NOT NULL AND (s.ended_at IS NULL
-                          OR (EXCLUDED.ended_at, EXCLUDED.end_event_id) > (s.ended_at, s.end_event_id))
-                          THEN EXCLUDED.end_event_id ELSE s.end_event_id END,
-    end_reason     = CASE WHEN EXCLUDED.ended_at IS NOT NULL AND (s.ended_at IS NULL
-                          OR (EXCLUDED.ended_at, EXCLUDED.end_event_id) > (s.ended_at, s.end_event_id))
-                          THEN EXCLUDED.end_reason ELSE s.end_reason END";
+    (workspace_id, device_id, started_at, start_event_id) = (
+        SELECT CASE WHEN w.wins THEN COALESCE(EXCLUDED.workspace_id, s.workspace_id)
+                    ELSE COALESCE(s.workspace_id, EXCLUDED.workspace_id) END,
+               CASE WHEN w.wins THEN COALESCE(EXCLUDED.device_id, s.device_id)
+                    ELSE COALESCE(s.device_id, EXCLUDED.device_id) END,
+               CASE WHEN w.wins THEN EXCLUDED.started_at ELSE s.started_at END,
+               CASE WHEN w.wins THEN EXCLUDED.start_event_id ELSE s.start_event_id END
+        FROM (SELECT EXCLUDED.started_at IS NOT NULL AND (s.started_at IS NULL
+                     OR (EXCLUDED.started_at, EXCLUDED.start_event_id) < (s.started_at, s.start_event_id))
+              AS wins) w),
+    (ended_at, end_event_id, end_reason) = (
+        SELECT CASE WHEN w.wins THEN EXCLUDED.ended_at ELSE s.ended_at END,
+               CASE WHEN w.wins THEN EXCLUDED.end_event_id ELSE s.end_event_id END,
+               CASE WHEN w.wins THEN EXCLUDED.end_reason ELSE s.end_reason END
+        FROM (SELECT EXCLUDED.ended_at IS NOT NULL AND (s.ended_at IS NULL
+                     OR (EXCLUDED.ended_at, EXCLUDED.end_event_id) > (s.ended_at, s.end_event_id))
+              AS wins) w)";
 
 impl Handler for Sessions {
     fn handle(&self, tx: &mut Transaction<'_>, events: &[&Event]) -> Result<(), HandlerError> {

@@ -488,3 +488,16 @@ fn two_instances_migrating_at_once_both_succeed() {
     );
     assert_eq!(db.count("SELECT count(*) FROM streamsink_migrations"), 1);
 }
+
+#[test]
+fn session_ids_merge_the_same_way_in_either_order() {
+    // The start's workspace wins; the end fills in the device the start lacked.
+    let start = json!({"id": "st-2", "type": "session.start", "session_id": "sess-2", "workspace_id": "w-start",
+        "timestamp": "2024-05-01T12:00:00Z"});
+    let end = json!({"id": "en-2", "type": "session.end", "session_id": "sess-2", "workspace_id": "w-end",
+        "device_id": "d-end", "timestamp": "2024-05-01T12:00:01.5Z"});
+    let in_order = sessions_row_after(&[start.clone(), end.clone()]);
+    assert_eq!(in_order[1..3], ["w-start", "d-end"]);
+    assert_eq!(in_order[6], "1500");
+    assert_eq!(sessions_row_after(&[end, start]), in_order);
+}
