@@ -21,6 +21,10 @@ pub struct RawSettings {
     pub stats_interval: Option<String>,
     pub group_start: Option<String>,
     pub event_field: Option<String>,
+    pub claim_interval: Option<String>,
+    pub claim_min_idle: Option<String>,
+    pub max_deliveries: Option<String>,
+    pub consumer_prune_idle: Option<String>,
 }
 
 /// The validated configuration of one worker process.
@@ -46,6 +50,18 @@ pub struct Config {
     pub group_start: String,
     /// Field holding a JSON envelope; entries without it are read as flat fields.
     pub event_field: String,
+    /// How often the reader reclaims entries stuck with other (dead) consumers.
+    pub claim_interval: Duration,
+    /// How long an entry must sit unacknowledged before it is reclaimed.
+    pub claim_min_idle: Duration,
+    /// Deliveries (Redis's count, so it survives restarts) after which an entry is
+    /// dead-lettered instead of processed again.
+    pub max_deliveries: u64,
+    /// Idle time after which a consumer with no pending entries is deleted from the group.
+    pub consumer_prune_idle: Duration,
+    /// Reclaim with XPENDING + XCLAIM even where XAUTOCLAIM exists. Not a setting: chosen
+    /// automatically on Redis < 6.2, and forced by tests to exercise that path.
+    pub force_claim_fallback: bool,
 }
 
 /// A setting that is missing or invalid: names the environment variable and the flag.
@@ -70,6 +86,10 @@ pub const DEFAULT_WORKERS: usize = 4;
 pub const DEFAULT_BATCH: usize = 500;
 pub const DEFAULT_BLOCK: Duration = Duration::from_secs(5);
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_CLAIM_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_CLAIM_MIN_IDLE: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_DELIVERIES: usize = 3;
+pub const DEFAULT_CONSUMER_PRUNE_IDLE: Duration = Duration::from_secs(3600);
 
 /// Which command the settings are for: `migrate` needs no Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +145,31 @@ impl Config {
             "STREAMSINK_EVENT_FIELD",
             "--event-field",
         )?;
+        let claim_interval = parse_setting_duration(
+            raw.claim_interval,
+            DEFAULT_CLAIM_INTERVAL,
+            "STREAMSINK_CLAIM_INTERVAL",
+            "--claim-interval",
+        )?;
+        let claim_min_idle = parse_setting_duration(
+            raw.claim_min_idle,
+            DEFAULT_CLAIM_MIN_IDLE,
+            "STREAMSINK_CLAIM_MIN_IDLE",
+            "--claim-min-idle",
+        )?;
+        let max_deliveries = parse_count(
+            raw.max_deliveries,
+            DEFAULT_MAX_DELIVERIES,
+            1..=1_000,
+            "STREAMSINK_MAX_DELIVERIES",
+            "--max-deliveries",
+        )? as u64;
+        let consumer_prune_idle = parse_setting_duration(
+            raw.consumer_prune_idle,
+            DEFAULT_CONSUMER_PRUNE_IDLE,
+            "STREAMSINK_CONSUMER_PRUNE_IDLE",
+            "--consumer-prune-idle",
+        )?;
         Ok(Config {
             redis_url,
             database_url,
@@ -137,6 +182,11 @@ impl Config {
             stats_interval,
             group_start,
             event_field,
+            claim_interval,
+            claim_min_idle,
+            max_deliveries,
+            consumer_prune_idle,
+            force_claim_fallback: false,
         })
     }
 }
@@ -404,6 +454,10 @@ mod tests {
         assert_eq!(c.block, Duration::from_secs(5));
         assert_eq!(c.stats_interval, Duration::from_secs(60));
         assert_eq!(c.group_start, "0");
+        assert_eq!(c.claim_interval, Duration::from_secs(30));
+        assert_eq!(c.claim_min_idle, Duration::from_secs(60));
+        assert_eq!(c.max_deliveries, 3);
+        assert_eq!(c.consumer_prune_idle, Duration::from_secs(3600));
         assert!(c.consumer.ends_with(&format!("-{}", std::process::id())));
     }
 

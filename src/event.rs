@@ -14,6 +14,9 @@ use serde_json::{Map, Value};
 pub struct Entry {
     pub id: String,
     pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Times Redis has delivered this entry to the group, this delivery included (its
+    /// XPENDING count): 1 for a first read, more for a reclaimed entry.
+    pub deliveries: u64,
 }
 
 /// An event ready to be written: every field checked, so Postgres should accept it.
@@ -42,7 +45,7 @@ pub const MAX_ID_LEN: usize = 256;
 /// at once rather than retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Malformed {
-    /// The entry has no fields at all (for example it was deleted while pending).
+    /// The entry has no fields, or only empty names and values.
     Empty,
     /// A field name or value is not valid UTF-8.
     NotUtf8 { field: String },
@@ -133,7 +136,11 @@ const ENVELOPE_KEYS: [&str; 7] = [
 /// Parses one entry of `stream`. An entry holding `event_field` is an envelope; any other entry
 /// is read as flat fields.
 pub fn parse(stream: &str, entry: &Entry, event_field: &str) -> Result<Event, Malformed> {
-    if entry.fields.is_empty() {
+    if entry
+        .fields
+        .iter()
+        .all(|(k, v)| k.is_empty() && v.is_empty())
+    {
         return Err(Malformed::Empty);
     }
     let mut fields: Vec<(&str, &str)> = Vec::with_capacity(entry.fields.len());
@@ -409,6 +416,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
                 .collect(),
+            deliveries: 1,
         }
     }
 
@@ -497,6 +505,7 @@ mod tests {
             (vec![("type", "t"), ("data", "{")], "invalid json"),
             (vec![("id", "x")], "missing type"),
             (vec![], "empty entry"),
+            (vec![("", "")], "empty entry"),
         ];
         for (fields, kind) in cases {
             let err = parse_one(&fields).unwrap_err();
@@ -505,6 +514,7 @@ mod tests {
         let bad_utf8 = Entry {
             id: "1-0".into(),
             fields: vec![(b"type".to_vec(), vec![0xff, 0xfe])],
+            deliveries: 1,
         };
         assert_eq!(
             parse("s", &bad_utf8, "event").unwrap_err().kind(),

@@ -93,6 +93,38 @@ struct SettingsArgs {
         global = true
     )]
     event_field: Option<String>,
+    /// How often stuck entries are reclaimed (XAUTOCLAIM) [default: 30s]
+    #[arg(
+        long,
+        env = "STREAMSINK_CLAIM_INTERVAL",
+        value_name = "DURATION",
+        global = true
+    )]
+    claim_interval: Option<String>,
+    /// How long an entry sits unacknowledged before it is reclaimed [default: 60s]
+    #[arg(
+        long,
+        env = "STREAMSINK_CLAIM_MIN_IDLE",
+        value_name = "DURATION",
+        global = true
+    )]
+    claim_min_idle: Option<String>,
+    /// Deliveries after which an entry is dead-lettered [default: 3]
+    #[arg(
+        long,
+        env = "STREAMSINK_MAX_DELIVERIES",
+        value_name = "N",
+        global = true
+    )]
+    max_deliveries: Option<String>,
+    /// Idle time after which a consumer with nothing pending is deleted [default: 1h]
+    #[arg(
+        long,
+        env = "STREAMSINK_CONSUMER_PRUNE_IDLE",
+        value_name = "DURATION",
+        global = true
+    )]
+    consumer_prune_idle: Option<String>,
 }
 
 impl From<SettingsArgs> for RawSettings {
@@ -109,6 +141,10 @@ impl From<SettingsArgs> for RawSettings {
             stats_interval: a.stats_interval,
             group_start: a.group_start,
             event_field: a.event_field,
+            claim_interval: a.claim_interval,
+            claim_min_idle: a.claim_min_idle,
+            max_deliveries: a.max_deliveries,
+            consumer_prune_idle: a.consumer_prune_idle,
         }
     }
 }

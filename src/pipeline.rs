@@ -99,10 +99,21 @@ impl Pipeline {
             group_start: config.group_start.clone(),
             batch: config.batch,
             block: config.block,
+            claim_interval: config.claim_interval,
+            claim_min_idle: config.claim_min_idle,
+            consumer_prune_idle: config.consumer_prune_idle,
+            force_claim_fallback: config.force_claim_fallback,
         };
+        let postgres_outage = Arc::new(Outage::new("Postgres"));
         let reader = {
-            let (stop, outage) = (Arc::clone(&stop), Arc::clone(&redis_outage));
-            spawn("reader", move || reader::run(reader_cfg, tx, stop, outage))?
+            let links = reader::ReaderLinks {
+                tx,
+                stop: Arc::clone(&stop),
+                redis_outage: Arc::clone(&redis_outage),
+                postgres_outage: Arc::clone(&postgres_outage),
+                counters: Arc::clone(&counters),
+            };
+            spawn("reader", move || reader::run(reader_cfg, links))?
         };
         let ctx = Arc::new(WorkerContext {
             pool,
@@ -110,10 +121,11 @@ impl Pipeline {
             group: config.group.clone(),
             consumer: config.consumer.clone(),
             event_field: config.event_field.clone(),
+            max_deliveries: config.max_deliveries,
             registry,
             counters: Arc::clone(&counters),
             stop: Arc::clone(&stop),
-            postgres_outage: Arc::new(Outage::new("Postgres")),
+            postgres_outage,
             redis_outage,
         });
         let mut workers = Vec::with_capacity(config.workers);

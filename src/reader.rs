@@ -1,18 +1,26 @@
-//! The reader thread: XREADGROUP on its own connection, whole batches into the bounded channel.
+//! The reader thread: XREADGROUP on its own connection, whole batches into the bounded channel;
+//! every claim interval, the reclaim cycle first.
 //!
 //! Invariants: the channel is bounded, so a slow database slows reading instead of growing
 //! memory; the reader never acknowledges anything (workers do, after commit); on stop it
 //! finishes the read under way, hands over what it read, and drops its sender, which is how
 //! the workers learn there is nothing more.
+//!
+//! The reclaim cycle (every `claim_interval`, and at start): this consumer's own pending
+//! entries (ID `0`, once, at start), then XAUTOCLAIM of entries idle longer than
+//! `claim_min_idle` (XPENDING + XCLAIM before Redis 6.2), then pruning of dead consumers.
+//! Reclaimed entries carry Redis's delivery count, which the workers hold against the budget.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::event::Entry;
 use crate::retry::{Backoff, Outage, sleep_unless};
-use crate::stream::{self, Batch};
+use crate::stats::Counters;
+use crate::stream::{self, Batch, Claimed, StreamError};
 
 /// What the reader reads, and how.
 #[derive(Debug, Clone)]
@@ -24,6 +32,12 @@ pub struct ReaderConfig {
     pub group_start: String,
     pub batch: usize,
     pub block: Duration,
+    pub claim_interval: Duration,
+    pub claim_min_idle: Duration,
+    pub consumer_prune_idle: Duration,
+    /// Use XPENDING + XCLAIM even where XAUTOCLAIM exists (it is chosen automatically on
+    /// Redis < 6.2; forcing it lets the fallback be tested on a current server).
+    pub force_claim_fallback: bool,
 }
 
 impl ReaderConfig {
@@ -34,40 +48,46 @@ impl ReaderConfig {
     }
 }
 
-/// Runs the reader until `stop` is set; returns after dropping `tx`.
-pub fn run(cfg: ReaderConfig, tx: Sender<Batch>, stop: Arc<AtomicBool>, redis_outage: Arc<Outage>) {
+/// The reader's links to the rest of the pipeline.
+pub struct ReaderLinks {
+    pub tx: Sender<Batch>,
+    pub stop: Arc<AtomicBool>,
+    pub redis_outage: Arc<Outage>,
+    pub postgres_outage: Arc<Outage>,
+    pub counters: Arc<Counters>,
+}
+
+/// Runs the reader until `stop` is set; returns after dropping the channel's sender.
+pub fn run(cfg: ReaderConfig, links: ReaderLinks) {
     let mut con: Option<redis::Connection> = None;
     let mut backoff = Backoff::reconnect();
+    let mut reclaim = Reclaim::new(&cfg);
+    let stop = Arc::clone(&links.stop);
     while !stop.load(Ordering::Relaxed) {
         let c = match con.as_mut() {
             Some(c) => c,
             None => match stream::connect(&cfg.redis_url, cfg.read_timeout()) {
                 Ok(c) => con.insert(c),
                 Err(e) => {
-                    redis_outage.fault("reader", &e);
+                    links.redis_outage.fault("reader", &e);
                     sleep_unless(&stop, backoff.next_delay());
                     continue;
                 }
             },
         };
-        match stream::read_new(
-            c,
-            &cfg.group,
-            &cfg.consumer,
-            &cfg.streams,
-            cfg.batch,
-            cfg.block,
-        ) {
-            Ok(batches) => {
-                redis_outage.cleared();
+        let result = if reclaim.is_due(&cfg, &links) {
+            reclaim.run(c, &cfg, &links)
+        } else {
+            read_new(c, &cfg, &links)
+        };
+        match result {
+            Ok(Flow::Continue) => {
+                links.redis_outage.cleared();
                 backoff.reset();
-                for batch in batches {
-                    log::debug!("read {} entries from {}", batch.entries.len(), batch.stream);
-                    if tx.send(batch).is_err() {
-                        log::error!("reader: every worker has exited; stopping");
-                        return;
-                    }
-                }
+            }
+            Ok(Flow::WorkersGone) => {
+                log::error!("reader: every worker has exited; stopping");
+                return;
             }
             Err(e) if e.is_no_group() => {
                 // Redis lost the group (restarted without persistence, or someone deleted
@@ -81,7 +101,7 @@ pub fn run(cfg: ReaderConfig, tx: Sender<Batch>, stop: Arc<AtomicBool>, redis_ou
                 sleep_unless(&stop, backoff.next_delay());
             }
             Err(e) if e.is_connection() => {
-                redis_outage.fault("reader", &e);
+                links.redis_outage.fault("reader", &e);
                 con = None;
                 sleep_unless(&stop, backoff.next_delay());
             }
@@ -92,4 +112,219 @@ pub fn run(cfg: ReaderConfig, tx: Sender<Batch>, stop: Arc<AtomicBool>, redis_ou
         }
     }
     log::info!("reader stopped");
+}
+
+enum Flow {
+    Continue,
+    WorkersGone,
+}
+
+fn read_new(
+    c: &mut redis::Connection,
+    cfg: &ReaderConfig,
+    links: &ReaderLinks,
+) -> Result<Flow, StreamError> {
+    let batches = stream::read_new(
+        c,
+        &cfg.group,
+        &cfg.consumer,
+        &cfg.streams,
+        cfg.batch,
+        cfg.block,
+    )?;
+    for batch in batches {
+        log::debug!("read {} entries from {}", batch.entries.len(), batch.stream);
+        if links.tx.send(batch).is_err() {
+            return Ok(Flow::WorkersGone);
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+/// State of the periodic reclaim.
+struct Reclaim {
+    next_at: Instant,
+    /// This consumer's own pending entries have been re-read (done once, at start).
+    own_done: bool,
+    /// XAUTOCLAIM is missing (Redis < 6.2) or the fallback is forced.
+    fallback: bool,
+}
+
+impl Reclaim {
+    fn new(cfg: &ReaderConfig) -> Reclaim {
+        Reclaim {
+            next_at: Instant::now(),
+            own_done: false,
+            fallback: cfg.force_claim_fallback,
+        }
+    }
+
+    /// Due at start and every claim interval, but never while an outage holds batches back,
+    /// nor until those batches have had `claim_min_idle` to drain after it.
+    fn is_due(&self, cfg: &ReaderConfig, links: &ReaderLinks) -> bool {
+        Instant::now() >= self.next_at
+            && links.postgres_outage.is_settled(cfg.claim_min_idle)
+            && links.redis_outage.is_settled(cfg.claim_min_idle)
+    }
+
+    fn run(
+        &mut self,
+        c: &mut redis::Connection,
+        cfg: &ReaderConfig,
+        links: &ReaderLinks,
+    ) -> Result<Flow, StreamError> {
+        for s in &cfg.streams {
+            if !self.own_done {
+                if let Flow::WorkersGone = self.own_pending(c, cfg, links, s)? {
+                    return Ok(Flow::WorkersGone);
+                }
+            }
+            if let Flow::WorkersGone = self.stuck(c, cfg, links, s)? {
+                return Ok(Flow::WorkersGone);
+            }
+            match stream::prune_consumers(c, s, &cfg.group, &cfg.consumer, cfg.consumer_prune_idle)
+            {
+                Ok(removed) => {
+                    for name in removed {
+                        log::info!(
+                            "removed consumer {name} from group {} on {s}: idle, nothing pending",
+                            cfg.group
+                        );
+                    }
+                }
+                Err(e) if e.is_connection() => return Err(e),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        self.own_done = true;
+        self.next_at = Instant::now() + cfg.claim_interval;
+        Ok(Flow::Continue)
+    }
+
+    /// Re-reads what a previous run under this consumer name read and never acknowledged.
+    fn own_pending(
+        &self,
+        c: &mut redis::Connection,
+        cfg: &ReaderConfig,
+        links: &ReaderLinks,
+        s: &str,
+    ) -> Result<Flow, StreamError> {
+        let mut after = "0".to_string();
+        loop {
+            let claimed =
+                stream::read_own_pending(c, &cfg.group, &cfg.consumer, s, &after, cfg.batch)?;
+            let next = claimed.next.clone();
+            if let Flow::WorkersGone = hand_over(c, cfg, links, s, claimed, "own pending")? {
+                return Ok(Flow::WorkersGone);
+            }
+            match next {
+                Some(n) => after = n,
+                None => return Ok(Flow::Continue),
+            }
+        }
+    }
+
+    /// Takes over entries idle longer than `claim_min_idle`, following the cursor to the end.
+    fn stuck(
+        &mut self,
+        c: &mut redis::Connection,
+        cfg: &ReaderConfig,
+        links: &ReaderLinks,
+        s: &str,
+    ) -> Result<Flow, StreamError> {
+        let mut cursor = "0-0".to_string();
+        loop {
+            let claimed = if self.fallback {
+                stream::claim_fallback(
+                    c,
+                    s,
+                    &cfg.group,
+                    &cfg.consumer,
+                    cfg.claim_min_idle,
+                    &cursor,
+                    cfg.batch,
+                )?
+            } else {
+                match stream::autoclaim(
+                    c,
+                    s,
+                    &cfg.group,
+                    &cfg.consumer,
+                    cfg.claim_min_idle,
+                    &cursor,
+                    cfg.batch,
+                ) {
+                    Err(e) if e.is_unknown_command() => {
+                        log::info!(
+                            "XAUTOCLAIM not available (Redis < 6.2): reclaiming with XPENDING + XCLAIM"
+                        );
+                        self.fallback = true;
+                        continue;
+                    }
+                    other => other?,
+                }
+            };
+            let next = claimed.next.clone();
+            if let Flow::WorkersGone = hand_over(c, cfg, links, s, claimed, "reclaimed")? {
+                return Ok(Flow::WorkersGone);
+            }
+            match next {
+                Some(n) => cursor = n,
+                None => return Ok(Flow::Continue),
+            }
+        }
+    }
+}
+
+/// Loads the delivery counts of taken-over entries and sends them to the workers. Deleted ids
+/// are counted and logged as lost upstream; those still pending go along to be acknowledged.
+fn hand_over(
+    c: &mut redis::Connection,
+    cfg: &ReaderConfig,
+    links: &ReaderLinks,
+    s: &str,
+    claimed: Claimed,
+    what: &str,
+) -> Result<Flow, StreamError> {
+    let Claimed {
+        mut entries,
+        deleted,
+        ..
+    } = claimed;
+    if !deleted.is_empty() {
+        Counters::add(&links.counters.lost_upstream, deleted.len() as u64);
+        log::warn!(
+            "{} pending entries of {s} were deleted from the stream before they were processed \
+             (lost upstream, e.g. by XTRIM/MAXLEN): {}",
+            deleted.len(),
+            deleted.join(",")
+        );
+    }
+    if entries.is_empty() && deleted.is_empty() {
+        return Ok(Flow::Continue);
+    }
+    stream::load_delivery_counts(c, s, &cfg.group, &mut entries)?;
+    Counters::add(&links.counters.reclaimed, entries.len() as u64);
+    if !entries.is_empty() {
+        let most = entries
+            .iter()
+            .map(|e: &Entry| e.deliveries)
+            .max()
+            .unwrap_or(0);
+        log::info!(
+            "{what}: {} entries of {s} (up to {most} deliveries each)",
+            entries.len()
+        );
+    }
+    // Deleted ids still pending (own pending re-read) must be acknowledged to leave the list;
+    // acknowledging ids XAUTOCLAIM already dropped is harmless.
+    let batch = Batch {
+        stream: Arc::from(s),
+        entries,
+        gone: deleted,
+    };
+    if links.tx.send(batch).is_err() {
+        return Ok(Flow::WorkersGone);
+    }
+    Ok(Flow::Continue)
 }

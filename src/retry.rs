@@ -61,22 +61,28 @@ pub fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
 #[derive(Debug)]
 pub struct Outage {
     name: &'static str,
-    since: Mutex<Option<Instant>>,
+    state: Mutex<OutageState>,
+}
+
+#[derive(Debug, Default)]
+struct OutageState {
+    since: Option<Instant>,
+    cleared_at: Option<Instant>,
 }
 
 impl Outage {
     pub fn new(name: &'static str) -> Outage {
         Outage {
             name,
-            since: Mutex::new(None),
+            state: Mutex::new(OutageState::default()),
         }
     }
 
     /// Records a failed attempt; logs only if no outage was already under way.
     pub fn fault(&self, who: &str, error: &dyn Display) {
-        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
-        if since.is_none() {
-            *since = Some(Instant::now());
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.since.is_none() {
+            state.since = Some(Instant::now());
             log::warn!(
                 "{} unavailable ({who}): {error}; retrying with backoff",
                 self.name
@@ -88,14 +94,23 @@ impl Outage {
 
     /// Records a success; logs the outage's length if one was under way.
     pub fn cleared(&self) {
-        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(start) = since.take() {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(start) = state.since.take() {
+            state.cleared_at = Some(Instant::now());
             log::info!(
                 "{} available again after {:.1}s",
                 self.name,
                 start.elapsed().as_secs_f64()
             );
         }
+    }
+
+    /// True when no outage is under way and none ended within `calm`. While an outage holds
+    /// batches back, their entries look idle to Redis; reclaiming them then would spend their
+    /// delivery budget on a fault that is not theirs.
+    pub fn is_settled(&self, calm: Duration) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.since.is_none() && state.cleared_at.is_none_or(|t| t.elapsed() >= calm)
     }
 }
 

@@ -24,6 +24,10 @@ pub struct Counters {
     pub dead_lettered: AtomicU64,
     /// Entries Redis confirmed acknowledged (XACK's count).
     pub acknowledged: AtomicU64,
+    /// Entries taken over from the pending list (own leftovers, dead consumers' entries).
+    pub reclaimed: AtomicU64,
+    /// Pending entries deleted from the stream (trimmed) before anyone processed them.
+    pub lost_upstream: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -35,6 +39,8 @@ pub struct Snapshot {
     pub handler_errors: u64,
     pub dead_lettered: u64,
     pub acknowledged: u64,
+    pub reclaimed: u64,
+    pub lost_upstream: u64,
 }
 
 impl Counters {
@@ -51,6 +57,8 @@ impl Counters {
             handler_errors: get(&self.handler_errors),
             dead_lettered: get(&self.dead_lettered),
             acknowledged: get(&self.acknowledged),
+            reclaimed: get(&self.reclaimed),
+            lost_upstream: get(&self.lost_upstream),
         }
     }
 }
@@ -59,13 +67,16 @@ impl fmt::Display for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "processed={} inserted={} duplicates={} handler_errors={} dead_lettered={} acknowledged={}",
+            "processed={} inserted={} duplicates={} handler_errors={} dead_lettered={} acknowledged={} \
+             reclaimed={} lost_upstream={}",
             self.processed,
             self.inserted,
             self.duplicates,
             self.handler_errors,
             self.dead_lettered,
-            self.acknowledged
+            self.acknowledged,
+            self.reclaimed,
+            self.lost_upstream
         )
     }
 }

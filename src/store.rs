@@ -115,6 +115,8 @@ pub fn pool(database_url: &str, size: usize) -> Result<Pool, StoreError> {
         // would cost more than the rare retry it saves.
         .test_on_check_out(false)
         .connection_timeout(Duration::from_secs(5))
+        // r2d2 would log every failed connect; `retry::Outage` logs an outage once instead.
+        .error_handler(Box::new(r2d2::NopErrorHandler))
         .build_unchecked(manager))
 }
 

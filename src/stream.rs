@@ -20,6 +20,9 @@ use crate::retry::{Backoff, sleep_unless};
 pub struct Batch {
     pub stream: Arc<str>,
     pub entries: Vec<Entry>,
+    /// Pending ids whose entries were deleted from the stream (trimmed) before they were
+    /// processed: lost upstream, acknowledged so they leave the pending list.
+    pub gone: Vec<String>,
 }
 
 /// A Redis command that failed, naming the operation and the stream.
@@ -42,6 +45,14 @@ impl StreamError {
     /// True when the connection is unusable (I/O, timeout, server gone): reconnect and retry.
     pub fn is_connection(&self) -> bool {
         is_connection_error(&self.source)
+    }
+
+    /// True when Redis does not know the command (XAUTOCLAIM before Redis 6.2).
+    pub fn is_unknown_command(&self) -> bool {
+        self.source
+            .to_string()
+            .to_ascii_lowercase()
+            .contains("unknown command")
     }
 
     /// True when the consumer group (or its stream) no longer exists, e.g. after Redis lost its
@@ -195,27 +206,31 @@ fn decode_read_reply(reply: Value) -> Result<Vec<Batch>, String> {
     let mut batches = Vec::with_capacity(per_stream.len());
     for (name, entries) in per_stream {
         let stream = text(name).ok_or("stream name is not text")?;
-        let entries = decode_entries(entries)?;
-        if !entries.is_empty() {
+        let (entries, gone) = decode_entries(entries)?;
+        if !entries.is_empty() || !gone.is_empty() {
             batches.push(Batch {
                 stream: Arc::from(stream),
                 entries,
+                gone,
             });
         }
     }
     Ok(batches)
 }
 
-/// Decodes `[[id, [field, value, ...]], ...]`. A nil field list (an entry deleted while
-/// pending) becomes an entry with no fields.
-fn decode_entries(entries: Value) -> Result<Vec<Entry>, String> {
+/// Decodes `[[id, [field, value, ...]], ...]` into entries (delivered once, as far as a
+/// plain read knows) and the ids whose fields are nil: entries deleted (trimmed) while pending.
+fn decode_entries(entries: Value) -> Result<(Vec<Entry>, Vec<String>), String> {
     let Value::Array(entries) = entries else {
         return Err(format!("entry list is not an array: {entries:?}"));
     };
     let mut out = Vec::with_capacity(entries.len());
+    let mut deleted = Vec::new();
     for entry in entries {
-        let Value::Array(mut parts) = entry else {
-            return Err("entry is not an array".into());
+        let mut parts = match entry {
+            Value::Array(parts) => parts,
+            Value::Nil => continue, // XCLAIM before Redis 7 answers nil for a deleted entry
+            other => return Err(format!("entry is not an array: {other:?}")),
         };
         if parts.len() != 2 {
             return Err(format!("entry has {} parts, expected 2", parts.len()));
@@ -223,15 +238,16 @@ fn decode_entries(entries: Value) -> Result<Vec<Entry>, String> {
         let fields = parts.pop().unwrap_or(Value::Nil);
         let id = parts.pop().and_then(text).ok_or("entry id is not text")?;
         let fields = match fields {
-            Value::Nil => Vec::new(),
+            Value::Nil => {
+                deleted.push(id);
+                continue;
+            }
             Value::Array(flat) => {
                 let mut pairs = Vec::with_capacity(flat.len() / 2);
                 let mut it = flat.into_iter();
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    pairs.push((
-                        bytes(k).ok_or("field name is not a string")?,
-                        bytes(v).ok_or("field value is not a string")?,
-                    ));
+                    let k = bytes(k).ok_or("field name is not a string")?;
+                    pairs.push((k, bytes(v).ok_or("field value is not a string")?));
                 }
                 pairs
             }
@@ -246,9 +262,13 @@ fn decode_entries(entries: Value) -> Result<Vec<Entry>, String> {
                 .collect::<Result<_, &str>>()?,
             other => return Err(format!("entry fields are not an array: {other:?}")),
         };
-        out.push(Entry { id, fields });
+        out.push(Entry {
+            id,
+            fields,
+            deliveries: 1,
+        });
     }
-    Ok(out)
+    Ok((out, deleted))
 }
 
 fn bytes(v: Value) -> Option<Vec<u8>> {
@@ -338,13 +358,15 @@ pub fn ack(
         .arg(dead.len());
     let failed_at = jiff::Timestamp::now().to_string();
     for d in dead {
-        let extra: [(&str, &str); 7] = [
+        let deliveries = d.entry.deliveries.to_string();
+        let extra: [(&str, &str); 8] = [
             ("dlq_reason", &d.reason),
             ("dlq_error", &d.error),
             ("dlq_stream", stream),
             ("dlq_original_id", &d.entry.id),
             ("dlq_group", ctx.group),
             ("dlq_consumer", ctx.consumer),
+            ("dlq_deliveries", &deliveries),
             ("dlq_failed_at", &failed_at),
         ];
         inv.arg(2 * (d.entry.fields.len() + extra.len()));
@@ -419,4 +441,297 @@ pub fn group_lag(
         }
     }
     Ok(None)
+}
+
+/// Entries taken over from the pending list (this consumer's own, or stuck with another).
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub entries: Vec<Entry>,
+    /// Ids Redis reports deleted from the stream while pending: lost upstream.
+    pub deleted: Vec<String>,
+    /// Where the next call continues; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// This consumer's own pending entries after `after` (XREADGROUP with an ID instead of `>`):
+/// what a previous run under the same consumer name read and never acknowledged. Deleted
+/// entries are reported in `deleted`; they stay pending until acknowledged.
+pub fn read_own_pending(
+    con: &mut Connection,
+    group: &str,
+    consumer: &str,
+    stream: &str,
+    after: &str,
+    count: usize,
+) -> Result<Claimed, StreamError> {
+    let reply: Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(after)
+        .query(con)
+        .map_err(|e| StreamError::new("XREADGROUP (own pending)", stream, e))?;
+    let batches = decode_read_reply(reply)
+        .map_err(|d| StreamError::new("XREADGROUP (own pending)", stream, reply_error(d)))?;
+    let mut claimed = Claimed::default();
+    for b in batches {
+        claimed.entries.extend(b.entries);
+        claimed.deleted.extend(b.gone);
+    }
+    let last = claimed
+        .entries
+        .iter()
+        .map(|e| &e.id)
+        .chain(&claimed.deleted)
+        .max_by_key(|id| id_key(id));
+    claimed.next = last
+        .filter(|_| claimed.entries.len() + claimed.deleted.len() >= count)
+        .cloned();
+    Ok(claimed)
+}
+
+/// XAUTOCLAIM: takes over up to `count` entries idle longer than `min_idle`, scanning from
+/// `cursor` (`0-0` to start). Redis ≥ 7 lists entries deleted while pending (it drops them
+/// from the pending list itself).
+pub fn autoclaim(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    min_idle: Duration,
+    cursor: &str,
+    count: usize,
+) -> Result<Claimed, StreamError> {
+    let reply: Value = redis::cmd("XAUTOCLAIM")
+        .arg(stream)
+        .arg(group)
+        .arg(consumer)
+        .arg(min_idle.as_millis() as u64)
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(count)
+        .query(con)
+        .map_err(|e| StreamError::new("XAUTOCLAIM", stream, e))?;
+    let bad = |d: String| StreamError::new("XAUTOCLAIM", stream, reply_error(d));
+    let Value::Array(mut parts) = reply else {
+        return Err(bad("reply is not an array".into()));
+    };
+    if parts.len() < 2 {
+        return Err(bad(format!("reply has {} parts", parts.len())));
+    }
+    let deleted_ids = if parts.len() >= 3 { parts.pop() } else { None };
+    let entries = parts.pop().unwrap_or(Value::Nil);
+    let next = parts
+        .pop()
+        .and_then(text)
+        .ok_or_else(|| bad("cursor is not text".into()))?;
+    let (entries, mut deleted) = decode_entries(entries).map_err(bad)?;
+    if let Some(Value::Array(ids)) = deleted_ids {
+        deleted.extend(ids.into_iter().filter_map(text));
+    }
+    let next = (next != "0-0").then_some(next);
+    Ok(Claimed {
+        entries,
+        deleted,
+        next,
+    })
+}
+
+/// The XAUTOCLAIM of Redis < 6.2: XPENDING from `start`, then XCLAIM of the entries idle
+/// longer than `min_idle`. Entries deleted while pending are not reported by old servers.
+pub fn claim_fallback(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    min_idle: Duration,
+    start: &str,
+    count: usize,
+) -> Result<Claimed, StreamError> {
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .arg(start)
+        .arg("+")
+        .arg(count)
+        .query(con)
+        .map_err(|e| StreamError::new("XPENDING", stream, e))?;
+    let next = if pending.len() < count {
+        None
+    } else {
+        pending.last().map(|(id, ..)| next_id(id))
+    };
+    let min_ms = min_idle.as_millis() as u64;
+    let stale: Vec<&str> = pending
+        .iter()
+        .filter(|(_, _, idle, _)| *idle >= min_ms)
+        .map(|(id, ..)| id.as_str())
+        .collect();
+    if stale.is_empty() {
+        return Ok(Claimed {
+            next,
+            ..Claimed::default()
+        });
+    }
+    let reply: Value = redis::cmd("XCLAIM")
+        .arg(stream)
+        .arg(group)
+        .arg(consumer)
+        .arg(min_ms)
+        .arg(&stale)
+        .query(con)
+        .map_err(|e| StreamError::new("XCLAIM", stream, e))?;
+    let (entries, deleted) =
+        decode_entries(reply).map_err(|d| StreamError::new("XCLAIM", stream, reply_error(d)))?;
+    Ok(Claimed {
+        entries,
+        deleted,
+        next,
+    })
+}
+
+/// (ms, seq) of an entry id, for ordering; malformed parts sort first.
+fn id_key(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// The smallest id after `id` (exclusive ranges need Redis 6.2, which the fallback lacks).
+fn next_id(id: &str) -> String {
+    let (ms, seq) = id_key(id);
+    match seq.checked_add(1) {
+        Some(seq) => format!("{ms}-{seq}"),
+        None => format!("{}-0", ms + 1),
+    }
+}
+
+/// Sets each entry's `deliveries` to Redis's count (XPENDING per id, pipelined). An entry no
+/// longer pending keeps its count.
+pub fn load_delivery_counts(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+    entries: &mut [Entry],
+) -> Result<(), StreamError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for e in entries.iter() {
+        pipe.cmd("XPENDING")
+            .arg(stream)
+            .arg(group)
+            .arg(&e.id)
+            .arg(&e.id)
+            .arg(1);
+    }
+    let replies: Vec<Vec<(String, String, u64, u64)>> = pipe
+        .query(con)
+        .map_err(|e| StreamError::new("XPENDING", stream, e))?;
+    for (entry, reply) in entries.iter_mut().zip(replies) {
+        if let Some((_, _, _, n)) = reply.first() {
+            entry.deliveries = *n;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the group's consumers, other than `me`, idle longer than `min_idle` with no pending
+/// entries. One Lua script, so a consumer cannot read between the check and the delete
+/// (DELCONSUMER would drop what it read from the pending list). Returns the names removed.
+pub fn prune_consumers(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+    me: &str,
+    min_idle: Duration,
+) -> Result<Vec<String>, StreamError> {
+    const PRUNE: &str = r"
+local removed = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info['name'] ~= ARGV[2] and tonumber(info['pending']) == 0
+     and tonumber(info['idle']) >= tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    removed[#removed + 1] = info['name']
+  end
+end
+return removed";
+    redis::Script::new(PRUNE)
+        .key(stream)
+        .arg(group)
+        .arg(me)
+        .arg(min_idle.as_millis() as u64)
+        .invoke(con)
+        .map_err(|e| StreamError::new("prune consumers", stream, e))
+}
+
+/// The hash where the last error of an entry that may be redelivered is kept, so the dead
+/// letter written when its delivery budget runs out can say what went wrong, even in
+/// another process.
+pub fn errors_key(stream: &str) -> String {
+    format!("{stream}:errors")
+}
+
+/// How long the error hash outlives its last write: long enough for any redelivery.
+const ERRORS_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Records `error` as the last error of `ids`.
+pub fn record_errors(
+    con: &mut Connection,
+    stream: &str,
+    ids: &[&str],
+    error: &str,
+) -> Result<(), StreamError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let key = errors_key(stream);
+    let mut hset = redis::cmd("HSET");
+    hset.arg(&key);
+    for id in ids {
+        hset.arg(*id).arg(error);
+    }
+    redis::pipe()
+        .add_command(hset)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&key)
+        .arg(ERRORS_TTL_SECS)
+        .ignore()
+        .query::<()>(con)
+        .map_err(|e| StreamError::new("HSET errors", stream, e))
+}
+
+/// The last recorded error of each id, if any.
+pub fn last_errors(
+    con: &mut Connection,
+    stream: &str,
+    ids: &[&str],
+) -> Result<Vec<Option<String>>, StreamError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    redis::cmd("HMGET")
+        .arg(errors_key(stream))
+        .arg(ids)
+        .query(con)
+        .map_err(|e| StreamError::new("HMGET errors", stream, e))
+}
+
+/// Forgets the recorded errors of `ids` (they are acknowledged now).
+pub fn forget_errors(con: &mut Connection, stream: &str, ids: &[&str]) -> Result<(), StreamError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    redis::cmd("HDEL")
+        .arg(errors_key(stream))
+        .arg(ids)
+        .query::<()>(con)
+        .map_err(|e| StreamError::new("HDEL errors", stream, e))
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use postgres::Transaction;
 
-use crate::event::{self, Event};
+use crate::event::{self, Entry, Event};
 use crate::handlers::{Handler, HandlerError, Registry};
 use crate::retry::{Backoff, Outage, sleep_unless};
 use crate::stats::Counters;
@@ -34,6 +34,8 @@ pub struct WorkerContext {
     pub group: String,
     pub consumer: String,
     pub event_field: String,
+    /// Deliveries after which an entry is dead-lettered unprocessed.
+    pub max_deliveries: u64,
     pub registry: Registry,
     pub counters: Arc<Counters>,
     pub stop: Arc<AtomicBool>,
@@ -41,11 +43,24 @@ pub struct WorkerContext {
     pub redis_outage: Arc<Outage>,
 }
 
-/// Runs one worker until the channel is closed and drained.
+/// Runs one worker until the channel is closed and drained. A panic while processing a batch
+/// is recorded as its entries' last error (so the dead letter written when their delivery
+/// budget runs out says why), then ends the thread, which stops the process for a restart.
 pub fn run(ctx: Arc<WorkerContext>, rx: Receiver<Batch>) {
     let mut worker = Worker { ctx, redis: None };
     for batch in rx.iter() {
-        worker.process(&batch);
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.process(&batch)));
+        if let Err(panic) = outcome {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            worker.redis = None; // its state is unknown after a panic
+            worker.record_errors(&batch, &format!("worker panicked: {message}"));
+            std::panic::resume_unwind(panic);
+        }
     }
 }
 
@@ -72,7 +87,12 @@ impl Worker {
     fn process(&mut self, batch: &Batch) {
         let mut events = Vec::with_capacity(batch.entries.len());
         let mut dead = Vec::new();
+        let mut over_budget = Vec::new();
         for entry in &batch.entries {
+            if entry.deliveries > self.ctx.max_deliveries {
+                over_budget.push(entry);
+                continue;
+            }
             match event::parse(&batch.stream, entry, &self.ctx.event_field) {
                 Ok(e) => events.push(e),
                 Err(m) => {
@@ -89,13 +109,18 @@ impl Worker {
                 }
             }
         }
-        let Some(written) = self.write(&batch.stream, &events) else {
-            log::warn!(
-                "shutting down with a batch of {} entries of {} unwritten; they stay pending in Redis",
-                batch.entries.len(),
-                batch.stream
-            );
-            return;
+        dead.extend(self.over_budget(&batch.stream, &over_budget));
+        let written = match self.write(&batch.stream, &events) {
+            Ok(w) => w,
+            Err(last_error) => {
+                log::warn!(
+                    "stopping with a batch of {} entries of {} unwritten; they stay pending in Redis",
+                    batch.entries.len(),
+                    batch.stream
+                );
+                self.record_errors(batch, &format!("not written before shutdown: {last_error}"));
+                return;
+            }
         };
         for (index, error) in &written.rejected {
             let e = &events[*index];
@@ -117,18 +142,94 @@ impl Worker {
         Counters::add(&c.inserted, written.inserted);
         Counters::add(&c.duplicates, written.duplicates);
         Counters::add(&c.handler_errors, written.handler_errors);
-        let ids: Vec<&str> = batch.entries.iter().map(|e| e.id.as_str()).collect();
+        let ids: Vec<&str> = batch
+            .entries
+            .iter()
+            .map(|e| e.id.as_str())
+            .chain(batch.gone.iter().map(String::as_str))
+            .collect();
         if self.acknowledge(&batch.stream, &ids, &dead) {
-            Counters::add(&c.processed, ids.len() as u64);
+            Counters::add(&c.processed, batch.entries.len() as u64);
             Counters::add(&c.dead_lettered, dead.len() as u64);
+            self.forget_errors(batch);
         }
     }
 
-    /// Writes `events` in one transaction, retrying while Postgres is unreachable. `None` if
-    /// shutdown came first (nothing committed, nothing to acknowledge).
-    fn write(&self, stream: &str, events: &[Event]) -> Option<Written> {
+    /// Dead letters for entries delivered more often than the budget allows, carrying the
+    /// last error recorded for each (by this or another process).
+    fn over_budget<'b>(&mut self, stream: &str, entries: &[&'b Entry]) -> Vec<DeadLetter<'b>> {
+        if entries.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let last = self
+            .redis_connection()
+            .and_then(|con| stream::last_errors(con, stream, &ids).ok())
+            .unwrap_or_default();
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let last_error = last.get(i).cloned().flatten().unwrap_or_else(|| {
+                    "none recorded (each consumer it was delivered to stopped before finishing it)".into()
+                });
+                let error = format!(
+                    "delivered {} times (STREAMSINK_MAX_DELIVERIES={}); last error: {last_error}",
+                    entry.deliveries, self.ctx.max_deliveries
+                );
+                log::warn!("entry {} on {stream}: {error}; dead-lettering", entry.id);
+                DeadLetter { entry, reason: "max deliveries exceeded".into(), error }
+            })
+            .collect()
+    }
+
+    /// Best effort: remembers `error` as the last error of the batch's entries.
+    fn record_errors(&mut self, batch: &Batch, error: &str) {
+        let ids: Vec<&str> = batch.entries.iter().map(|e| e.id.as_str()).collect();
+        if let Some(con) = self.redis_connection() {
+            if let Err(e) = stream::record_errors(con, &batch.stream, &ids, error) {
+                log::debug!("{e}");
+            }
+        }
+    }
+
+    /// Best effort: drops recorded errors of redelivered entries once they are acknowledged.
+    fn forget_errors(&mut self, batch: &Batch) {
+        let ids: Vec<&str> = batch
+            .entries
+            .iter()
+            .filter(|e| e.deliveries > 1)
+            .map(|e| e.id.as_str())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Some(con) = self.redis_connection() {
+            if let Err(e) = stream::forget_errors(con, &batch.stream, &ids) {
+                log::debug!("{e}");
+            }
+        }
+    }
+
+    /// This worker's Redis connection, connecting once if there is none.
+    fn redis_connection(&mut self) -> Option<&mut redis::Connection> {
+        if self.redis.is_none() {
+            match stream::connect(&self.ctx.redis_url, stream::COMMAND_TIMEOUT) {
+                Ok(con) => self.redis = Some(con),
+                Err(e) => {
+                    self.ctx.redis_outage.fault("worker", &e);
+                    return None;
+                }
+            }
+        }
+        self.redis.as_mut()
+    }
+
+    /// Writes `events` in one transaction, retrying while Postgres is unreachable. Fails with
+    /// the last error only if shutdown came first (nothing committed, nothing to acknowledge).
+    fn write(&self, stream: &str, events: &[Event]) -> Result<Written, String> {
         if events.is_empty() {
-            return Some(Written::default());
+            return Ok(Written::default());
         }
         let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
@@ -149,12 +250,12 @@ impl Worker {
             match attempt {
                 Ok(written) => {
                     self.ctx.postgres_outage.cleared();
-                    return Some(written);
+                    return Ok(written);
                 }
                 Err(e) => {
                     self.ctx.postgres_outage.fault("worker", &e);
                     if !sleep_unless(&self.ctx.stop, backoff.next_delay()) {
-                        return None;
+                        return Err(e.to_string());
                     }
                 }
             }
