@@ -116,22 +116,9 @@ impl Config {
             Some(c) => non_empty(Some(c), "", "STREAMSINK_CONSUMER", "--consumer")?,
             None => default_consumer_name(),
         };
-        let workers = parse_count(
-            raw.workers,
-            DEFAULT_WORKERS,
-            1..=256,
-            "STREAMSINK_WORKERS",
-            "--workers",
-        )?;
-        let batch = parse_count(
-            raw.batch,
-            DEFAULT_BATCH,
-            1..=100_000,
-            "STREAMSINK_BATCH",
-            "--batch",
-        )?;
-        let block =
-            parse_setting_duration(raw.block, DEFAULT_BLOCK, "STREAMSINK_BLOCK", "--block")?;
+        let workers = parse_count(raw.workers, DEFAULT_WORKERS, 1..=256, "STREAMSINK_WORKERS", "--workers")?;
+        let batch = parse_count(raw.batch, DEFAULT_BATCH, 1..=100_000, "STREAMSINK_BATCH", "--batch")?;
+        let block = parse_setting_duration(raw.block, DEFAULT_BLOCK, "STREAMSINK_BLOCK", "--block")?;
         let stats_interval = parse_setting_duration(
             raw.stats_interval,
             DEFAULT_STATS_INTERVAL,
@@ -139,12 +126,7 @@ impl Config {
             "--stats-interval",
         )?;
         let group_start = parse_group_start(raw.group_start)?;
-        let event_field = non_empty(
-            raw.event_field,
-            "event",
-            "STREAMSINK_EVENT_FIELD",
-            "--event-field",
-        )?;
+        let event_field = non_empty(raw.event_field, "event", "STREAMSINK_EVENT_FIELD", "--event-field")?;
         let claim_interval = parse_setting_duration(
             raw.claim_interval,
             DEFAULT_CLAIM_INTERVAL,
@@ -192,25 +174,15 @@ impl Config {
 }
 
 fn missing(env: &'static str, flag: &'static str) -> ConfigError {
-    ConfigError {
-        env,
-        flag,
-        problem: "required but not set".into(),
-    }
+    ConfigError { env, flag, problem: "required but not set".into() }
 }
 
 fn invalid(env: &'static str, flag: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        env,
-        flag,
-        problem: problem.into(),
-    }
+    ConfigError { env, flag, problem: problem.into() }
 }
 
 fn check_redis_url(url: String) -> Result<String, ConfigError> {
-    let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
-        .iter()
-        .any(|s| url.starts_with(s));
+    let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|s| url.starts_with(s));
     if !scheme_ok {
         return Err(invalid(
             "REDIS_URL",
@@ -220,11 +192,7 @@ fn check_redis_url(url: String) -> Result<String, ConfigError> {
     }
     if let Err(e) = redis::Client::open(url.as_str()) {
         // The redis error text never contains the URL, but mask anyway: the value is secret.
-        return Err(invalid(
-            "REDIS_URL",
-            "--redis-url",
-            format!("'{}': {e}", mask_url(&url)),
-        ));
+        return Err(invalid("REDIS_URL", "--redis-url", format!("'{}': {e}", mask_url(&url))));
     }
     Ok(url)
 }
@@ -232,11 +200,7 @@ fn check_redis_url(url: String) -> Result<String, ConfigError> {
 fn check_database_url(url: String) -> Result<String, ConfigError> {
     match url.parse::<postgres::Config>() {
         Ok(_) => Ok(url),
-        Err(e) => Err(invalid(
-            "DATABASE_URL",
-            "--database-url",
-            format!("'{}': {e}", mask_url(&url)),
-        )),
+        Err(e) => Err(invalid("DATABASE_URL", "--database-url", format!("'{}': {e}", mask_url(&url)))),
     }
 }
 
@@ -283,11 +247,7 @@ fn parse_count(
         _ => Err(invalid(
             env,
             flag,
-            format!(
-                "'{v}' is not a whole number from {} to {}",
-                range.start(),
-                range.end()
-            ),
+            format!("'{v}' is not a whole number from {} to {}", range.start(), range.end()),
         )),
     }
 }
@@ -301,16 +261,10 @@ fn parse_setting_duration(
     let Some(v) = value else { return Ok(default) };
     match parse_duration(&v) {
         Some(d) if !d.is_zero() => Ok(d),
-        Some(_) => Err(invalid(
-            env,
-            flag,
-            format!("'{v}' must be longer than zero"),
-        )),
-        None => Err(invalid(
-            env,
-            flag,
-            format!("'{v}' is not a duration with a unit (like 250ms, 5s, 1m, 1h)"),
-        )),
+        Some(_) => Err(invalid(env, flag, format!("'{v}' must be longer than zero"))),
+        None => {
+            Err(invalid(env, flag, format!("'{v}' is not a duration with a unit (like 250ms, 5s, 1m, 1h)")))
+        }
     }
 }
 
@@ -338,12 +292,8 @@ fn parse_group_start(value: Option<String>) -> Result<String, ConfigError> {
     let v = v.trim().to_string();
     let is_id = |s: &str| {
         let mut parts = s.splitn(2, '-');
-        let ms_ok = parts
-            .next()
-            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-        let seq_ok = parts
-            .next()
-            .is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let ms_ok = parts.next().is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let seq_ok = parts.next().is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
         ms_ok && seq_ok
     };
     if v == "$" || is_id(&v) {
@@ -473,14 +423,8 @@ mod tests {
             (|r| r.workers = Some("0".into()), "STREAMSINK_WORKERS"),
             (|r| r.batch = Some("many".into()), "STREAMSINK_BATCH"),
             (|r| r.streams = Some("a,,b".into()), "STREAMSINK_STREAMS"),
-            (
-                |r| r.group_start = Some("yesterday".into()),
-                "STREAMSINK_GROUP_START",
-            ),
-            (
-                |r| r.stats_interval = Some("1d".into()),
-                "STREAMSINK_STATS_INTERVAL",
-            ),
+            (|r| r.group_start = Some("yesterday".into()), "STREAMSINK_GROUP_START"),
+            (|r| r.stats_interval = Some("1d".into()), "STREAMSINK_STATS_INTERVAL"),
         ];
         for (mutate, name) in cases {
             let mut r = raw();
@@ -500,28 +444,16 @@ mod tests {
 
     #[test]
     fn passwords_are_masked() {
-        assert_eq!(
-            mask_url("redis://:s3cret@host:6379/0"),
-            "redis://:***@host:6379/0"
-        );
-        assert_eq!(
-            mask_url("redis://user:s3cret@host"),
-            "redis://user:***@host"
-        );
+        assert_eq!(mask_url("redis://:s3cret@host:6379/0"), "redis://:***@host:6379/0");
+        assert_eq!(mask_url("redis://user:s3cret@host"), "redis://user:***@host");
         assert_eq!(mask_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
         assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(
             mask_url("postgres://h/db?user=u&password=s3cret&sslmode=disable"),
             "postgres://h/db?user=u&password=***&sslmode=disable"
         );
-        assert_eq!(
-            mask_url("host=h password=s3cret user=u"),
-            "host=h password=*** user=u"
-        );
-        assert_eq!(
-            mask_url("host=h password='a b' user=u"),
-            "host=h password=*** user=u"
-        );
+        assert_eq!(mask_url("host=h password=s3cret user=u"), "host=h password=*** user=u");
+        assert_eq!(mask_url("host=h password='a b' user=u"), "host=h password=*** user=u");
     }
 
     #[test]

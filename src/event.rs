@@ -56,10 +56,7 @@ pub enum Malformed {
     /// No event type was given.
     MissingType,
     /// A field has the wrong JSON type (an id that is a number, say).
-    WrongType {
-        field: String,
-        expected: &'static str,
-    },
+    WrongType { field: String, expected: &'static str },
     /// A required text field is empty.
     EmptyField { field: String },
     /// A text field is longer than [`MAX_ID_LEN`].
@@ -105,52 +102,34 @@ impl fmt::Display for Malformed {
             }
             Malformed::EmptyField { field } => write!(f, "field '{field}' is empty"),
             Malformed::TooLong { field, len } => {
-                write!(
-                    f,
-                    "field '{field}' is too long: {len} bytes, at most {MAX_ID_LEN}"
-                )
+                write!(f, "field '{field}' is too long: {len} bytes, at most {MAX_ID_LEN}")
             }
             Malformed::NulCharacter { field } => {
                 write!(f, "field '{field}' contains a NUL character")
             }
-            Malformed::InvalidTimestamp { value } => write!(
-                f,
-                "invalid timestamp '{value}': expected RFC 3339 or Unix epoch seconds/milliseconds"
-            ),
+            Malformed::InvalidTimestamp { value } => {
+                write!(f, "invalid timestamp '{value}': expected RFC 3339 or Unix epoch seconds/milliseconds")
+            }
         }
     }
 }
 
 impl std::error::Error for Malformed {}
 
-const ENVELOPE_KEYS: [&str; 7] = [
-    "id",
-    "type",
-    "timestamp",
-    "session_id",
-    "workspace_id",
-    "device_id",
-    "data",
-];
+const ENVELOPE_KEYS: [&str; 7] =
+    ["id", "type", "timestamp", "session_id", "workspace_id", "device_id", "data"];
 
 /// Parses one entry of `stream`. An entry holding `event_field` is an envelope; any other entry
 /// is read as flat fields.
 pub fn parse(stream: &str, entry: &Entry, event_field: &str) -> Result<Event, Malformed> {
-    if entry
-        .fields
-        .iter()
-        .all(|(k, v)| k.is_empty() && v.is_empty())
-    {
+    if entry.fields.iter().all(|(k, v)| k.is_empty() && v.is_empty()) {
         return Err(Malformed::Empty);
     }
     let mut fields: Vec<(&str, &str)> = Vec::with_capacity(entry.fields.len());
     for (name, value) in &entry.fields {
-        let name = std::str::from_utf8(name).map_err(|_| Malformed::NotUtf8 {
-            field: String::from_utf8_lossy(name).into_owned(),
-        })?;
-        let value = std::str::from_utf8(value).map_err(|_| Malformed::NotUtf8 {
-            field: name.to_string(),
-        })?;
+        let name = std::str::from_utf8(name)
+            .map_err(|_| Malformed::NotUtf8 { field: String::from_utf8_lossy(name).into_owned() })?;
+        let value = std::str::from_utf8(value).map_err(|_| Malformed::NotUtf8 { field: name.to_string() })?;
         fields.push((name, value));
     }
     match fields.iter().position(|(name, _)| *name == event_field) {
@@ -166,14 +145,10 @@ fn parse_envelope(
     fields: &[(&str, &str)],
     at: usize,
 ) -> Result<Event, Malformed> {
-    let json: Value = serde_json::from_str(fields[at].1).map_err(|e| Malformed::InvalidJson {
-        field: event_field.to_string(),
-        error: e.to_string(),
-    })?;
+    let json: Value = serde_json::from_str(fields[at].1)
+        .map_err(|e| Malformed::InvalidJson { field: event_field.to_string(), error: e.to_string() })?;
     let Value::Object(mut obj) = json else {
-        return Err(Malformed::NotAnObject {
-            field: event_field.to_string(),
-        });
+        return Err(Malformed::NotAnObject { field: event_field.to_string() });
     };
     let id = match obj.remove("id") {
         None | Some(Value::Null) => None,
@@ -188,11 +163,11 @@ fn parse_envelope(
     let occurred_at = match obj.remove("timestamp") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(parse_timestamp(&s)?),
-        Some(Value::Number(n)) => Some(n.as_f64().and_then(epoch_timestamp).ok_or_else(|| {
-            Malformed::InvalidTimestamp {
-                value: n.to_string(),
-            }
-        })?),
+        Some(Value::Number(n)) => Some(
+            n.as_f64()
+                .and_then(epoch_timestamp)
+                .ok_or_else(|| Malformed::InvalidTimestamp { value: n.to_string() })?,
+        ),
         Some(_) => return Err(wrong_type("timestamp", "a string or a number")),
     };
     let mut optional_text = |key: &str| match obj.remove(key) {
@@ -203,9 +178,7 @@ fn parse_envelope(
     let session_id = optional_text("session_id")?;
     let workspace_id = optional_text("workspace_id")?;
     let device_id = optional_text("device_id")?;
-    let data = obj
-        .remove("data")
-        .unwrap_or_else(|| Value::Object(Map::new()));
+    let data = obj.remove("data").unwrap_or_else(|| Value::Object(Map::new()));
     debug_assert!(ENVELOPE_KEYS.iter().all(|k| !obj.contains_key(*k)));
     // Other stream fields beside the envelope are kept too, without overriding JSON keys.
     for (i, (name, value)) in fields.iter().enumerate() {
@@ -216,44 +189,26 @@ fn parse_envelope(
     build(
         stream,
         entry,
-        Parts {
-            id,
-            event_type,
-            occurred_at,
-            session_id,
-            workspace_id,
-            device_id,
-            data,
-        },
+        Parts { id, event_type, occurred_at, session_id, workspace_id, device_id, data },
         Value::Object(obj),
     )
 }
 
 fn parse_flat(stream: &str, entry: &Entry, fields: &[(&str, &str)]) -> Result<Event, Malformed> {
     let find = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| fields.iter().rev().find(|(k, _)| k == n).map(|(_, v)| *v))
+        names.iter().find_map(|n| fields.iter().rev().find(|(k, _)| k == n).map(|(_, v)| *v))
     };
     let id = find(&["id", "event_id"]).map(str::to_string);
-    let event_type = find(&["type", "event_type"])
-        .ok_or(Malformed::MissingType)?
-        .to_string();
+    let event_type = find(&["type", "event_type"]).ok_or(Malformed::MissingType)?.to_string();
     let occurred_at = match find(&["timestamp"]) {
         None => None,
         Some(s) if s.trim().is_empty() => None,
         Some(s) => Some(parse_timestamp(s)?),
     };
-    let data = match fields
-        .iter()
-        .rev()
-        .find(|(k, _)| *k == "data" || *k == "payload")
-    {
+    let data = match fields.iter().rev().find(|(k, _)| *k == "data" || *k == "payload") {
         None => Value::Object(Map::new()),
-        Some((name, raw)) => serde_json::from_str(raw).map_err(|e| Malformed::InvalidJson {
-            field: (*name).to_string(),
-            error: e.to_string(),
-        })?,
+        Some((name, raw)) => serde_json::from_str(raw)
+            .map_err(|e| Malformed::InvalidJson { field: (*name).to_string(), error: e.to_string() })?,
     };
     let text = |name: &str| find(&[name]).map(str::to_string);
     let mapped = [
@@ -310,20 +265,17 @@ fn build(stream: &str, entry: &Entry, p: Parts, attributes: Value) -> Result<Eve
         None => format!("{stream}/{}", entry.id),
     };
     check_text("type", &p.event_type)?;
-    for (name, value) in [
-        ("session_id", &p.session_id),
-        ("workspace_id", &p.workspace_id),
-        ("device_id", &p.device_id),
-    ] {
+    for (name, value) in
+        [("session_id", &p.session_id), ("workspace_id", &p.workspace_id), ("device_id", &p.device_id)]
+    {
         if let Some(v) = value {
             check_text(name, v)?;
         }
     }
     let occurred_at = match p.occurred_at {
         Some(t) => t,
-        None => entry_timestamp(&entry.id).ok_or_else(|| Malformed::InvalidTimestamp {
-            value: entry.id.clone(),
-        })?,
+        None => entry_timestamp(&entry.id)
+            .ok_or_else(|| Malformed::InvalidTimestamp { value: entry.id.clone() })?,
     };
     Ok(Event {
         id,
@@ -339,28 +291,18 @@ fn build(stream: &str, entry: &Entry, p: Parts, attributes: Value) -> Result<Eve
 }
 
 fn wrong_type(field: &str, expected: &'static str) -> Malformed {
-    Malformed::WrongType {
-        field: field.to_string(),
-        expected,
-    }
+    Malformed::WrongType { field: field.to_string(), expected }
 }
 
 fn check_text(field: &str, value: &str) -> Result<(), Malformed> {
     if value.is_empty() {
-        return Err(Malformed::EmptyField {
-            field: field.to_string(),
-        });
+        return Err(Malformed::EmptyField { field: field.to_string() });
     }
     if value.len() > MAX_ID_LEN {
-        return Err(Malformed::TooLong {
-            field: field.to_string(),
-            len: value.len(),
-        });
+        return Err(Malformed::TooLong { field: field.to_string(), len: value.len() });
     }
     if value.contains('\0') {
-        return Err(Malformed::NulCharacter {
-            field: field.to_string(),
-        });
+        return Err(Malformed::NulCharacter { field: field.to_string() });
     }
     Ok(())
 }
@@ -369,22 +311,14 @@ fn check_text(field: &str, value: &str) -> Result<(), Malformed> {
 /// or a Unix epoch number written as text.
 fn parse_timestamp(value: &str) -> Result<Timestamp, Malformed> {
     let v = value.trim();
-    let invalid = || Malformed::InvalidTimestamp {
-        value: value.chars().take(64).collect(),
-    };
+    let invalid = || Malformed::InvalidTimestamp { value: value.chars().take(64).collect() };
     if let Ok(t) = v.parse::<Timestamp>() {
         return Ok(t);
     }
     if let Ok(dt) = v.parse::<jiff::civil::DateTime>() {
-        return dt
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .map(|z| z.timestamp())
-            .map_err(|_| invalid());
+        return dt.to_zoned(jiff::tz::TimeZone::UTC).map(|z| z.timestamp()).map_err(|_| invalid());
     }
-    v.parse::<f64>()
-        .ok()
-        .and_then(epoch_timestamp)
-        .ok_or_else(invalid)
+    v.parse::<f64>().ok().and_then(epoch_timestamp).ok_or_else(invalid)
 }
 
 /// Epoch seconds, or milliseconds when the number is too large to be seconds (after year 5138).
@@ -412,10 +346,7 @@ mod tests {
     fn entry(fields: &[(&str, &str)]) -> Entry {
         Entry {
             id: "1700000000000-0".into(),
-            fields: fields
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-                .collect(),
+            fields: fields.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect(),
             deliveries: 1,
         }
     }
@@ -452,10 +383,7 @@ mod tests {
         .unwrap();
         assert_eq!(e.id, "e2");
         assert_eq!(e.event_type, "click");
-        assert_eq!(
-            e.occurred_at,
-            Timestamp::from_second(1_700_000_000).unwrap()
-        );
+        assert_eq!(e.occurred_at, Timestamp::from_second(1_700_000_000).unwrap());
         assert_eq!(e.data, serde_json::json!({"x": [1, 2]}));
         assert_eq!(e.attributes, serde_json::json!({"region": "eu"}));
     }
@@ -464,19 +392,13 @@ mod tests {
     fn missing_id_and_timestamp_come_from_the_entry() {
         let e = parse_one(&[("type", "t")]).unwrap();
         assert_eq!(e.id, "s/1700000000000-0");
-        assert_eq!(
-            e.occurred_at,
-            Timestamp::from_millisecond(1_700_000_000_000).unwrap()
-        );
+        assert_eq!(e.occurred_at, Timestamp::from_millisecond(1_700_000_000_000).unwrap());
     }
 
     #[test]
     fn epoch_milliseconds_are_recognised() {
         let e = parse_one(&[("event", r#"{"type":"t","timestamp":1700000000123}"#)]).unwrap();
-        assert_eq!(
-            e.occurred_at,
-            Timestamp::from_millisecond(1_700_000_000_123).unwrap()
-        );
+        assert_eq!(e.occurred_at, Timestamp::from_millisecond(1_700_000_000_123).unwrap());
     }
 
     #[test]
@@ -487,21 +409,12 @@ mod tests {
             (vec![("event", "{not json")], "invalid json"),
             (vec![("event", "[1,2]")], "envelope not an object"),
             (vec![("event", r#"{"id":"a"}"#)], "missing type"),
-            (
-                vec![("event", r#"{"id":7,"type":"t"}"#)],
-                "wrong field type",
-            ),
-            (
-                vec![("event", r#"{"type":"t","session_id":{}}"#)],
-                "wrong field type",
-            ),
+            (vec![("event", r#"{"id":7,"type":"t"}"#)], "wrong field type"),
+            (vec![("event", r#"{"type":"t","session_id":{}}"#)], "wrong field type"),
             (vec![("event", r#"{"type":""}"#)], "empty field"),
             (vec![("event", &long_id)], "field too long"),
             (vec![("event", r#"{"type":"a\u0000b"}"#)], "nul character"),
-            (
-                vec![("event", r#"{"type":"t","timestamp":"yesterday"}"#)],
-                "invalid timestamp",
-            ),
+            (vec![("event", r#"{"type":"t","timestamp":"yesterday"}"#)], "invalid timestamp"),
             (vec![("type", "t"), ("data", "{")], "invalid json"),
             (vec![("id", "x")], "missing type"),
             (vec![], "empty entry"),
@@ -511,14 +424,8 @@ mod tests {
             let err = parse_one(&fields).unwrap_err();
             assert_eq!(err.kind(), kind, "{fields:?}: {err}");
         }
-        let bad_utf8 = Entry {
-            id: "1-0".into(),
-            fields: vec![(b"type".to_vec(), vec![0xff, 0xfe])],
-            deliveries: 1,
-        };
-        assert_eq!(
-            parse("s", &bad_utf8, "event").unwrap_err().kind(),
-            "invalid utf-8"
-        );
+        let bad_utf8 =
+            Entry { id: "1-0".into(), fields: vec![(b"type".to_vec(), vec![0xff, 0xfe])], deliveries: 1 };
+        assert_eq!(parse("s", &bad_utf8, "event").unwrap_err().kind(), "invalid utf-8");
     }
 }

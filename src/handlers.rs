@@ -139,11 +139,9 @@ impl Sessions {
         let none = || vec![None::<&str>; events.len()];
         let no_time = || vec![None::<jiff::Timestamp>; events.len()];
         let ids: Vec<Option<&str>> = events.iter().map(|e| Some(e.id.as_str())).collect();
-        let times: Vec<Option<jiff::Timestamp>> =
-            events.iter().map(|e| Some(e.occurred_at)).collect();
+        let times: Vec<Option<jiff::Timestamp>> = events.iter().map(|e| Some(e.occurred_at)).collect();
         let session: Vec<Option<&str>> = events.iter().map(|e| e.session_id.as_deref()).collect();
-        let workspace: Vec<Option<&str>> =
-            events.iter().map(|e| e.workspace_id.as_deref()).collect();
+        let workspace: Vec<Option<&str>> = events.iter().map(|e| e.workspace_id.as_deref()).collect();
         let device: Vec<Option<&str>> = events.iter().map(|e| e.device_id.as_deref()).collect();
         let (started, start_ids, ended, end_ids, reasons) = match self {
             Sessions::Start => (times, ids, no_time(), none(), none()),
@@ -154,9 +152,7 @@ impl Sessions {
         };
         tx.execute(
             UPSERT_SESSIONS,
-            &[
-                &session, &workspace, &device, &started, &start_ids, &ended, &end_ids, &reasons,
-            ],
+            &[&session, &workspace, &device, &started, &start_ids, &ended, &end_ids, &reasons],
         )?;
         Ok(())
     }
@@ -164,9 +160,7 @@ impl Sessions {
 
 /// `data.reason` (or `data.end_reason`) of a session.end, if it is text.
 fn end_reason(e: &Event) -> Option<&str> {
-    ["reason", "end_reason"]
-        .iter()
-        .find_map(|k| e.data.get(*k).and_then(|v| v.as_str()))
+    ["reason", "end_reason"].iter().find_map(|k| e.data.get(*k).and_then(|v| v.as_str()))
 }
 
 /// Splits events into rounds in which no session id repeats, keeping stream order per session.
@@ -174,9 +168,7 @@ fn rounds_by_session<'a>(events: &[&'a Event]) -> Vec<Vec<&'a Event>> {
     let mut rounds: Vec<Vec<&'a Event>> = Vec::new();
     let mut next_round: HashMap<&'a str, usize> = HashMap::new();
     for e in events {
-        let round = next_round
-            .entry(e.session_id.as_deref().unwrap_or(""))
-            .or_insert(0);
+        let round = next_round.entry(e.session_id.as_deref().unwrap_or("")).or_insert(0);
         if rounds.len() <= *round {
             rounds.push(Vec::new());
         }

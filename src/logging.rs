@@ -24,13 +24,7 @@ pub fn init() {
     builder.target(env_logger::Target::Stderr);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.format(|buf, record| {
-            writeln!(
-                buf,
-                "<{}>{}: {}",
-                syslog_priority(record.level()),
-                record.target(),
-                record.args()
-            )
+            writeln!(buf, "<{}>{}: {}", syslog_priority(record.level()), record.target(), record.args())
         });
     }
     builder.init();

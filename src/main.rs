@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 use streamsink::{
-    Config, Pipeline, PipelineError, Purpose, RawSettings, Registry, config::mask_url, logging,
-    store,
+    Config, Pipeline, PipelineError, Purpose, RawSettings, Registry, config::mask_url, logging, store,
 };
 
 #[derive(Parser)]
@@ -39,22 +38,10 @@ enum Command {
 #[derive(Args)]
 struct SettingsArgs {
     /// Redis URL (redis://[:password@]host:port[/db]). Required for `run`.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        value_name = "URL",
-        global = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "REDIS_URL", value_name = "URL", global = true, hide_env_values = true)]
     redis_url: Option<String>,
     /// PostgreSQL URL (postgres://user[:password]@host:port/db). Required.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        value_name = "URL",
-        global = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
     /// Comma-separated streams to read [default: events:incoming]
     #[arg(long, env = "STREAMSINK_STREAMS", value_name = "LIST", global = true)]
@@ -75,55 +62,25 @@ struct SettingsArgs {
     #[arg(long, env = "STREAMSINK_BLOCK", value_name = "DURATION", global = true)]
     block: Option<String>,
     /// Interval between stats lines [default: 60s]
-    #[arg(
-        long,
-        env = "STREAMSINK_STATS_INTERVAL",
-        value_name = "DURATION",
-        global = true
-    )]
+    #[arg(long, env = "STREAMSINK_STATS_INTERVAL", value_name = "DURATION", global = true)]
     stats_interval: Option<String>,
     /// Where a newly created group starts: 0 (all entries) or $ (new only) [default: 0]
     #[arg(long, env = "STREAMSINK_GROUP_START", value_name = "ID", global = true)]
     group_start: Option<String>,
     /// Stream field holding a JSON envelope [default: event]
-    #[arg(
-        long,
-        env = "STREAMSINK_EVENT_FIELD",
-        value_name = "NAME",
-        global = true
-    )]
+    #[arg(long, env = "STREAMSINK_EVENT_FIELD", value_name = "NAME", global = true)]
     event_field: Option<String>,
     /// How often stuck entries are reclaimed (XAUTOCLAIM) [default: 30s]
-    #[arg(
-        long,
-        env = "STREAMSINK_CLAIM_INTERVAL",
-        value_name = "DURATION",
-        global = true
-    )]
+    #[arg(long, env = "STREAMSINK_CLAIM_INTERVAL", value_name = "DURATION", global = true)]
     claim_interval: Option<String>,
     /// How long an entry sits unacknowledged before it is reclaimed [default: 60s]
-    #[arg(
-        long,
-        env = "STREAMSINK_CLAIM_MIN_IDLE",
-        value_name = "DURATION",
-        global = true
-    )]
+    #[arg(long, env = "STREAMSINK_CLAIM_MIN_IDLE", value_name = "DURATION", global = true)]
     claim_min_idle: Option<String>,
     /// Deliveries after which an entry is dead-lettered [default: 3]
-    #[arg(
-        long,
-        env = "STREAMSINK_MAX_DELIVERIES",
-        value_name = "N",
-        global = true
-    )]
+    #[arg(long, env = "STREAMSINK_MAX_DELIVERIES", value_name = "N", global = true)]
     max_deliveries: Option<String>,
     /// Idle time after which a consumer with nothing pending is deleted [default: 1h]
-    #[arg(
-        long,
-        env = "STREAMSINK_CONSUMER_PRUNE_IDLE",
-        value_name = "DURATION",
-        global = true
-    )]
+    #[arg(long, env = "STREAMSINK_CONSUMER_PRUNE_IDLE", value_name = "DURATION", global = true)]
     consumer_prune_idle: Option<String>,
 }
 
@@ -192,14 +149,10 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let on_signal = Arc::clone(&stop);
     ctrlc::set_handler(move || {
         if on_signal.swap(true, Ordering::SeqCst) {
-            eprintln!(
-                "streamsink: second stop signal, exiting now; unacknowledged entries stay pending"
-            );
+            eprintln!("streamsink: second stop signal, exiting now; unacknowledged entries stay pending");
             std::process::exit(130);
         }
-        log::info!(
-            "stop signal received: finishing in-flight batches (signal again to exit at once)"
-        );
+        log::info!("stop signal received: finishing in-flight batches (signal again to exit at once)");
     })?;
     log::info!("streamsink {} starting", env!("CARGO_PKG_VERSION"));
     let pipeline = match Pipeline::start(config, Registry::builtin(), stop) {

@@ -75,8 +75,7 @@ impl Pipeline {
             mask_url(&config.database_url)
         );
         ensure_groups(config, &stop)?;
-        let pool =
-            store::pool(&config.database_url, config.workers).map_err(PipelineError::Store)?;
+        let pool = store::pool(&config.database_url, config.workers).map_err(PipelineError::Store)?;
         migrate_with_retry(&pool, &stop)?;
         log::info!(
             "Event consumer started: streams={} group={} consumer={} workers={} batch={} handlers={}",
@@ -142,18 +141,9 @@ impl Pipeline {
                 group: config.group.clone(),
             };
             let interval = config.stats_interval;
-            spawn("stats", move || {
-                stats::run(&counters, source, interval, done_rx, &stop)
-            })?
+            spawn("stats", move || stats::run(&counters, source, interval, done_rx, &stop))?
         };
-        Ok(Pipeline {
-            stop,
-            counters,
-            reader,
-            workers,
-            stats,
-            stats_done,
-        })
+        Ok(Pipeline { stop, counters, reader, workers, stats, stats_done })
     }
 
     /// The live counters (for tests and status reporting).
@@ -170,15 +160,10 @@ impl Pipeline {
     pub fn wait(self) -> Result<Snapshot, PipelineError> {
         let mut died = None;
         while !self.stop.load(Ordering::SeqCst) {
-            let threads = std::iter::once(&self.reader)
-                .chain(&self.workers)
-                .chain([&self.stats]);
+            let threads = std::iter::once(&self.reader).chain(&self.workers).chain([&self.stats]);
             if let Some(t) = threads.into_iter().find(|t| t.is_finished()) {
                 died = Some(t.thread().name().unwrap_or("?").to_string());
-                log::error!(
-                    "thread {} ended unexpectedly; shutting down",
-                    died.as_deref().unwrap_or("?")
-                );
+                log::error!("thread {} ended unexpectedly; shutting down", died.as_deref().unwrap_or("?"));
                 self.stop();
                 break;
             }
@@ -206,36 +191,23 @@ impl Pipeline {
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, PipelineError> {
-    std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(f)
-        .map_err(PipelineError::Spawn)
+    std::thread::Builder::new().name(name.to_string()).spawn(f).map_err(PipelineError::Spawn)
 }
 
 /// Creates every stream's group (BUSYGROUP is fine), reconnecting while Redis is unreachable.
 fn ensure_groups(config: &Config, stop: &AtomicBool) -> Result<(), PipelineError> {
     let mut backoff = Backoff::reconnect();
     loop {
-        let mut con = stream::connect_with_retry(
-            &config.redis_url,
-            stream::COMMAND_TIMEOUT,
-            stop,
-            "start-up",
-        )
-        .ok_or(PipelineError::Stopped)?;
+        let mut con =
+            stream::connect_with_retry(&config.redis_url, stream::COMMAND_TIMEOUT, stop, "start-up")
+                .ok_or(PipelineError::Stopped)?;
         let mut result = Ok(());
         for s in &config.streams {
-            result = stream::ensure_group(&mut con, s, &config.group, &config.group_start).map(
-                |created| {
-                    if created {
-                        log::info!(
-                            "created consumer group {} on {s} at {}",
-                            config.group,
-                            config.group_start
-                        );
-                    }
-                },
-            );
+            result = stream::ensure_group(&mut con, s, &config.group, &config.group_start).map(|created| {
+                if created {
+                    log::info!("created consumer group {} on {s} at {}", config.group, config.group_start);
+                }
+            });
             if result.is_err() {
                 break;
             }
@@ -258,11 +230,7 @@ fn migrate_with_retry(pool: &store::Pool, stop: &AtomicBool) -> Result<(), Pipel
     let mut backoff = Backoff::reconnect();
     let mut attempt = 1;
     loop {
-        let e = match pool
-            .get()
-            .map_err(StoreError::Connect)
-            .and_then(|mut c| store::migrate(&mut c))
-        {
+        let e = match pool.get().map_err(StoreError::Connect).and_then(|mut c| store::migrate(&mut c)) {
             Ok(applied) => {
                 if !applied.is_empty() {
                     log::info!("applied migrations {applied:?}");

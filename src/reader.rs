@@ -2,7 +2,8 @@
 //! every claim interval, the reclaim cycle first.
 //!
 //! Invariants: the channel is bounded, so a slow database slows reading instead of growing
-//! memory; the reader never acknowledges anything (workers do, after commit); on stop it
+//! memory; the reader acknowledges nothing but ids whose entries no longer exist (workers
+//! acknowledge, after commit); on stop it
 //! finishes the read under way, hands over what it read, and drops its sender, which is how
 //! the workers learn there is nothing more.
 //!
@@ -119,19 +120,8 @@ enum Flow {
     WorkersGone,
 }
 
-fn read_new(
-    c: &mut redis::Connection,
-    cfg: &ReaderConfig,
-    links: &ReaderLinks,
-) -> Result<Flow, StreamError> {
-    let batches = stream::read_new(
-        c,
-        &cfg.group,
-        &cfg.consumer,
-        &cfg.streams,
-        cfg.batch,
-        cfg.block,
-    )?;
+fn read_new(c: &mut redis::Connection, cfg: &ReaderConfig, links: &ReaderLinks) -> Result<Flow, StreamError> {
+    let batches = stream::read_new(c, &cfg.group, &cfg.consumer, &cfg.streams, cfg.batch, cfg.block)?;
     for batch in batches {
         log::debug!("read {} entries from {}", batch.entries.len(), batch.stream);
         if links.tx.send(batch).is_err() {
@@ -152,11 +142,7 @@ struct Reclaim {
 
 impl Reclaim {
     fn new(cfg: &ReaderConfig) -> Reclaim {
-        Reclaim {
-            next_at: Instant::now(),
-            own_done: false,
-            fallback: cfg.force_claim_fallback,
-        }
+        Reclaim { next_at: Instant::now(), own_done: false, fallback: cfg.force_claim_fallback }
     }
 
     /// Due at start and every claim interval, but never while an outage holds batches back,
@@ -182,8 +168,7 @@ impl Reclaim {
             if let Flow::WorkersGone = self.stuck(c, cfg, links, s)? {
                 return Ok(Flow::WorkersGone);
             }
-            match stream::prune_consumers(c, s, &cfg.group, &cfg.consumer, cfg.consumer_prune_idle)
-            {
+            match stream::prune_consumers(c, s, &cfg.group, &cfg.consumer, cfg.consumer_prune_idle) {
                 Ok(removed) => {
                     for name in removed {
                         log::info!(
@@ -211,8 +196,7 @@ impl Reclaim {
     ) -> Result<Flow, StreamError> {
         let mut after = "0".to_string();
         loop {
-            let claimed =
-                stream::read_own_pending(c, &cfg.group, &cfg.consumer, s, &after, cfg.batch)?;
+            let claimed = stream::read_own_pending(c, &cfg.group, &cfg.consumer, s, &after, cfg.batch)?;
             let next = claimed.next.clone();
             if let Flow::WorkersGone = hand_over(c, cfg, links, s, claimed, "own pending")? {
                 return Ok(Flow::WorkersGone);
@@ -277,7 +261,8 @@ impl Reclaim {
 }
 
 /// Loads the delivery counts of taken-over entries and sends them to the workers. Deleted ids
-/// are counted and logged as lost upstream; those still pending go along to be acknowledged.
+/// are counted and logged as lost upstream, and acknowledged (the one acknowledgement the
+/// reader makes: there is nothing of them to commit).
 fn hand_over(
     c: &mut redis::Connection,
     cfg: &ReaderConfig,
@@ -286,11 +271,7 @@ fn hand_over(
     claimed: Claimed,
     what: &str,
 ) -> Result<Flow, StreamError> {
-    let Claimed {
-        mut entries,
-        deleted,
-        ..
-    } = claimed;
+    let Claimed { mut entries, deleted, .. } = claimed;
     if !deleted.is_empty() {
         Counters::add(&links.counters.lost_upstream, deleted.len() as u64);
         log::warn!(
@@ -300,29 +281,18 @@ fn hand_over(
             deleted.join(",")
         );
     }
-    if entries.is_empty() && deleted.is_empty() {
+    // Acknowledged here, at once, so the next XAUTOCLAIM does not report them again.
+    stream::ack_deleted(c, s, &cfg.group, &deleted)?;
+    if entries.is_empty() {
         return Ok(Flow::Continue);
     }
     stream::load_delivery_counts(c, s, &cfg.group, &mut entries)?;
     Counters::add(&links.counters.reclaimed, entries.len() as u64);
     if !entries.is_empty() {
-        let most = entries
-            .iter()
-            .map(|e: &Entry| e.deliveries)
-            .max()
-            .unwrap_or(0);
-        log::info!(
-            "{what}: {} entries of {s} (up to {most} deliveries each)",
-            entries.len()
-        );
+        let most = entries.iter().map(|e: &Entry| e.deliveries).max().unwrap_or(0);
+        log::info!("{what}: {} entries of {s} (up to {most} deliveries each)", entries.len());
     }
-    // Deleted ids still pending (own pending re-read) must be acknowledged to leave the list;
-    // acknowledging ids XAUTOCLAIM already dropped is harmless.
-    let batch = Batch {
-        stream: Arc::from(s),
-        entries,
-        gone: deleted,
-    };
+    let batch = Batch { stream: Arc::from(s), entries };
     if links.tx.send(batch).is_err() {
         return Ok(Flow::WorkersGone);
     }

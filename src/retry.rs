@@ -16,11 +16,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
+        Backoff { min, max, next: min }
     }
 
     /// The 100 ms → 3 s schedule used for every reconnect.
@@ -72,10 +68,7 @@ struct OutageState {
 
 impl Outage {
     pub fn new(name: &'static str) -> Outage {
-        Outage {
-            name,
-            state: Mutex::new(OutageState::default()),
-        }
+        Outage { name, state: Mutex::new(OutageState::default()) }
     }
 
     /// Records a failed attempt; logs only if no outage was already under way.
@@ -83,10 +76,7 @@ impl Outage {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.since.is_none() {
             state.since = Some(Instant::now());
-            log::warn!(
-                "{} unavailable ({who}): {error}; retrying with backoff",
-                self.name
-            );
+            log::warn!("{} unavailable ({who}): {error}; retrying with backoff", self.name);
         } else {
             log::debug!("{} still unavailable ({who}): {error}", self.name);
         }
@@ -97,11 +87,7 @@ impl Outage {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(start) = state.since.take() {
             state.cleared_at = Some(Instant::now());
-            log::info!(
-                "{} available again after {:.1}s",
-                self.name,
-                start.elapsed().as_secs_f64()
-            );
+            log::info!("{} available again after {:.1}s", self.name, start.elapsed().as_secs_f64());
         }
     }
 

@@ -144,8 +144,5 @@ fn group_figures(
             }
         }
     }
-    (
-        pending.to_string(),
-        lag.map_or_else(|| "n/a".into(), |l| l.to_string()),
-    )
+    (pending.to_string(), lag.map_or_else(|| "n/a".into(), |l| l.to_string()))
 }

@@ -27,10 +27,7 @@ pub enum StoreError {
     /// No connection could be had from the pool.
     Connect(r2d2::Error),
     /// A statement failed.
-    Query {
-        op: &'static str,
-        source: postgres::Error,
-    },
+    Query { op: &'static str, source: postgres::Error },
 }
 
 impl fmt::Display for StoreError {
@@ -47,10 +44,14 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// A Postgres error as one line: the server's message with its SQLSTATE, or the client's error.
+/// A Postgres error as one line: the server's message, its detail, and its SQLSTATE, or the
+/// client's error.
 pub fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {detail} (SQLSTATE {})", db.message(), db.code().code()),
+            None => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        },
         None => e.to_string(),
     }
 }
@@ -68,13 +69,7 @@ pub enum Fault {
 
 pub fn classify(e: &postgres::Error) -> Fault {
     match e.code().map(|c| c.code()) {
-        Some(code)
-            if ["22", "23", "54"]
-                .iter()
-                .any(|class| code.starts_with(class)) =>
-        {
-            Fault::Data
-        }
+        Some(code) if ["22", "23", "54"].iter().any(|class| code.starts_with(class)) => Fault::Data,
         _ => Fault::Transient,
     }
 }
@@ -85,22 +80,16 @@ pub fn classify(e: &postgres::Error) -> Fault {
 pub fn is_infrastructure(e: &postgres::Error) -> bool {
     match e.code() {
         None => true,
-        Some(code) => ["08", "53", "57", "40"]
-            .iter()
-            .any(|class| code.code().starts_with(class)),
+        Some(code) => ["08", "53", "57", "40"].iter().any(|class| code.code().starts_with(class)),
     }
 }
 
 /// Builds the pool without connecting: connections are made on first use, so start-up can
 /// retry an unreachable database with its own backoff and logging.
 pub fn pool(database_url: &str, size: usize) -> Result<Pool, StoreError> {
-    let mut config: postgres::Config =
-        database_url
-            .parse()
-            .map_err(|e: postgres::Error| StoreError::Url {
-                url: mask_url(database_url),
-                error: e.to_string(),
-            })?;
+    let mut config: postgres::Config = database_url.parse().map_err(|e: postgres::Error| {
+        StoreError::Url { url: mask_url(database_url), error: e.to_string() }
+    })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
@@ -133,8 +122,7 @@ const MIGRATION_LOCK: i64 = 0x7374_7265_616d_736b; // "streamsk"
 pub fn migrate(client: &mut postgres::Client) -> Result<Vec<i32>, StoreError> {
     let q = |op| move |source| StoreError::Query { op, source };
     let mut tx = client.transaction().map_err(q("BEGIN"))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .map_err(q("advisory lock"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(q("advisory lock"))?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS streamsink_migrations (
              version    integer     PRIMARY KEY,
@@ -155,11 +143,8 @@ pub fn migrate(client: &mut postgres::Client) -> Result<Vec<i32>, StoreError> {
             continue;
         }
         tx.batch_execute(sql).map_err(q("migration"))?;
-        tx.execute(
-            "INSERT INTO streamsink_migrations (version, name) VALUES ($1, $2)",
-            &[version, name],
-        )
-        .map_err(q("record migration"))?;
+        tx.execute("INSERT INTO streamsink_migrations (version, name) VALUES ($1, $2)", &[version, name])
+            .map_err(q("record migration"))?;
         done.push(*version);
     }
     tx.commit().map_err(q("COMMIT"))?;
@@ -196,18 +181,7 @@ pub fn insert_events(
     let entry_ids: Vec<&str> = events.iter().map(|e| e.entry_id.as_str()).collect();
     let rows = tx.query(
         INSERT_EVENTS,
-        &[
-            &ids,
-            &types,
-            &times,
-            &sessions,
-            &workspaces,
-            &devices,
-            &data,
-            &attributes,
-            &stream,
-            &entry_ids,
-        ],
+        &[&ids, &types, &times, &sessions, &workspaces, &devices, &data, &attributes, &stream, &entry_ids],
     )?;
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }

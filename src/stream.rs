@@ -20,10 +20,11 @@ use crate::retry::{Backoff, sleep_unless};
 pub struct Batch {
     pub stream: Arc<str>,
     pub entries: Vec<Entry>,
-    /// Pending ids whose entries were deleted from the stream (trimmed) before they were
-    /// processed: lost upstream, acknowledged so they leave the pending list.
-    pub gone: Vec<String>,
 }
+
+/// One stream's part of an XREADGROUP reply: its entries, and the ids of pending entries
+/// deleted from the stream (only a re-read of pending entries can meet those).
+type StreamReply = (Arc<str>, Vec<Entry>, Vec<String>);
 
 /// A Redis command that failed, naming the operation and the stream.
 #[derive(Debug)]
@@ -35,11 +36,7 @@ pub struct StreamError {
 
 impl StreamError {
     fn new(op: &'static str, stream: &str, source: redis::RedisError) -> StreamError {
-        StreamError {
-            op,
-            stream: stream.to_string(),
-            source,
-        }
+        StreamError { op, stream: stream.to_string(), source }
     }
 
     /// True when the connection is unusable (I/O, timeout, server gone): reconnect and retry.
@@ -49,10 +46,7 @@ impl StreamError {
 
     /// True when Redis does not know the command (XAUTOCLAIM before Redis 6.2).
     pub fn is_unknown_command(&self) -> bool {
-        self.source
-            .to_string()
-            .to_ascii_lowercase()
-            .contains("unknown command")
+        self.source.to_string().to_ascii_lowercase().contains("unknown command")
     }
 
     /// True when the consumer group (or its stream) no longer exists, e.g. after Redis lost its
@@ -64,11 +58,7 @@ impl StreamError {
 
 impl fmt::Display for StreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "redis {} on stream '{}' failed: {}",
-            self.op, self.stream, self.source
-        )
+        write!(f, "redis {} on stream '{}' failed: {}", self.op, self.stream, self.source)
     }
 }
 
@@ -130,13 +120,8 @@ pub fn ensure_group(
     group: &str,
     start: &str,
 ) -> Result<bool, StreamError> {
-    let result: redis::RedisResult<Value> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(group)
-        .arg(start)
-        .arg("MKSTREAM")
-        .query(con);
+    let result: redis::RedisResult<Value> =
+        redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(group).arg(start).arg("MKSTREAM").query(con);
     match result {
         Ok(_) => Ok(true),
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
@@ -171,22 +156,21 @@ pub fn read_new(
         cmd.arg(">");
     }
     let label = streams.join(",");
-    let reply: Value = cmd
-        .query(con)
-        .map_err(|e| StreamError::new("XREADGROUP", &label, e))?;
-    decode_read_reply(reply)
-        .map_err(|detail| StreamError::new("XREADGROUP", &label, reply_error(detail)))
+    let reply: Value = cmd.query(con).map_err(|e| StreamError::new("XREADGROUP", &label, e))?;
+    let replies = decode_read_reply(reply)
+        .map_err(|detail| StreamError::new("XREADGROUP", &label, reply_error(detail)))?;
+    Ok(replies
+        .into_iter()
+        .filter(|(_, entries, _)| !entries.is_empty())
+        .map(|(stream, entries, _)| Batch { stream, entries })
+        .collect())
 }
 
 fn reply_error(detail: String) -> redis::RedisError {
-    redis::RedisError::from((
-        redis::ErrorKind::UnexpectedReturnType,
-        "unexpected reply",
-        detail,
-    ))
+    redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "unexpected reply", detail))
 }
 
-fn decode_read_reply(reply: Value) -> Result<Vec<Batch>, String> {
+fn decode_read_reply(reply: Value) -> Result<Vec<StreamReply>, String> {
     let per_stream: Vec<(Value, Value)> = match reply {
         Value::Nil => return Ok(Vec::new()),
         Value::Array(items) => items
@@ -206,14 +190,8 @@ fn decode_read_reply(reply: Value) -> Result<Vec<Batch>, String> {
     let mut batches = Vec::with_capacity(per_stream.len());
     for (name, entries) in per_stream {
         let stream = text(name).ok_or("stream name is not text")?;
-        let (entries, gone) = decode_entries(entries)?;
-        if !entries.is_empty() || !gone.is_empty() {
-            batches.push(Batch {
-                stream: Arc::from(stream),
-                entries,
-                gone,
-            });
-        }
+        let (entries, deleted) = decode_entries(entries)?;
+        batches.push((Arc::from(stream), entries, deleted));
     }
     Ok(batches)
 }
@@ -253,20 +231,11 @@ fn decode_entries(entries: Value) -> Result<(Vec<Entry>, Vec<String>), String> {
             }
             Value::Map(map) => map
                 .into_iter()
-                .map(|(k, v)| {
-                    Ok((
-                        bytes(k).ok_or("field name")?,
-                        bytes(v).ok_or("field value")?,
-                    ))
-                })
+                .map(|(k, v)| Ok((bytes(k).ok_or("field name")?, bytes(v).ok_or("field value")?)))
                 .collect::<Result<_, &str>>()?,
             other => return Err(format!("entry fields are not an array: {other:?}")),
         };
-        out.push(Entry {
-            id,
-            fields,
-            deliveries: 1,
-        });
+        out.push(Entry { id, fields, deliveries: 1 });
     }
     Ok((out, deleted))
 }
@@ -353,9 +322,7 @@ pub fn ack(
     }
     let script = redis::Script::new(ACK_WITH_DEAD_LETTERS);
     let mut inv = script.key(stream);
-    inv.key(dead_letter_stream(stream))
-        .arg(ctx.group)
-        .arg(dead.len());
+    inv.key(dead_letter_stream(stream)).arg(ctx.group).arg(dead.len());
     let failed_at = jiff::Timestamp::now().to_string();
     for d in dead {
         let deliveries = d.entry.deliveries.to_string();
@@ -383,8 +350,27 @@ pub fn ack(
             inv.arg(&d.entry.id);
         }
     }
-    inv.invoke(con)
-        .map_err(|e| StreamError::new("dead-letter + XACK", stream, e))
+    inv.invoke(con).map_err(|e| StreamError::new("dead-letter + XACK", stream, e))
+}
+
+/// Acknowledges pending ids whose entries no longer exist: there is nothing to process or
+/// dead-letter, and left pending they would be reported again at every reclaim.
+pub fn ack_deleted(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+    ids: &[String],
+) -> Result<(), StreamError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    redis::cmd("XACK")
+        .arg(stream)
+        .arg(group)
+        .arg(ids)
+        .query::<u64>(con)
+        .map(|_| ())
+        .map_err(|e| StreamError::new("XACK (deleted)", stream, e))
 }
 
 /// Entries delivered to the group and not yet acknowledged (XPENDING summary).
@@ -405,11 +391,7 @@ pub fn pending_count(con: &mut Connection, stream: &str, group: &str) -> Result<
 
 /// Entries in the stream not yet delivered to the group (XINFO GROUPS `lag`, Redis ≥ 7);
 /// `None` where Redis does not report it.
-pub fn group_lag(
-    con: &mut Connection,
-    stream: &str,
-    group: &str,
-) -> Result<Option<u64>, StreamError> {
+pub fn group_lag(con: &mut Connection, stream: &str, group: &str) -> Result<Option<u64>, StreamError> {
     let reply: Value = redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(stream)
@@ -475,22 +457,15 @@ pub fn read_own_pending(
         .arg(after)
         .query(con)
         .map_err(|e| StreamError::new("XREADGROUP (own pending)", stream, e))?;
-    let batches = decode_read_reply(reply)
+    let replies = decode_read_reply(reply)
         .map_err(|d| StreamError::new("XREADGROUP (own pending)", stream, reply_error(d)))?;
     let mut claimed = Claimed::default();
-    for b in batches {
-        claimed.entries.extend(b.entries);
-        claimed.deleted.extend(b.gone);
+    for (_, entries, deleted) in replies {
+        claimed.entries.extend(entries);
+        claimed.deleted.extend(deleted);
     }
-    let last = claimed
-        .entries
-        .iter()
-        .map(|e| &e.id)
-        .chain(&claimed.deleted)
-        .max_by_key(|id| id_key(id));
-    claimed.next = last
-        .filter(|_| claimed.entries.len() + claimed.deleted.len() >= count)
-        .cloned();
+    let last = claimed.entries.iter().map(|e| &e.id).chain(&claimed.deleted).max_by_key(|id| id_key(id));
+    claimed.next = last.filter(|_| claimed.entries.len() + claimed.deleted.len() >= count).cloned();
     Ok(claimed)
 }
 
@@ -525,20 +500,13 @@ pub fn autoclaim(
     }
     let deleted_ids = if parts.len() >= 3 { parts.pop() } else { None };
     let entries = parts.pop().unwrap_or(Value::Nil);
-    let next = parts
-        .pop()
-        .and_then(text)
-        .ok_or_else(|| bad("cursor is not text".into()))?;
+    let next = parts.pop().and_then(text).ok_or_else(|| bad("cursor is not text".into()))?;
     let (entries, mut deleted) = decode_entries(entries).map_err(bad)?;
     if let Some(Value::Array(ids)) = deleted_ids {
         deleted.extend(ids.into_iter().filter_map(text));
     }
     let next = (next != "0-0").then_some(next);
-    Ok(Claimed {
-        entries,
-        deleted,
-        next,
-    })
+    Ok(Claimed { entries, deleted, next })
 }
 
 /// The XAUTOCLAIM of Redis < 6.2: XPENDING from `start`, then XCLAIM of the entries idle
@@ -560,22 +528,12 @@ pub fn claim_fallback(
         .arg(count)
         .query(con)
         .map_err(|e| StreamError::new("XPENDING", stream, e))?;
-    let next = if pending.len() < count {
-        None
-    } else {
-        pending.last().map(|(id, ..)| next_id(id))
-    };
+    let next = if pending.len() < count { None } else { pending.last().map(|(id, ..)| next_id(id)) };
     let min_ms = min_idle.as_millis() as u64;
-    let stale: Vec<&str> = pending
-        .iter()
-        .filter(|(_, _, idle, _)| *idle >= min_ms)
-        .map(|(id, ..)| id.as_str())
-        .collect();
+    let stale: Vec<&str> =
+        pending.iter().filter(|(_, _, idle, _)| *idle >= min_ms).map(|(id, ..)| id.as_str()).collect();
     if stale.is_empty() {
-        return Ok(Claimed {
-            next,
-            ..Claimed::default()
-        });
+        return Ok(Claimed { next, ..Claimed::default() });
     }
     let reply: Value = redis::cmd("XCLAIM")
         .arg(stream)
@@ -587,11 +545,7 @@ pub fn claim_fallback(
         .map_err(|e| StreamError::new("XCLAIM", stream, e))?;
     let (entries, deleted) =
         decode_entries(reply).map_err(|d| StreamError::new("XCLAIM", stream, reply_error(d)))?;
-    Ok(Claimed {
-        entries,
-        deleted,
-        next,
-    })
+    Ok(Claimed { entries, deleted, next })
 }
 
 /// (ms, seq) of an entry id, for ordering; malformed parts sort first.
@@ -622,16 +576,10 @@ pub fn load_delivery_counts(
     }
     let mut pipe = redis::pipe();
     for e in entries.iter() {
-        pipe.cmd("XPENDING")
-            .arg(stream)
-            .arg(group)
-            .arg(&e.id)
-            .arg(&e.id)
-            .arg(1);
+        pipe.cmd("XPENDING").arg(stream).arg(group).arg(&e.id).arg(&e.id).arg(1);
     }
-    let replies: Vec<Vec<(String, String, u64, u64)>> = pipe
-        .query(con)
-        .map_err(|e| StreamError::new("XPENDING", stream, e))?;
+    let replies: Vec<Vec<(String, String, u64, u64)>> =
+        pipe.query(con).map_err(|e| StreamError::new("XPENDING", stream, e))?;
     for (entry, reply) in entries.iter_mut().zip(replies) {
         if let Some((_, _, _, n)) = reply.first() {
             entry.deliveries = *n;

@@ -49,8 +49,7 @@ pub struct WorkerContext {
 pub fn run(ctx: Arc<WorkerContext>, rx: Receiver<Batch>) {
     let mut worker = Worker { ctx, redis: None };
     for batch in rx.iter() {
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.process(&batch)));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.process(&batch)));
         if let Err(panic) = outcome {
             let message = panic
                 .downcast_ref::<&str>()
@@ -96,16 +95,8 @@ impl Worker {
             match event::parse(&batch.stream, entry, &self.ctx.event_field) {
                 Ok(e) => events.push(e),
                 Err(m) => {
-                    log::warn!(
-                        "malformed entry {} on {}: {m}; dead-lettering",
-                        entry.id,
-                        batch.stream
-                    );
-                    dead.push(DeadLetter {
-                        entry,
-                        reason: m.kind().into(),
-                        error: m.to_string(),
-                    });
+                    log::warn!("malformed entry {} on {}: {m}; dead-lettering", entry.id, batch.stream);
+                    dead.push(DeadLetter { entry, reason: m.kind().into(), error: m.to_string() });
                 }
             }
         }
@@ -131,23 +122,14 @@ impl Worker {
                 batch.stream
             );
             if let Some(entry) = batch.entries.iter().find(|en| en.id == e.entry_id) {
-                dead.push(DeadLetter {
-                    entry,
-                    reason: "rejected by postgres".into(),
-                    error: error.clone(),
-                });
+                dead.push(DeadLetter { entry, reason: "rejected by postgres".into(), error: error.clone() });
             }
         }
         let c = Arc::clone(&self.ctx.counters);
         Counters::add(&c.inserted, written.inserted);
         Counters::add(&c.duplicates, written.duplicates);
         Counters::add(&c.handler_errors, written.handler_errors);
-        let ids: Vec<&str> = batch
-            .entries
-            .iter()
-            .map(|e| e.id.as_str())
-            .chain(batch.gone.iter().map(String::as_str))
-            .collect();
+        let ids: Vec<&str> = batch.entries.iter().map(|e| e.id.as_str()).collect();
         if self.acknowledge(&batch.stream, &ids, &dead) {
             Counters::add(&c.processed, batch.entries.len() as u64);
             Counters::add(&c.dead_lettered, dead.len() as u64);
@@ -195,12 +177,8 @@ impl Worker {
 
     /// Best effort: drops recorded errors of redelivered entries once they are acknowledged.
     fn forget_errors(&mut self, batch: &Batch) {
-        let ids: Vec<&str> = batch
-            .entries
-            .iter()
-            .filter(|e| e.deliveries > 1)
-            .map(|e| e.id.as_str())
-            .collect();
+        let ids: Vec<&str> =
+            batch.entries.iter().filter(|e| e.deliveries > 1).map(|e| e.id.as_str()).collect();
         if ids.is_empty() {
             return;
         }
@@ -233,20 +211,12 @@ impl Worker {
         }
         let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
-            let attempt =
-                self.ctx
-                    .pool
-                    .get()
-                    .map_err(StoreError::Connect)
-                    .and_then(|mut client| {
-                        let mut written = Written::default();
-                        self.write_isolating(&mut client, stream, events, 0, &mut written)
-                            .map(|()| written)
-                            .map_err(|source| StoreError::Query {
-                                op: "batch write",
-                                source,
-                            })
-                    });
+            let attempt = self.ctx.pool.get().map_err(StoreError::Connect).and_then(|mut client| {
+                let mut written = Written::default();
+                self.write_isolating(&mut client, stream, events, 0, &mut written)
+                    .map(|()| written)
+                    .map_err(|source| StoreError::Query { op: "batch write", source })
+            });
             match attempt {
                 Ok(written) => {
                     self.ctx.postgres_outage.cleared();
@@ -332,10 +302,7 @@ impl Worker {
     /// the entries then stay pending and are redelivered, as duplicates, later.
     fn acknowledge(&mut self, stream: &str, ids: &[&str], dead: &[DeadLetter<'_>]) -> bool {
         let ctx = Arc::clone(&self.ctx);
-        let ack_ctx = AckContext {
-            group: &ctx.group,
-            consumer: &ctx.consumer,
-        };
+        let ack_ctx = AckContext { group: &ctx.group, consumer: &ctx.consumer };
         let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
             let con = match self.redis.as_mut() {
@@ -365,10 +332,7 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    log::error!(
-                        "{e}; {} entries stay pending and will be redelivered",
-                        ids.len()
-                    );
+                    log::error!("{e}; {} entries stay pending and will be redelivered", ids.len());
                     return false;
                 }
             }

@@ -55,10 +55,7 @@ fn a_batch_of_five_becomes_five_rows_and_is_acknowledged() {
     assert_eq!(db.count("SELECT count(*) FROM events"), 5);
     assert_eq!(pending(&mut r, &stream.name, GROUP), 0);
     let done = running.stop();
-    assert_eq!(
-        (done.inserted, done.acknowledged, done.duplicates),
-        (5, 5, 0)
-    );
+    assert_eq!((done.inserted, done.acknowledged, done.duplicates), (5, 5, 0));
 }
 
 #[test]
@@ -72,16 +69,10 @@ fn the_same_id_twice_gives_one_row_and_both_entries_are_acknowledged() {
     publish_event(&mut r, &stream.name, ev);
     running.wait_processed(2);
 
-    assert_eq!(
-        db.count("SELECT count(*) FROM events WHERE id = 'dup-1'"),
-        1
-    );
+    assert_eq!(db.count("SELECT count(*) FROM events WHERE id = 'dup-1'"), 1);
     assert_eq!(pending(&mut r, &stream.name, GROUP), 0);
     let done = running.stop();
-    assert_eq!(
-        (done.inserted, done.duplicates, done.acknowledged),
-        (1, 1, 2)
-    );
+    assert_eq!((done.inserted, done.duplicates, done.acknowledged), (1, 1, 2));
 }
 
 #[test]
@@ -100,10 +91,7 @@ fn duplicates_within_one_batch_give_one_row() {
     assert_eq!(db.count("SELECT count(*) FROM events"), 1);
     assert_eq!(db.count("SELECT count(*) FROM sessions"), 1);
     let done = running.stop();
-    assert_eq!(
-        (done.inserted, done.duplicates, done.handler_errors),
-        (1, 2, 0)
-    );
+    assert_eq!((done.inserted, done.duplicates, done.handler_errors), (1, 2, 0));
 }
 
 #[test]
@@ -143,18 +131,12 @@ fn both_wire_formats_are_accepted() {
     assert_eq!(rows[0].get::<_, String>(0), "env-1");
     assert_eq!(rows[0].get::<_, String>(1), "w-1");
     assert_eq!(rows[0].get::<_, serde_json::Value>(2), json!({"x": 1}));
-    assert_eq!(
-        rows[0].get::<_, serde_json::Value>(3),
-        json!({"campaign": "spring"})
-    );
+    assert_eq!(rows[0].get::<_, serde_json::Value>(3), json!({"campaign": "spring"}));
     assert_eq!(rows[0].get::<_, f64>(4), 1714564800.0);
     assert_eq!(rows[1].get::<_, String>(0), "flat-1");
     assert_eq!(rows[1].get::<_, String>(1), "w-2");
     assert_eq!(rows[1].get::<_, serde_json::Value>(2), json!({"x": 2}));
-    assert_eq!(
-        rows[1].get::<_, serde_json::Value>(3),
-        json!({"region": "eu"})
-    );
+    assert_eq!(rows[1].get::<_, serde_json::Value>(3), json!({"region": "eu"}));
     assert_eq!(rows[1].get::<_, f64>(4), 1714564800.25);
 }
 
@@ -166,12 +148,7 @@ fn an_event_without_id_is_keyed_by_its_stream_and_entry_id() {
     let running = Running::start(settings(&db, &stream));
     running.wait_processed(1);
     let expected = format!("{}/{entry_id}", stream.name);
-    assert_eq!(
-        db.count(&format!(
-            "SELECT count(*) FROM events WHERE id = '{expected}'"
-        )),
-        1
-    );
+    assert_eq!(db.count(&format!("SELECT count(*) FROM events WHERE id = '{expected}'")), 1);
 }
 
 fn session_row(db: &TestDb) -> Vec<String> {
@@ -183,12 +160,7 @@ fn session_row(db: &TestDb) -> Vec<String> {
             &[],
         )
         .unwrap();
-    (0..10)
-        .map(|i| {
-            row.get::<_, Option<String>>(i)
-                .unwrap_or_else(|| "NULL".into())
-        })
-        .collect()
+    (0..10).map(|i| row.get::<_, Option<String>>(i).unwrap_or_else(|| "NULL".into())).collect()
 }
 
 fn session_events() -> (serde_json::Value, serde_json::Value) {
@@ -207,10 +179,7 @@ fn session_start_creates_an_active_session() {
     publish_event(&mut r, &stream.name, session_events().0);
     running.wait_processed(1);
     let row = session_row(&db);
-    assert_eq!(
-        row[0..5],
-        ["sess-1", "w-1", "d-1", "2024-05-01 12:00:00+00", "NULL"]
-    );
+    assert_eq!(row[0..5], ["sess-1", "w-1", "d-1", "2024-05-01 12:00:00+00", "NULL"]);
     assert_eq!(row[7], "active");
 }
 
@@ -275,19 +244,12 @@ fn a_malformed_entry_is_dead_lettered_with_its_reason_and_the_rest_commit() {
     let (db, stream) = (TestDb::create(), TestStream::new());
     let mut r = redis();
     publish_event(&mut r, &stream.name, json!({"id": "good-1", "type": "t"}));
-    let bad_id = publish(
-        &mut r,
-        &stream.name,
-        &[("event", "{not json"), ("source", "test")],
-    );
+    let bad_id = publish(&mut r, &stream.name, &[("event", "{not json"), ("source", "test")]);
     publish_event(&mut r, &stream.name, json!({"id": "good-2", "type": "t"}));
     let running = Running::start(settings(&db, &stream));
     running.wait_processed(3);
 
-    assert_eq!(
-        db.count("SELECT count(*) FROM events WHERE id IN ('good-1', 'good-2')"),
-        2
-    );
+    assert_eq!(db.count("SELECT count(*) FROM events WHERE id IN ('good-1', 'good-2')"), 2);
     assert_eq!(db.count("SELECT count(*) FROM events"), 2);
     let dead = entries(&mut r, &stream.dlq());
     assert_eq!(dead.len(), 1, "{dead:?}");
@@ -295,19 +257,13 @@ fn a_malformed_entry_is_dead_lettered_with_its_reason_and_the_rest_commit() {
     assert_eq!(fields["event"], "{not json");
     assert_eq!(fields["source"], "test");
     assert_eq!(fields["dlq_reason"], "invalid json");
-    assert!(
-        fields["dlq_error"].contains("invalid JSON in field 'event'"),
-        "{fields:?}"
-    );
+    assert!(fields["dlq_error"].contains("invalid JSON in field 'event'"), "{fields:?}");
     assert_eq!(fields["dlq_original_id"], bad_id);
     assert_eq!(fields["dlq_stream"], stream.name);
     assert_eq!(fields["dlq_group"], GROUP);
     assert_eq!(pending(&mut r, &stream.name, GROUP), 0);
     let done = running.stop();
-    assert_eq!(
-        (done.dead_lettered, done.inserted, done.acknowledged),
-        (1, 2, 3)
-    );
+    assert_eq!((done.dead_lettered, done.inserted, done.acknowledged), (1, 2, 3));
 }
 
 #[test]
@@ -315,42 +271,20 @@ fn a_row_postgres_rejects_is_dead_lettered_and_its_neighbours_commit() {
     let (db, stream) = (TestDb::create(), TestStream::new());
     let mut r = redis();
     for i in 0..5 {
-        publish_event(
-            &mut r,
-            &stream.name,
-            json!({"id": format!("ok-{i}"), "type": "t"}),
-        );
+        publish_event(&mut r, &stream.name, json!({"id": format!("ok-{i}"), "type": "t"}));
     }
     // Valid JSON that jsonb refuses: a NUL escape.
-    publish(
-        &mut r,
-        &stream.name,
-        &[(
-            "event",
-            r#"{"id":"nul","type":"t","data":{"s":"a\u0000b"}}"#,
-        )],
-    );
+    publish(&mut r, &stream.name, &[("event", r#"{"id":"nul","type":"t","data":{"s":"a\u0000b"}}"#)]);
     for i in 5..10 {
-        publish_event(
-            &mut r,
-            &stream.name,
-            json!({"id": format!("ok-{i}"), "type": "t"}),
-        );
+        publish_event(&mut r, &stream.name, json!({"id": format!("ok-{i}"), "type": "t"}));
     }
     let running = Running::start(settings(&db, &stream));
     running.wait_processed(11);
-    assert_eq!(
-        db.count("SELECT count(*) FROM events WHERE id LIKE 'ok-%'"),
-        10
-    );
+    assert_eq!(db.count("SELECT count(*) FROM events WHERE id LIKE 'ok-%'"), 10);
     let dead = entries(&mut r, &stream.dlq());
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].1["dlq_reason"], "rejected by postgres");
-    assert!(
-        dead[0].1["dlq_error"].contains("SQLSTATE 22"),
-        "{:?}",
-        dead[0].1
-    );
+    assert!(dead[0].1["dlq_error"].contains("SQLSTATE 22"), "{:?}", dead[0].1);
     assert_eq!(pending(&mut r, &stream.name, GROUP), 0);
 }
 
@@ -359,11 +293,7 @@ fn a_handler_error_keeps_the_event_and_is_counted() {
     let (db, stream) = (TestDb::create(), TestStream::new());
     let mut r = redis();
     // session.start without a session id: the handler refuses it.
-    publish_event(
-        &mut r,
-        &stream.name,
-        json!({"id": "no-session", "type": "session.start"}),
-    );
+    publish_event(&mut r, &stream.name, json!({"id": "no-session", "type": "session.start"}));
     publish_event(
         &mut r,
         &stream.name,
@@ -372,10 +302,7 @@ fn a_handler_error_keeps_the_event_and_is_counted() {
     let running = Running::start(settings(&db, &stream));
     running.wait_processed(2);
     assert_eq!(db.count("SELECT count(*) FROM events"), 2);
-    assert_eq!(
-        db.count("SELECT count(*) FROM sessions WHERE session_id = 's-ok'"),
-        1
-    );
+    assert_eq!(db.count("SELECT count(*) FROM sessions WHERE session_id = 's-ok'"), 1);
     assert_eq!(pending(&mut r, &stream.name, GROUP), 0);
     assert_eq!(entries(&mut r, &stream.dlq()).len(), 0);
     let done = running.stop();
@@ -394,28 +321,19 @@ impl Handler for WritesThenFails {
         for e in events {
             tx.execute("INSERT INTO side_effects (event_id) VALUES ($1)", &[&e.id])?;
         }
-        Err(HandlerError::Invalid {
-            event_id: events[0].id.clone(),
-            problem: "always fails".into(),
-        })
+        Err(HandlerError::Invalid { event_id: events[0].id.clone(), problem: "always fails".into() })
     }
 }
 
 #[test]
 fn a_failing_handler_is_rolled_back_to_its_savepoint() {
     let (db, stream) = (TestDb::create(), TestStream::new());
-    db.client()
-        .batch_execute("CREATE TABLE side_effects (event_id text)")
-        .unwrap();
+    db.client().batch_execute("CREATE TABLE side_effects (event_id text)").unwrap();
     let mut registry = Registry::builtin();
     registry.register("fails", Arc::new(WritesThenFails));
     let mut r = redis();
     publish_event(&mut r, &stream.name, json!({"id": "f-1", "type": "fails"}));
-    publish_event(
-        &mut r,
-        &stream.name,
-        json!({"id": "s-1", "type": "session.start", "session_id": "x"}),
-    );
+    publish_event(&mut r, &stream.name, json!({"id": "s-1", "type": "session.start", "session_id": "x"}));
     let running = Running::start_with(settings(&db, &stream), registry);
     running.wait_processed(2);
     assert_eq!(db.count("SELECT count(*) FROM events"), 2);
@@ -436,24 +354,9 @@ fn one_reader_reads_several_streams() {
     publish_many(&mut r, &b.name, 4, "b");
     let running = Running::start(raw);
     running.wait_processed(7);
-    assert_eq!(
-        db.count(&format!(
-            "SELECT count(*) FROM events WHERE stream = '{}'",
-            a.name
-        )),
-        3
-    );
-    assert_eq!(
-        db.count(&format!(
-            "SELECT count(*) FROM events WHERE stream = '{}'",
-            b.name
-        )),
-        4
-    );
-    assert_eq!(
-        pending(&mut r, &a.name, GROUP) + pending(&mut r, &b.name, GROUP),
-        0
-    );
+    assert_eq!(db.count(&format!("SELECT count(*) FROM events WHERE stream = '{}'", a.name)), 3);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM events WHERE stream = '{}'", b.name)), 4);
+    assert_eq!(pending(&mut r, &a.name, GROUP) + pending(&mut r, &b.name, GROUP), 0);
 }
 
 #[test]
@@ -476,16 +379,9 @@ fn two_instances_migrating_at_once_both_succeed() {
             })
         })
         .collect();
-    let mut applied: Vec<Vec<i32>> = handles
-        .into_iter()
-        .map(|h| h.join().unwrap().unwrap())
-        .collect();
+    let mut applied: Vec<Vec<i32>> = handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
     applied.sort();
-    assert_eq!(
-        applied,
-        vec![vec![], vec![1]],
-        "exactly one instance applies the migration"
-    );
+    assert_eq!(applied, vec![vec![], vec![1]], "exactly one instance applies the migration");
     assert_eq!(db.count("SELECT count(*) FROM streamsink_migrations"), 1);
 }
 

@@ -10,16 +10,8 @@ use common::*;
 const GROUP: &str = "event-processors";
 const START_LINE: &str = "Event consumer started";
 
-fn env_for<'a>(
-    db: &'a TestDb,
-    stream: &'a TestStream,
-    redis_url: &'a str,
-) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("REDIS_URL", redis_url),
-        ("DATABASE_URL", &db.url),
-        ("STREAMSINK_STREAMS", &stream.name),
-    ]
+fn env_for<'a>(db: &'a TestDb, stream: &'a TestStream, redis_url: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![("REDIS_URL", redis_url), ("DATABASE_URL", &db.url), ("STREAMSINK_STREAMS", &stream.name)]
 }
 
 /// Runs the binary to completion and returns (exit code, output lines).
@@ -34,33 +26,19 @@ fn help_and_version_work() {
     let (code, out) = run_to_exit(&["--help"], &[]);
     assert_eq!(code, Some(0));
     let text = out.join("\n");
-    for word in [
-        "run",
-        "migrate",
-        "REDIS_URL",
-        "DATABASE_URL",
-        "STREAMSINK_BLOCK",
-        "STREAMSINK_GROUP_START",
-    ] {
+    for word in ["run", "migrate", "REDIS_URL", "DATABASE_URL", "STREAMSINK_BLOCK", "STREAMSINK_GROUP_START"]
+    {
         assert!(text.contains(word), "--help lacks {word}: {text}");
     }
     let (code, out) = run_to_exit(&["--version"], &[]);
     assert_eq!(code, Some(0));
-    assert_eq!(
-        out,
-        vec![format!("streamsink {}", env!("CARGO_PKG_VERSION"))]
-    );
+    assert_eq!(out, vec![format!("streamsink {}", env!("CARGO_PKG_VERSION"))]);
 }
 
 #[test]
 fn a_bad_flag_stops_the_process_with_one_line() {
-    let (code, out) = run_to_exit(
-        &["run", "--bogus"],
-        &[
-            ("REDIS_URL", "redis://x"),
-            ("DATABASE_URL", "postgres://x/y"),
-        ],
-    );
+    let (code, out) =
+        run_to_exit(&["run", "--bogus"], &[("REDIS_URL", "redis://x"), ("DATABASE_URL", "postgres://x/y")]);
     assert_eq!(code, Some(2));
     assert_eq!(out.len(), 1, "{out:?}");
     assert!(out[0].contains("--bogus"), "{out:?}");
@@ -87,13 +65,7 @@ fn a_missing_or_invalid_setting_is_named_in_one_line() {
             ],
             "STREAMSINK_WORKERS",
         ),
-        (
-            vec![
-                ("REDIS_URL", "http://:topsecret@host"),
-                ("DATABASE_URL", "postgres://x/y"),
-            ],
-            "REDIS_URL",
-        ),
+        (vec![("REDIS_URL", "http://:topsecret@host"), ("DATABASE_URL", "postgres://x/y")], "REDIS_URL"),
     ];
     for (env, setting) in cases {
         let (code, out) = run_to_exit(&["run"], &env);
@@ -108,11 +80,7 @@ fn a_missing_or_invalid_setting_is_named_in_one_line() {
 fn a_flag_overrides_its_environment_variable() {
     let (code, out) = run_to_exit(
         &["run", "--block", "nonsense"],
-        &[
-            ("REDIS_URL", "redis://x"),
-            ("DATABASE_URL", "postgres://x/y"),
-            ("STREAMSINK_BLOCK", "5s"),
-        ],
+        &[("REDIS_URL", "redis://x"), ("DATABASE_URL", "postgres://x/y"), ("STREAMSINK_BLOCK", "5s")],
     );
     assert_eq!(code, Some(2));
     assert!(out[0].contains("'nonsense'"), "{out:?}");
@@ -134,10 +102,7 @@ fn the_redis_password_never_appears_in_the_output() {
     p.signal("TERM");
     assert_eq!(p.wait_exit(Duration::from_secs(10)).0, Some(0));
     let out = p.output().join("\n");
-    assert!(
-        out.contains(&format!("redis://:***@127.0.0.1:{}", redis.port)),
-        "{out}"
-    );
+    assert!(out.contains(&format!("redis://:***@127.0.0.1:{}", redis.port)), "{out}");
     assert!(!out.contains(secret), "password leaked:\n{out}");
 
     // A wrong password: the failed attempts are logged, masked.
@@ -157,29 +122,18 @@ fn the_default_consumer_name_is_host_and_pid() {
     let url = redis_url();
     let mut p = Process::spawn(&["run"], &env_for(&db, &stream, &url));
     let line = p.wait_for_line(START_LINE, Duration::from_secs(20));
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .to_string();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
     let expected = format!("{host}-{}", p.child.id());
     assert!(line.contains(&format!("consumer={expected} ")), "{line}");
 
     // Redis knows the consumer by that name once it has read.
     let mut r = redis();
     publish(&mut r, &stream.name, &[("type", "t")]);
-    wait_until(
-        Duration::from_secs(10),
-        "the consumer to appear in XINFO CONSUMERS",
-        || {
-            let consumers: Vec<redis::Value> = redis::cmd("XINFO")
-                .arg("CONSUMERS")
-                .arg(&stream.name)
-                .arg(GROUP)
-                .query(&mut r)
-                .ok()?;
-            format!("{consumers:?}").contains(&expected).then_some(())
-        },
-    );
+    wait_until(Duration::from_secs(10), "the consumer to appear in XINFO CONSUMERS", || {
+        let consumers: Vec<redis::Value> =
+            redis::cmd("XINFO").arg("CONSUMERS").arg(&stream.name).arg(GROUP).query(&mut r).ok()?;
+        format!("{consumers:?}").contains(&expected).then_some(())
+    });
     p.signal("INT");
     assert_eq!(p.wait_exit(Duration::from_secs(10)).0, Some(0));
 }
@@ -199,15 +153,9 @@ fn under_journald_lines_carry_the_syslog_priority_and_no_timestamp() {
     let out = p.output();
     assert!(out.iter().any(|l| l.starts_with("<6>")), "{out:?}");
     for line in &out {
-        assert!(
-            line.starts_with('<') && line.as_bytes()[2] == b'>',
-            "no priority prefix: {line}"
-        );
+        assert!(line.starts_with('<') && line.as_bytes()[2] == b'>', "no priority prefix: {line}");
         // env_logger's own format starts with "[<timestamp>"; the journal stamps lines itself.
-        assert!(
-            !line[3..].starts_with('['),
-            "a timestamp of its own: {line}"
-        );
+        assert!(!line[3..].starts_with('['), "a timestamp of its own: {line}");
     }
 }
 
@@ -230,7 +178,10 @@ fn migrate_applies_the_schema_once() {
     let (code, out) = run_to_exit(&["migrate"], &[("DATABASE_URL", &db.url)]);
     assert_eq!(code, Some(0), "{out:?}");
     assert!(out.join("\n").contains("applied migrations [1]"), "{out:?}");
-    assert_eq!(db.count("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('events', 'sessions')"), 2);
+    assert_eq!(
+        db.count("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('events', 'sessions')"),
+        2
+    );
     let (code, out) = run_to_exit(&["migrate"], &[("DATABASE_URL", &db.url)]);
     assert_eq!(code, Some(0));
     assert!(out.join("\n").contains("schema is up to date"), "{out:?}");
@@ -254,11 +205,7 @@ fn a_second_signal_exits_at_once() {
 
 /// Entry ids of `stream` that the group delivered (at or before its last-delivered-id).
 fn delivered_ids(r: &mut redis::Connection, stream: &str, all: &[String]) -> Vec<String> {
-    let groups: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(stream)
-        .query(r)
-        .unwrap();
+    let groups: Vec<Vec<redis::Value>> = redis::cmd("XINFO").arg("GROUPS").arg(stream).query(r).unwrap();
     let fields = &groups[0];
     let at = fields
         .iter()
@@ -269,10 +216,7 @@ fn delivered_ids(r: &mut redis::Connection, stream: &str, all: &[String]) -> Vec
         let (ms, seq) = id.split_once('-').unwrap();
         (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
     };
-    all.iter()
-        .filter(|id| key(id) <= key(&last))
-        .cloned()
-        .collect()
+    all.iter().filter(|id| key(id) <= key(&last)).cloned().collect()
 }
 
 #[test]
@@ -314,33 +258,14 @@ fn shutdown_under_load_exits_within_ten_seconds_and_loses_nothing() {
         .map(|row| row.get(0))
         .collect();
     let delivered = delivered_ids(&mut r, &stream.name, &published);
-    let acked: Vec<&String> = delivered
-        .iter()
-        .filter(|id| !pending_ids.contains(*id))
-        .collect();
+    let acked: Vec<&String> = delivered.iter().filter(|id| !pending_ids.contains(*id)).collect();
     assert!(!acked.is_empty());
     let lost: Vec<&&String> = acked.iter().filter(|id| !rows.contains(**id)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged entries have no row, e.g. {:?}",
-        lost.len(),
-        lost.first()
-    );
+    assert!(lost.is_empty(), "{} acknowledged entries have no row, e.g. {:?}", lost.len(), lost.first());
     let delivered: HashSet<&String> = delivered.iter().collect();
-    assert!(
-        rows.iter().all(|id| delivered.contains(id)),
-        "a row for an entry never delivered"
-    );
-    eprintln!(
-        "stopped with {} of {} rows, {} pending",
-        rows.len(),
-        published.len(),
-        pending_ids.len()
-    );
-    assert!(
-        rows.len() < published.len(),
-        "the drain finished before the signal: not a test under load"
-    );
+    assert!(rows.iter().all(|id| delivered.contains(id)), "a row for an entry never delivered");
+    eprintln!("stopped with {} of {} rows, {} pending", rows.len(), published.len(), pending_ids.len());
+    assert!(rows.len() < published.len(), "the drain finished before the signal: not a test under load");
 }
 
 #[test]
@@ -356,8 +281,7 @@ fn the_stats_line_reports_counters_pending_and_lag() {
     env.push(("STREAMSINK_STATS_INTERVAL", "250ms"));
     env.push(("STREAMSINK_BLOCK", "200ms"));
     let mut p = Process::spawn(&["run"], &env);
-    let counts =
-        "processed=4 inserted=2 duplicates=1 handler_errors=0 dead_lettered=1 acknowledged=4";
+    let counts = "processed=4 inserted=2 duplicates=1 handler_errors=0 dead_lettered=1 acknowledged=4";
     let line = p.wait_for_line(&format!("stats: {counts}"), Duration::from_secs(20));
     assert!(line.contains(" rate="), "{line}");
     assert!(line.ends_with("pending=0 lag=0"), "{line}");

@@ -27,10 +27,7 @@ pub fn admin_database_url() -> String {
 
 /// A name unique to this test run: `<prefix>_<ulid>`.
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        ulid::Ulid::generate().to_string().to_lowercase()
-    )
+    format!("{prefix}_{}", ulid::Ulid::generate().to_string().to_lowercase())
 }
 
 /// Polls `f` until it returns `Some`, panicking with `what` after `deadline`.
@@ -40,10 +37,7 @@ pub fn wait_until<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Opti
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            Instant::now() < until,
-            "timed out after {deadline:?} waiting for {what}"
-        );
+        assert!(Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -52,20 +46,24 @@ pub fn wait_until<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Opti
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    admin: String,
 }
 
 impl TestDb {
     pub fn create() -> TestDb {
+        TestDb::create_on(&admin_database_url())
+    }
+
+    /// A fresh database on the server of `admin` (a URL with rights to create databases).
+    pub fn create_on(admin: &str) -> TestDb {
         let name = unique("ss");
-        let admin = admin_database_url();
+        let admin = admin.to_string();
         let mut client =
             postgres::Client::connect(&admin, postgres::NoTls).expect("connect to admin database");
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("create test database");
+        client.batch_execute(&format!("CREATE DATABASE {name}")).expect("create test database");
         let config: postgres::Config = admin.parse().expect("admin URL");
         let url = replace_dbname(&admin, config.get_dbname().unwrap_or("postgres"), &name);
-        TestDb { name, url }
+        TestDb { name, url, admin }
     }
 
     pub fn client(&self) -> postgres::Client {
@@ -79,17 +77,12 @@ impl TestDb {
 
     /// Like `count`, but 0 while the schema does not exist yet.
     pub fn count_or_zero(&self, sql: &str) -> i64 {
-        self.client()
-            .query_one(sql, &[])
-            .map(|r| r.get(0))
-            .unwrap_or(0)
+        self.client().query_one(sql, &[]).map(|r| r.get(0)).unwrap_or(0)
     }
 }
 
 fn replace_dbname(url: &str, old: &str, new: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let base = base.strip_suffix(&format!("/{old}")).unwrap_or(base);
     match query {
         Some(q) => format!("{base}/{new}?{q}"),
@@ -99,11 +92,8 @@ fn replace_dbname(url: &str, old: &str, new: &str) -> String {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&admin_database_url(), postgres::NoTls) {
-            let _ = c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         }
     }
 }
@@ -120,10 +110,7 @@ impl TestStream {
     }
 
     pub fn on(url: &str) -> TestStream {
-        TestStream {
-            name: unique("ss:stream"),
-            url: url.to_string(),
-        }
+        TestStream { name: unique("ss:stream"), url: url.to_string() }
     }
 
     pub fn dlq(&self) -> String {
@@ -134,18 +121,13 @@ impl TestStream {
 impl Drop for TestStream {
     fn drop(&mut self) {
         if let Ok(mut c) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection()) {
-            let _: redis::RedisResult<()> = redis::cmd("DEL")
-                .arg(&self.name)
-                .arg(self.dlq())
-                .query(&mut c);
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&self.name).arg(self.dlq()).query(&mut c);
         }
     }
 }
 
 pub fn redis_at(url: &str) -> redis::Connection {
-    redis::Client::open(url)
-        .and_then(|c| c.get_connection())
-        .expect("connect to redis")
+    redis::Client::open(url).and_then(|c| c.get_connection()).expect("connect to redis")
 }
 
 pub fn redis() -> redis::Connection {
@@ -163,31 +145,19 @@ pub fn publish(con: &mut redis::Connection, stream: &str, fields: &[(&str, &str)
 }
 
 /// XADD of a JSON envelope in the `event` field.
-pub fn publish_event(
-    con: &mut redis::Connection,
-    stream: &str,
-    event: serde_json::Value,
-) -> String {
+pub fn publish_event(con: &mut redis::Connection, stream: &str, event: serde_json::Value) -> String {
     publish(con, stream, &[("event", &event.to_string())])
 }
 
 /// XADD of `n` simple envelopes (pipelined); returns their ids.
-pub fn publish_many(
-    con: &mut redis::Connection,
-    stream: &str,
-    n: usize,
-    id_prefix: &str,
-) -> Vec<String> {
+pub fn publish_many(con: &mut redis::Connection, stream: &str, n: usize, id_prefix: &str) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let mut pipe = redis::pipe();
         for i in chunk {
-            let ev = serde_json::json!({"id": format!("{id_prefix}-{i}"), "type": "load.test", "data": {"i": i}});
-            pipe.cmd("XADD")
-                .arg(stream)
-                .arg("*")
-                .arg("event")
-                .arg(ev.to_string());
+            let ev =
+                serde_json::json!({"id": format!("{id_prefix}-{i}"), "type": "load.test", "data": {"i": i}});
+            pipe.cmd("XADD").arg(stream).arg("*").arg("event").arg(ev.to_string());
         }
         let chunk_ids: Vec<String> = pipe.query(con).expect("XADD pipeline");
         ids.extend(chunk_ids);
@@ -197,11 +167,8 @@ pub fn publish_many(
 
 /// The group's pending count on `stream`.
 pub fn pending(con: &mut redis::Connection, stream: &str, group: &str) -> u64 {
-    let reply: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
-        .arg(stream)
-        .arg(group)
-        .query(con)
-        .expect("XPENDING");
+    let reply: (u64, redis::Value, redis::Value, redis::Value) =
+        redis::cmd("XPENDING").arg(stream).arg(group).query(con).expect("XPENDING");
     reply.0
 }
 
@@ -210,15 +177,12 @@ pub fn entries(
     con: &mut redis::Connection,
     stream: &str,
 ) -> Vec<(String, std::collections::HashMap<String, String>)> {
-    let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query(con)
-        .expect("XRANGE");
+    type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
+    let reply: Vec<RawEntry> = redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query(con).expect("XRANGE");
+    let lossy = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
     reply
         .into_iter()
-        .map(|(id, fields)| (id, fields.into_iter().collect()))
+        .map(|(id, fields)| (id, fields.into_iter().map(|(k, v)| (lossy(k), lossy(v))).collect()))
         .collect()
 }
 
@@ -249,27 +213,24 @@ impl Running {
     }
 
     pub fn start_with(raw: RawSettings, registry: Registry) -> Running {
-        let _ = env_logger::builder().is_test(true).try_init();
         let config = Config::from_raw(raw, Purpose::Run).expect("valid test settings");
+        Running::start_config(&config, registry)
+    }
+
+    pub fn start_config(config: &Config, registry: Registry) -> Running {
+        let _ = env_logger::builder().is_test(true).try_init();
         let stop = Arc::new(AtomicBool::new(false));
-        let pipeline =
-            Pipeline::start(&config, registry, Arc::clone(&stop)).expect("pipeline starts");
+        let pipeline = Pipeline::start(config, registry, Arc::clone(&stop)).expect("pipeline starts");
         let counters = pipeline.counters();
         let handle = std::thread::spawn(move || pipeline.wait());
-        Running {
-            stop,
-            counters,
-            handle: Some(handle),
-        }
+        Running { stop, counters, handle: Some(handle) }
     }
 
     /// Waits until `n` entries have been processed (written or dead-lettered, and acknowledged).
     pub fn wait_processed(&self, n: u64) {
-        wait_until(
-            Duration::from_secs(20),
-            &format!("{n} entries processed"),
-            || (self.counters.snapshot().processed >= n).then_some(()),
-        );
+        wait_until(Duration::from_secs(20), &format!("{n} entries processed"), || {
+            (self.counters.snapshot().processed >= n).then_some(())
+        });
     }
 
     pub fn stop(mut self) -> Snapshot {
@@ -290,11 +251,7 @@ impl Drop for Running {
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// A private redis-server on its own port and directory, killed on drop: for tests that need
@@ -304,51 +261,31 @@ pub struct PrivateRedis {
     pub dir: PathBuf,
     child: Child,
     password: Option<String>,
+    extra: Vec<String>,
 }
 
 impl PrivateRedis {
     pub fn start(password: Option<&str>) -> PrivateRedis {
+        PrivateRedis::start_with(password, &[])
+    }
+
+    /// Starts with extra server arguments (e.g. `--appendonly yes`).
+    pub fn start_with(password: Option<&str>, extra: &[&str]) -> PrivateRedis {
         let port = free_port();
         let dir = std::env::temp_dir().join(unique("ss-redis"));
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        if let Some(p) = password {
-            cmd.args(["--requirepass", p]);
-        }
-        let child = cmd
-            .spawn()
-            .expect("redis-server is installed (scripts/services.sh installs it)");
-        let r = PrivateRedis {
-            port,
-            dir,
-            child,
-            password: password.map(str::to_string),
-        };
-        wait_until(
-            Duration::from_secs(10),
-            "private redis-server to answer",
-            || {
-                redis::Client::open(r.url().as_str())
-                    .and_then(|c| c.get_connection())
-                    .ok()
-                    .map(|_| ())
-            },
-        );
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = spawn_redis(port, &dir, password, &extra);
+        let r = PrivateRedis { port, dir, child, password: password.map(str::to_string), extra };
+        r.wait_ready();
         r
+    }
+
+    fn wait_ready(&self) {
+        wait_until(Duration::from_secs(10), "private redis-server to answer", || {
+            let mut con = redis::Client::open(self.url().as_str()).and_then(|c| c.get_connection()).ok()?;
+            redis::cmd("PING").query::<String>(&mut con).ok().map(|_| ())
+        });
     }
 
     pub fn url(&self) -> String {
@@ -357,6 +294,35 @@ impl PrivateRedis {
             None => format!("redis://127.0.0.1:{}", self.port),
         }
     }
+
+    /// Stops the server (SIGTERM: a clean shutdown that flushes the AOF) and waits for it.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and directory (its AOF, if on, is reloaded).
+    pub fn start_again(&mut self) {
+        self.child = spawn_redis(self.port, &self.dir, self.password.as_deref(), &self.extra);
+        self.wait_ready();
+    }
+}
+
+fn spawn_redis(port: u16, dir: &std::path::Path, password: Option<&str>, extra: &[String]) -> Child {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if !extra.iter().any(|a| a == "--appendonly") {
+        cmd.args(["--appendonly", "no"]);
+    }
+    if let Some(p) = password {
+        cmd.args(["--requirepass", p]);
+    }
+    cmd.args(extra);
+    cmd.spawn().expect("redis-server is installed (scripts/services.sh installs it)")
 }
 
 impl Drop for PrivateRedis {
@@ -364,6 +330,148 @@ impl Drop for PrivateRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private PostgreSQL cluster (initdb in a directory owned by `postgres`, its own port and
+/// socket directory), stopped and removed on drop: for tests that stop the database.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries in /usr/lib/postgresql (scripts/services.sh installs them)")
+            .filter_map(Result::ok)
+            .map(|d| d.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .max_by_key(|b| {
+                let version = b.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).unwrap_or("0");
+                version.parse::<u32>().unwrap_or(0)
+            })
+            .expect("an initdb under /usr/lib/postgresql/*/bin");
+        let dir = std::env::temp_dir().join(unique("ss-pg"));
+        std::fs::create_dir_all(&dir).expect("postgres dir");
+        let pg = PrivatePostgres { port: free_port(), dir, bin };
+        if is_root() {
+            let ok = Command::new("chown").arg("postgres:postgres").arg(&pg.dir).status().expect("chown");
+            assert!(ok.success(), "chown of {}", pg.dir.display());
+        }
+        let status = pg
+            .as_postgres("initdb")
+            .arg("-D")
+            .arg(pg.dir.join("data"))
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run initdb");
+        assert!(status.success(), "initdb failed");
+        pg.start_again();
+        pg
+    }
+
+    /// A command run as the `postgres` user (PostgreSQL refuses to run as root).
+    fn as_postgres(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> bool {
+        self.as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Starts (or restarts) the server and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log");
+        let ok = self.pg_ctl(&[
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            log.to_str().unwrap_or("/dev/null"),
+            "-o",
+            &options,
+            "start",
+        ]);
+        assert!(ok, "pg_ctl start failed: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+
+    /// Stops the server (fast shutdown: connections are cut, committed data kept).
+    pub fn stop(&self) {
+        assert!(self.pg_ctl(&["-w", "-m", "fast", "stop"]), "pg_ctl stop failed");
+    }
+
+    /// A URL with rights to create databases.
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.pg_ctl(&["-w", "-m", "immediate", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+/// A private Redis and a private Postgres with a database and a stream on them.
+pub struct Private {
+    pub redis: PrivateRedis,
+    pub postgres: PrivatePostgres,
+    pub db: TestDb,
+    pub stream: TestStream,
+}
+
+impl Private {
+    pub fn start() -> Private {
+        Private::start_with_redis(PrivateRedis::start(None))
+    }
+
+    pub fn start_with_redis(redis: PrivateRedis) -> Private {
+        let postgres = PrivatePostgres::start();
+        let db = TestDb::create_on(&postgres.admin_url());
+        let stream = TestStream::on(&redis.url());
+        Private { redis, postgres, db, stream }
+    }
+
+    pub fn con(&self) -> redis::Connection {
+        redis_at(&self.redis.url())
+    }
+
+    /// Settings for the binary: URLs and stream of the private instances.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("REDIS_URL".into(), self.redis.url()),
+            ("DATABASE_URL".into(), self.db.url.clone()),
+            ("STREAMSINK_STREAMS".into(), self.stream.name.clone()),
+        ]
     }
 }
 
@@ -375,12 +483,14 @@ pub struct Process {
 }
 
 impl Process {
+    pub fn spawn_owned(args: &[&str], env: &[(String, String)]) -> Process {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Process::spawn(args, &env)
+    }
+
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamsink"));
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for var in [
             "REDIS_URL",
             "DATABASE_URL",
@@ -388,6 +498,8 @@ impl Process {
             "STREAMSINK_GROUP",
             "STREAMSINK_CONSUMER",
             "STREAMSINK_BLOCK",
+            "STREAMSINK_CLAIM_MIN_IDLE",
+            "STREAMSINK_CLAIM_INTERVAL",
             "JOURNAL_STREAM",
             "RUST_LOG",
         ] {
@@ -411,11 +523,7 @@ impl Process {
             }
             let _ = out.join();
         });
-        Process {
-            child,
-            lines,
-            reader: Some(reader),
-        }
+        Process { child, lines, reader: Some(reader) }
     }
 
     /// Everything printed so far (stdout and stderr), one line per element.
@@ -427,35 +535,21 @@ impl Process {
     pub fn wait_for_line(&self, needle: &str, deadline: Duration) -> String {
         wait_until(
             deadline,
-            &format!(
-                "a line containing {needle:?}; output so far: {:?}",
-                self.output()
-            ),
-            || {
-                self.lines
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .find(|l| l.contains(needle))
-                    .cloned()
-            },
+            &format!("a line containing {needle:?}; output so far: {:?}", self.output()),
+            || self.lines.lock().unwrap().iter().find(|l| l.contains(needle)).cloned(),
         )
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
+        let status =
+            Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status().expect("kill");
         assert!(status.success());
     }
 
     /// Waits for the process to exit; returns its exit code and the time it took.
     pub fn wait_exit(&mut self, deadline: Duration) -> (Option<i32>, Duration) {
         let started = Instant::now();
-        let status = wait_until(deadline, "streamsink to exit", || {
-            self.child.try_wait().expect("try_wait")
-        });
+        let status = wait_until(deadline, "streamsink to exit", || self.child.try_wait().expect("try_wait"));
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
