@@ -25,6 +25,7 @@ pub struct RawSettings {
     pub claim_min_idle: Option<String>,
     pub max_deliveries: Option<String>,
     pub consumer_prune_idle: Option<String>,
+    pub per_event: Option<String>,
 }
 
 /// The validated configuration of one worker process.
@@ -59,6 +60,9 @@ pub struct Config {
     pub max_deliveries: u64,
     /// Idle time after which a consumer with no pending entries is deleted from the group.
     pub consumer_prune_idle: Duration,
+    /// Write and acknowledge one event at a time: the naive design, kept only as the
+    /// benchmark's baseline. Never faster, never needed in production.
+    pub per_event: bool,
     /// Reclaim with XPENDING + XCLAIM even where XAUTOCLAIM exists. Not a setting: chosen
     /// automatically on Redis < 6.2, and forced by tests to exercise that path.
     pub force_claim_fallback: bool,
@@ -168,6 +172,7 @@ impl Config {
             claim_min_idle,
             max_deliveries,
             consumer_prune_idle,
+            per_event: parse_bool(raw.per_event, "STREAMSINK_PER_EVENT", "--per-event")?,
             force_claim_fallback: false,
         })
     }
@@ -283,6 +288,14 @@ pub fn parse_duration(value: &str) -> Option<Duration> {
         _ => None,
     }?;
     Some(Duration::from_millis(millis))
+}
+
+fn parse_bool(value: Option<String>, env: &'static str, flag: &'static str) -> Result<bool, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") | Some("false") | Some("0") | Some("no") => Ok(false),
+        Some("true") | Some("1") | Some("yes") => Ok(true),
+        Some(other) => Err(invalid(env, flag, format!("'{other}' is not true or false"))),
+    }
 }
 
 fn parse_group_start(value: Option<String>) -> Result<String, ConfigError> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use postgres::Transaction;
 
 use crate::event::Event;
-use crate::store::describe;
+use crate::store::{StatementCache, describe};
 
 /// Why a handler could not apply an event.
 #[derive(Debug)]
@@ -40,11 +40,18 @@ impl From<postgres::Error> for HandlerError {
 
 /// A projection of one or more event types.
 pub trait Handler: Send + Sync {
-    /// Applies `events` (new, all of one type, in stream order) within `tx`. Must be
-    /// idempotent per event and must give the same result whatever order events arrive in
-    /// across batches. On error the caller rolls back to a savepoint and retries the events
-    /// one by one to find the failing one.
-    fn handle(&self, tx: &mut Transaction<'_>, events: &[&Event]) -> Result<(), HandlerError>;
+    /// Applies `events` (new, of the types it is registered for, in stream order) within `tx`.
+    /// One call per batch for all of them, so a handler can lock what it touches in one
+    /// deterministic order (concurrent batches then cannot deadlock). Must give the same
+    /// result whatever order events arrive in across batches. Prepare statements through
+    /// `statements`. On error the caller rolls back to a savepoint and retries the events one
+    /// by one to find the failing one.
+    fn handle(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &mut StatementCache,
+        events: &[&Event],
+    ) -> Result<(), HandlerError>;
 }
 
 /// Event type → handler.
@@ -62,12 +69,14 @@ impl Registry {
     /// The built-in handlers: `session.start` and `session.end` maintain `sessions`.
     pub fn builtin() -> Registry {
         let mut r = Registry::empty();
-        r.register("session.start", Arc::new(Sessions::Start));
-        r.register("session.end", Arc::new(Sessions::End));
+        let sessions: Arc<dyn Handler> = Arc::new(Sessions);
+        r.register("session.start", Arc::clone(&sessions));
+        r.register("session.end", sessions);
         r
     }
 
-    /// Registers (or replaces) the handler of `event_type`.
+    /// Registers (or replaces) the handler of `event_type`. Register one `Arc` for several
+    /// types to receive their events in one call.
     pub fn register(&mut self, event_type: &str, handler: Arc<dyn Handler>) {
         self.by_type.insert(event_type.to_string(), handler);
     }
@@ -82,21 +91,19 @@ impl Registry {
     }
 }
 
-/// The `sessions` projection. Start contributes the start time and ids; End the end time and
-/// reason. The upsert keeps the earliest start and the latest end (ties by event id), and the
-/// winning start's workspace/device ids (an end's fill in while no start has them), so every
-/// arrival order gives the same row.
+/// The `sessions` projection of `session.start` and `session.end`. A start contributes the
+/// start time and ids; an end the end time and reason. The upsert keeps the earliest start and
+/// the latest end (ties by event id), and the winning start's workspace/device ids (an end's
+/// fill in while no start has them), so every arrival order gives the same row.
 #[derive(Debug, Clone, Copy)]
-pub enum Sessions {
-    Start,
-    End,
-}
+pub struct Sessions;
 
 const UPSERT_SESSIONS: &str = "\
 INSERT INTO sessions AS s (session_id, workspace_id, device_id, started_at, start_event_id,
                            ended_at, end_event_id, end_reason)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
                      $6::timestamptz[], $7::text[], $8::text[])
+ORDER BY 1 -- one lock order for every batch: concurrent batches cannot deadlock
 ON CONFLICT (session_id) DO UPDATE SET
     (workspace_id, device_id, started_at, start_event_id) = (
         SELECT CASE WHEN w.wins THEN COALESCE(EXCLUDED.workspace_id, s.workspace_id)
@@ -117,7 +124,12 @@ ON CONFLICT (session_id) DO UPDATE SET
               AS wins) w)";
 
 impl Handler for Sessions {
-    fn handle(&self, tx: &mut Transaction<'_>, events: &[&Event]) -> Result<(), HandlerError> {
+    fn handle(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &mut StatementCache,
+        events: &[&Event],
+    ) -> Result<(), HandlerError> {
         for e in events {
             if e.session_id.is_none() {
                 return Err(HandlerError::Invalid {
@@ -126,34 +138,28 @@ impl Handler for Sessions {
                 });
             }
         }
-        // One upsert may not touch a row twice: events of the same session go to later rounds.
+        let statement = statements.prepare(tx, UPSERT_SESSIONS)?;
+        // One upsert may not touch a row twice: events of the same session go to later rounds
+        // (which only touch rows the first round already locked).
         for round in rounds_by_session(events) {
-            self.upsert(tx, &round)?;
+            let start = |e: &&Event| e.event_type == "session.start";
+            let pick = |f: fn(&Event) -> Option<&str>, of_start: bool| -> Vec<Option<&str>> {
+                round.iter().map(|e| if start(e) == of_start { f(e) } else { None }).collect()
+            };
+            let time = |of_start: bool| -> Vec<Option<jiff::Timestamp>> {
+                round.iter().map(|e| (start(e) == of_start).then_some(e.occurred_at)).collect()
+            };
+            let session: Vec<Option<&str>> = round.iter().map(|e| e.session_id.as_deref()).collect();
+            let workspace: Vec<Option<&str>> = round.iter().map(|e| e.workspace_id.as_deref()).collect();
+            let device: Vec<Option<&str>> = round.iter().map(|e| e.device_id.as_deref()).collect();
+            let (started, start_ids) = (time(true), pick(|e| Some(e.id.as_str()), true));
+            let (ended, end_ids, reasons) =
+                (time(false), pick(|e| Some(e.id.as_str()), false), pick(end_reason, false));
+            tx.execute(
+                &statement,
+                &[&session, &workspace, &device, &started, &start_ids, &ended, &end_ids, &reasons],
+            )?;
         }
-        Ok(())
-    }
-}
-
-impl Sessions {
-    fn upsert(&self, tx: &mut Transaction<'_>, events: &[&Event]) -> Result<(), postgres::Error> {
-        let none = || vec![None::<&str>; events.len()];
-        let no_time = || vec![None::<jiff::Timestamp>; events.len()];
-        let ids: Vec<Option<&str>> = events.iter().map(|e| Some(e.id.as_str())).collect();
-        let times: Vec<Option<jiff::Timestamp>> = events.iter().map(|e| Some(e.occurred_at)).collect();
-        let session: Vec<Option<&str>> = events.iter().map(|e| e.session_id.as_deref()).collect();
-        let workspace: Vec<Option<&str>> = events.iter().map(|e| e.workspace_id.as_deref()).collect();
-        let device: Vec<Option<&str>> = events.iter().map(|e| e.device_id.as_deref()).collect();
-        let (started, start_ids, ended, end_ids, reasons) = match self {
-            Sessions::Start => (times, ids, no_time(), none(), none()),
-            Sessions::End => {
-                let reasons = events.iter().map(|e| end_reason(e)).collect();
-                (no_time(), none(), times, ids, reasons)
-            }
-        };
-        tx.execute(
-            UPSERT_SESSIONS,
-            &[&session, &workspace, &device, &started, &start_ids, &ended, &end_ids, &reasons],
-        )?;
         Ok(())
     }
 }

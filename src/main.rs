@@ -82,6 +82,9 @@ struct SettingsArgs {
     /// Idle time after which a consumer with nothing pending is deleted [default: 1h]
     #[arg(long, env = "STREAMSINK_CONSUMER_PRUNE_IDLE", value_name = "DURATION", global = true)]
     consumer_prune_idle: Option<String>,
+    /// Benchmark baseline only: one transaction and one XACK per event [default: false]
+    #[arg(long, env = "STREAMSINK_PER_EVENT", value_name = "BOOL", global = true)]
+    per_event: Option<String>,
 }
 
 impl From<SettingsArgs> for RawSettings {
@@ -102,6 +105,7 @@ impl From<SettingsArgs> for RawSettings {
             claim_min_idle: a.claim_min_idle,
             max_deliveries: a.max_deliveries,
             consumer_prune_idle: a.consumer_prune_idle,
+            per_event: a.per_event,
         }
     }
 }

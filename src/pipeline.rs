@@ -121,6 +121,7 @@ impl Pipeline {
             consumer: config.consumer.clone(),
             event_field: config.event_field.clone(),
             max_deliveries: config.max_deliveries,
+            per_event: config.per_event,
             registry,
             counters: Arc::clone(&counters),
             stop: Arc::clone(&stop),

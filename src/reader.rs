@@ -64,11 +64,16 @@ pub fn run(cfg: ReaderConfig, links: ReaderLinks) {
     let mut backoff = Backoff::reconnect();
     let mut reclaim = Reclaim::new(&cfg);
     let stop = Arc::clone(&links.stop);
+    // True while the connection has not yet served a command since it was opened.
+    let mut fresh = true;
     while !stop.load(Ordering::Relaxed) {
         let c = match con.as_mut() {
             Some(c) => c,
             None => match stream::connect(&cfg.redis_url, cfg.read_timeout()) {
-                Ok(c) => con.insert(c),
+                Ok(c) => {
+                    fresh = true;
+                    con.insert(c)
+                }
                 Err(e) => {
                     links.redis_outage.fault("reader", &e);
                     sleep_unless(&stop, backoff.next_delay());
@@ -85,6 +90,7 @@ pub fn run(cfg: ReaderConfig, links: ReaderLinks) {
             Ok(Flow::Continue) => {
                 links.redis_outage.cleared();
                 backoff.reset();
+                fresh = false;
             }
             Ok(Flow::WorkersGone) => {
                 log::error!("reader: every worker has exited; stopping");
@@ -102,9 +108,13 @@ pub fn run(cfg: ReaderConfig, links: ReaderLinks) {
                 sleep_unless(&stop, backoff.next_delay());
             }
             Err(e) if e.is_connection() => {
-                links.redis_outage.fault("reader", &e);
                 con = None;
-                sleep_unless(&stop, backoff.next_delay());
+                if fresh {
+                    links.redis_outage.fault("reader", &e);
+                    sleep_unless(&stop, backoff.next_delay());
+                }
+                // else: a connection that worked before may just be stale (Redis restarted):
+                // reconnect at once; only a failure on a fresh one is an outage.
             }
             Err(e) => {
                 log::error!("{e}");

@@ -3,11 +3,11 @@
 //! Invariant: `insert_events` runs inside the caller's transaction, so the event rows and every
 //! handler's effect commit (or roll back) together.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
-use postgres::{NoTls, Transaction};
+use postgres::{NoTls, Statement, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 
 use crate::config::mask_url;
@@ -81,6 +81,44 @@ pub fn is_infrastructure(e: &postgres::Error) -> bool {
     match e.code() {
         None => true,
         Some(code) => ["08", "53", "57", "40"].iter().any(|class| code.code().starts_with(class)),
+    }
+}
+
+/// True for a conflict between concurrent transactions (deadlock, serialization failure):
+/// nobody's fault, retried at once without declaring an outage.
+pub fn is_conflict(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| c.code().starts_with("40"))
+}
+
+/// Prepared statements of one connection, keyed by their SQL: each is parsed and planned once
+/// per connection instead of once per batch. Kept in the pooled connection's extensions, so it
+/// lives and dies with the connection; dropped after any error, in case one went stale.
+#[derive(Default)]
+pub struct StatementCache(HashMap<&'static str, Statement>);
+
+impl StatementCache {
+    /// The prepared form of `sql` on this transaction's connection.
+    pub fn prepare(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        sql: &'static str,
+    ) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.0.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = tx.prepare(sql)?;
+        self.0.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    /// Takes the cache out of a pooled connection (an empty one if it has none yet).
+    pub fn take(client: &mut PooledClient) -> StatementCache {
+        r2d2::PooledConnection::extensions_mut(client).remove::<StatementCache>().unwrap_or_default()
+    }
+
+    /// Puts the cache back into its connection.
+    pub fn put_back(self, client: &mut PooledClient) {
+        r2d2::PooledConnection::extensions_mut(client).insert(self);
     }
 }
 
@@ -159,6 +197,7 @@ SELECT u.id, u.type, u.occurred_at, u.session_id, u.workspace_id, u.device_id, u
 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
             $7::jsonb[], $8::jsonb[], $10::text[])
      AS u(id, type, occurred_at, session_id, workspace_id, device_id, data, attributes, entry_id)
+ORDER BY u.id -- one lock order for every batch: concurrent batches cannot deadlock
 ON CONFLICT (id) DO NOTHING
 RETURNING id";
 
@@ -167,9 +206,11 @@ RETURNING id";
 /// is inserted once.
 pub fn insert_events(
     tx: &mut Transaction<'_>,
+    cache: &mut StatementCache,
     stream: &str,
     events: &[Event],
 ) -> Result<HashSet<String>, postgres::Error> {
+    let statement = cache.prepare(tx, INSERT_EVENTS)?;
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let times: Vec<jiff::Timestamp> = events.iter().map(|e| e.occurred_at).collect();
@@ -180,7 +221,7 @@ pub fn insert_events(
     let attributes: Vec<&serde_json::Value> = events.iter().map(|e| &e.attributes).collect();
     let entry_ids: Vec<&str> = events.iter().map(|e| e.entry_id.as_str()).collect();
     let rows = tx.query(
-        INSERT_EVENTS,
+        &statement,
         &[&ids, &types, &times, &sessions, &workspaces, &devices, &data, &attributes, &stream, &entry_ids],
     )?;
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())

@@ -68,8 +68,15 @@ impl std::error::Error for StreamError {
     }
 }
 
+/// Connection lost, or a server that is up but not serving yet (loading its AOF after a
+/// restart, a failover under way): in every case, reconnect later and retry.
 fn is_connection_error(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
+    use redis::ServerErrorKind::{BusyLoading, ClusterDown, MasterDown, TryAgain};
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || matches!(e.kind(), redis::ErrorKind::Server(BusyLoading | TryAgain | MasterDown | ClusterDown))
 }
 
 /// Time allowed for a TCP connect and for each reply outside a blocking read.

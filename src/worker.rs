@@ -12,7 +12,7 @@
 //! Invariant: nothing is acknowledged that is not committed to Postgres or written to the
 //! dead-letter stream. A batch abandoned at shutdown stays pending in Redis.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -24,7 +24,7 @@ use crate::event::{self, Entry, Event};
 use crate::handlers::{Handler, HandlerError, Registry};
 use crate::retry::{Backoff, Outage, sleep_unless};
 use crate::stats::Counters;
-use crate::store::{self, Fault, Pool, PooledClient, StoreError};
+use crate::store::{self, Fault, Pool, PooledClient, StatementCache, StoreError};
 use crate::stream::{self, AckContext, Batch, DeadLetter};
 
 /// Everything the workers share.
@@ -36,6 +36,8 @@ pub struct WorkerContext {
     pub event_field: String,
     /// Deliveries after which an entry is dead-lettered unprocessed.
     pub max_deliveries: u64,
+    /// One transaction and one acknowledgement per event (the benchmark's naive baseline).
+    pub per_event: bool,
     pub registry: Registry,
     pub counters: Arc<Counters>,
     pub stop: Arc<AtomicBool>,
@@ -49,6 +51,12 @@ pub struct WorkerContext {
 pub fn run(ctx: Arc<WorkerContext>, rx: Receiver<Batch>) {
     let mut worker = Worker { ctx, redis: None };
     for batch in rx.iter() {
+        if worker.ctx.per_event {
+            for entry in &batch.entries {
+                worker.process(&Batch { stream: Arc::clone(&batch.stream), entries: vec![entry.clone()] });
+            }
+            continue;
+        }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.process(&batch)));
         if let Err(panic) = outcome {
             let message = panic
@@ -210,6 +218,7 @@ impl Worker {
             return Ok(Written::default());
         }
         let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+        let mut stale_retried = false;
         loop {
             let attempt = self.ctx.pool.get().map_err(StoreError::Connect).and_then(|mut client| {
                 let mut written = Written::default();
@@ -221,6 +230,16 @@ impl Worker {
                 Ok(written) => {
                     self.ctx.postgres_outage.cleared();
                     return Ok(written);
+                }
+                Err(StoreError::Query { source, .. }) if store::is_conflict(&source) => {
+                    // A deadlock or serialization failure with a concurrent batch: retry now.
+                    log::debug!("batch write conflicted ({}); retrying", store::describe(&source));
+                }
+                Err(StoreError::Query { source, .. }) if source.code().is_none() && !stale_retried => {
+                    // The pooled connection may just be stale (Postgres restarted since it was
+                    // opened; the pool discards it now): one immediate retry on a new one.
+                    stale_retried = true;
+                    log::debug!("batch write failed on a pooled connection ({source}); retrying");
                 }
                 Err(e) => {
                     self.ctx.postgres_outage.fault("worker", &e);
@@ -270,28 +289,42 @@ impl Worker {
         stream: &str,
         events: &[Event],
     ) -> Result<Written, postgres::Error> {
+        let mut statements = StatementCache::take(client);
+        let written = self.write_once_with(client, &mut statements, stream, events)?;
+        statements.put_back(client); // only after success: an error may have left one stale
+        Ok(written)
+    }
+
+    fn write_once_with(
+        &self,
+        client: &mut PooledClient,
+        statements: &mut StatementCache,
+        stream: &str,
+        events: &[Event],
+    ) -> Result<Written, postgres::Error> {
         let mut tx = client.transaction()?;
-        let new_ids = store::insert_events(&mut tx, stream, events)?;
+        let new_ids = store::insert_events(&mut tx, statements, stream, events)?;
         let mut written = Written {
             inserted: new_ids.len() as u64,
             duplicates: (events.len() - new_ids.len()) as u64,
             ..Written::default()
         };
-        // Handlers see each new event once (an id repeated in the batch is a duplicate).
+        // Each handler gets one call with all its new events, in stream order; an id repeated
+        // in the batch is a duplicate and is seen once.
         let mut seen: HashSet<&str> = HashSet::with_capacity(new_ids.len());
-        let mut by_type: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+        let mut calls: Vec<(&Arc<dyn Handler>, Vec<&Event>)> = Vec::new();
         for e in events {
-            if self.ctx.registry.get(&e.event_type).is_some()
-                && new_ids.contains(&e.id)
-                && seen.insert(e.id.as_str())
-            {
-                by_type.entry(e.event_type.as_str()).or_default().push(e);
+            let Some(handler) = self.ctx.registry.get(&e.event_type) else { continue };
+            if !new_ids.contains(&e.id) || !seen.insert(e.id.as_str()) {
+                continue;
+            }
+            match calls.iter_mut().find(|(h, _)| Arc::ptr_eq(h, handler)) {
+                Some((_, evs)) => evs.push(e),
+                None => calls.push((handler, vec![e])),
             }
         }
-        for (event_type, evs) in by_type {
-            if let Some(handler) = self.ctx.registry.get(event_type) {
-                written.handler_errors += run_handler(&mut tx, handler.as_ref(), event_type, &evs)?;
-            }
+        for (handler, evs) in calls {
+            written.handler_errors += run_handler(&mut tx, statements, handler.as_ref(), &evs)?;
         }
         tx.commit()?;
         Ok(written)
@@ -304,11 +337,15 @@ impl Worker {
         let ctx = Arc::clone(&self.ctx);
         let ack_ctx = AckContext { group: &ctx.group, consumer: &ctx.consumer };
         let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+        let mut fresh = self.redis.is_none();
         loop {
             let con = match self.redis.as_mut() {
                 Some(con) => con,
                 None => match stream::connect(&ctx.redis_url, stream::COMMAND_TIMEOUT) {
-                    Ok(con) => self.redis.insert(con),
+                    Ok(con) => {
+                        fresh = true;
+                        self.redis.insert(con)
+                    }
                     Err(e) => {
                         ctx.redis_outage.fault("worker", &e);
                         if !sleep_unless(&ctx.stop, backoff.next_delay()) {
@@ -326,6 +363,12 @@ impl Worker {
                 }
                 Err(e) if e.is_connection() => {
                     self.redis = None;
+                    if !fresh {
+                        // This connection may just be stale (Redis restarted since it was
+                        // opened): one immediate reconnect before calling it an outage.
+                        fresh = true;
+                        continue;
+                    }
                     ctx.redis_outage.fault("worker", &e);
                     if !sleep_unless(&ctx.stop, backoff.next_delay()) {
                         return false;
@@ -346,12 +389,12 @@ impl Worker {
 /// retry the whole batch.
 fn run_handler(
     tx: &mut Transaction<'_>,
+    statements: &mut StatementCache,
     handler: &dyn Handler,
-    event_type: &str,
     events: &[&Event],
 ) -> Result<u64, postgres::Error> {
     let mut sp = tx.savepoint("handler")?;
-    match handler.handle(&mut sp, events) {
+    match handler.handle(&mut sp, statements, events) {
         Ok(()) => {
             sp.commit()?;
             return Ok(0);
@@ -364,15 +407,11 @@ fn run_handler(
     let mut failures = 0;
     for event in events {
         let mut sp = tx.savepoint("handler")?;
-        match handler.handle(&mut sp, &[*event]) {
+        match handler.handle(&mut sp, statements, &[*event]) {
             Ok(()) => sp.commit()?,
             Err(e) => {
                 let e = infrastructure(e)?;
-                log::error!(
-                    "handler for {event_type} failed on event {} (type {}): {e}",
-                    event.id,
-                    event.event_type
-                );
+                log::error!("handler failed on event {} (type {}): {e}", event.id, event.event_type);
                 sp.rollback()?;
                 failures += 1;
             }

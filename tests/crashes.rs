@@ -148,6 +148,7 @@ fn redis_restarted_mid_drain_the_worker_reconnects_and_every_event_lands_once() 
     assert_drained_exactly_once(&p, total, Duration::from_secs(90));
     worker.wait_for_line("Redis available again after", Duration::from_secs(5));
     assert_eq!(count_lines(&worker, "Redis unavailable"), 1, "logged once, not per attempt");
+    assert_eq!(count_lines(&worker, "Redis available again"), 1);
     worker.signal("TERM");
     assert_eq!(worker.wait_exit(Duration::from_secs(10)).0, Some(0));
 }

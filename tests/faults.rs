@@ -355,6 +355,7 @@ impl Handler for AlwaysFails {
     fn handle(
         &self,
         _: &mut postgres::Transaction<'_>,
+        _: &mut streamsink::store::StatementCache,
         events: &[&streamsink::event::Event],
     ) -> Result<(), HandlerError> {
         Err(HandlerError::Invalid {

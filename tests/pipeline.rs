@@ -316,6 +316,7 @@ impl Handler for WritesThenFails {
     fn handle(
         &self,
         tx: &mut postgres::Transaction<'_>,
+        _: &mut streamsink::store::StatementCache,
         events: &[&streamsink::event::Event],
     ) -> Result<(), HandlerError> {
         for e in events {

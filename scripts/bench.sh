@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Benchmark: streamsink against PostgreSQL's own ceiling, the naive per-event design, latency at
+# a fixed rate, and (with --rss) peak memory. Runs against local Redis and PostgreSQL (started or
+# installed by services.sh) in fresh databases and streams it removes afterwards.
+#
+#   scripts/bench.sh                 # 200 000 events
+#   scripts/bench.sh --events 5000   # a quick run
+#   scripts/bench.sh --rss           # also peak RSS while draining 1 000 000 events
+#
+# Extra arguments go to streamsink-bench (--help lists them). STREAMSINK_* variables in the
+# environment reach the worker under test. Method and figures: BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+cargo build --release --quiet --bins
+exec ./target/release/streamsink-bench "$@"

@@ -1,0 +1,491 @@
+//! streamsink-bench: measures, in one run on the same generated events, PostgreSQL's own
+//! ingest ceiling (binary COPY), the streamsink binary draining a stream, the naive per-event
+//! configuration, end-to-end latency at a fixed rate, and (with --rss) peak memory.
+//! `scripts/bench.sh` runs it; BENCHMARKS.md explains the method and the figures.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::Type;
+use postgres::{Client, NoTls};
+use streamsink::event::{self, Entry};
+use streamsink::store;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "streamsink-bench",
+    about = "Throughput, latency and memory of streamsink, against PostgreSQL's own ceiling."
+)]
+struct Args {
+    /// Events for the ceiling and the streamsink drain.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Events for the naive run (the first N of the same data; it is slow).
+    #[arg(long, default_value_t = 10_000)]
+    naive_events: usize,
+    /// Offered rate of the latency run, events per second.
+    #[arg(long, default_value_t = 2_000)]
+    latency_rate: u64,
+    /// Length of the latency run.
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
+    /// Also measure peak RSS while draining --rss-events events.
+    #[arg(long)]
+    rss: bool,
+    #[arg(long, default_value_t = 1_000_000)]
+    rss_events: usize,
+    /// Redis to use (streams are created and deleted).
+    #[arg(long, env = "TEST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// A Postgres URL allowed to create databases (each run gets a fresh one).
+    #[arg(
+        long,
+        env = "TEST_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// The streamsink binary [default: next to this one].
+    #[arg(long)]
+    binary: Option<String>,
+}
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> BenchResult<()> {
+    let binary = match &args.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?.with_file_name("streamsink").to_string_lossy().into_owned(),
+    };
+    let n = args.events.max(args.naive_events);
+    let events = generate(n, 0x5eed);
+    let bytes: usize = events.iter().map(String::len).sum();
+    say(&format!("{} events, {} bytes each on average", events.len(), bytes / events.len().max(1)));
+
+    let ceiling = measure_ceiling(args, &events[..args.events])?;
+    say(&format!("ceiling: COPY {} rows at {ceiling:.0} rows/s", args.events));
+
+    let drain = measure_drain(args, &binary, &events[..args.events], &[])?;
+    say(&format!("streamsink: drained {} events at {:.0} events/s", args.events, drain.rate));
+
+    let naive_env =
+        [("STREAMSINK_PER_EVENT", "true"), ("STREAMSINK_BATCH", "10"), ("STREAMSINK_WORKERS", "1")];
+    let naive = measure_drain(args, &binary, &events[..args.naive_events], &naive_env)?;
+    say(&format!("naive: drained {} events at {:.0} events/s", args.naive_events, naive.rate));
+
+    let lat = measure_latency(args, &binary)?;
+    say(&format!(
+        "latency at {}/s for {}s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} events)",
+        args.latency_rate, args.latency_seconds, lat.p50, lat.p99, lat.max, lat.count
+    ));
+
+    let rss = if args.rss {
+        let big = generate(args.rss_events, 0xb16);
+        let r = measure_drain(args, &binary, &big, &[])?;
+        say(&format!(
+            "memory: peak RSS {:.1} MB draining {} events ({:.0} events/s)",
+            r.peak_rss_mb, args.rss_events, r.rate
+        ));
+        format!("{:.1}", r.peak_rss_mb)
+    } else {
+        format!("skipped(peak {:.1} at {} events)", drain.peak_rss_mb, args.events)
+    };
+
+    println!(
+        "bench: streamsink={:.0} ceiling={:.0} naive={:.0} ratio_ceiling={:.2} ratio_naive={:.1} p50_ms={:.1} p99_ms={:.1} rss_mb={rss}",
+        drain.rate,
+        ceiling,
+        naive.rate,
+        drain.rate / ceiling,
+        drain.rate / naive.rate,
+        lat.p50,
+        lat.p99
+    );
+    Ok(())
+}
+
+fn say(line: &str) {
+    eprintln!("bench: {line}");
+}
+
+// --- data ---------------------------------------------------------------------------------
+
+/// A small deterministic PRNG (xorshift64*), so every run drains the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn ulid(&mut self, ms: u64) -> String {
+        let random = (u128::from(self.next()) << 64) | u128::from(self.next());
+        ulid::Ulid::from_parts(ms, random).to_string()
+    }
+}
+
+/// `n` envelopes of about 300 bytes: ULID ids, five types, session start/end pairs making up
+/// 20 %, nested `data`.
+fn generate(n: usize, seed: u64) -> Vec<String> {
+    let mut rng = Rng(seed | 1);
+    let base_ms: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let mut out = Vec::with_capacity(n);
+    let mut open_sessions: Vec<(String, String, String)> = Vec::new();
+    for i in 0..n as u64 {
+        let ms = base_ms + i * 7;
+        let ts = jiff::Timestamp::from_millisecond(ms as i64).map(|t| t.to_string()).unwrap_or_default();
+        let id = rng.ulid(ms);
+        let roll = rng.below(10);
+        let ev = if roll == 0 || (roll == 1 && open_sessions.is_empty()) {
+            let session = (
+                format!("ses_{}", rng.ulid(ms)),
+                format!("ws_{}", rng.below(50)),
+                format!("dev_{}", rng.below(5000)),
+            );
+            let ev = serde_json::json!({"id": id, "type": "session.start", "timestamp": ts,
+                "session_id": session.0, "workspace_id": session.1, "device_id": session.2,
+                "data": {"client": {"os": "linux", "version": format!("1.{}.{}", rng.below(20), rng.below(10))},
+                         "entry": {"path": format!("/app/{}", rng.below(100)), "utm": {"source": "newsletter"}}}});
+            open_sessions.push(session);
+            ev
+        } else if roll == 1 {
+            let at = rng.below(open_sessions.len() as u64) as usize;
+            let s = open_sessions.swap_remove(at);
+            let reason = ["logout", "timeout", "closed"][rng.below(3) as usize];
+            serde_json::json!({"id": id, "type": "session.end", "timestamp": ts,
+                "session_id": s.0, "workspace_id": s.1, "device_id": s.2,
+                "data": {"reason": reason,
+                         "stats": {"pages": rng.below(40), "clicks": rng.below(200)}}})
+        } else {
+            let kind = ["page.view", "button.click", "api.request"][rng.below(3) as usize];
+            let sid = open_sessions.last().map(|s| s.0.clone());
+            serde_json::json!({"id": id, "type": kind, "timestamp": ts, "session_id": sid,
+                "workspace_id": format!("ws_{}", rng.below(50)), "device_id": format!("dev_{}", rng.below(5000)),
+                "data": {"target": {"path": format!("/app/{}/item/{}", rng.below(100), rng.below(10_000)),
+                                    "label": "Save changes"},
+                         "timing": {"ms": rng.below(2000), "ttfb_ms": rng.below(300)},
+                         "flags": ["beta", "dark-mode"]}})
+        };
+        out.push(ev.to_string());
+    }
+    out
+}
+
+// --- scratch resources --------------------------------------------------------------------
+
+/// A fresh database on the benchmark server, dropped afterwards.
+struct ScratchDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDb {
+    fn create(admin: &str) -> BenchResult<ScratchDb> {
+        let name = format!("ss_bench_{}", ulid::Ulid::generate().to_string().to_lowercase());
+        Client::connect(admin, NoTls)?.batch_execute(&format!("CREATE DATABASE {name}"))?;
+        let config: postgres::Config = admin.parse()?;
+        let old = config.get_dbname().unwrap_or("postgres");
+        let (base, query) = admin.split_once('?').map_or((admin, None), |(b, q)| (b, Some(q)));
+        let base = base.strip_suffix(&format!("/{old}")).unwrap_or(base);
+        let url = match query {
+            Some(q) => format!("{base}/{name}?{q}"),
+            None => format!("{base}/{name}"),
+        };
+        Ok(ScratchDb { admin: admin.to_string(), name, url })
+    }
+
+    fn client(&self) -> BenchResult<Client> {
+        Ok(Client::connect(&self.url, NoTls)?)
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = Client::connect(&self.admin, NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// A stream name used once, deleted afterwards.
+struct ScratchStream {
+    url: String,
+    name: String,
+}
+
+impl ScratchStream {
+    fn new(url: &str) -> ScratchStream {
+        ScratchStream { url: url.to_string(), name: format!("bench:{}", ulid::Ulid::generate()) }
+    }
+
+    fn con(&self) -> BenchResult<redis::Connection> {
+        Ok(redis::Client::open(self.url.as_str())?.get_connection()?)
+    }
+
+    fn publish(&self, events: &[String]) -> BenchResult<()> {
+        let mut con = self.con()?;
+        for chunk in events.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for ev in chunk {
+                pipe.cmd("XADD").arg(&self.name).arg("*").arg("event").arg(ev).ignore();
+            }
+            pipe.query::<()>(&mut con)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ScratchStream {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.con() {
+            let _: redis::RedisResult<()> =
+                redis::cmd("DEL").arg(&self.name).arg(format!("{}:dlq", self.name)).query(&mut c);
+        }
+    }
+}
+
+// --- ceiling ------------------------------------------------------------------------------
+
+/// Rows per second of one binary COPY of the same events into a fresh, identical `events`.
+fn measure_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> {
+    let db = ScratchDb::create(&args.database_url)?;
+    let mut client = db.client()?;
+    store::migrate(&mut client)?;
+    let parsed = events
+        .iter()
+        .enumerate()
+        .map(|(i, json)| {
+            let entry = Entry {
+                id: format!("1-{i}"),
+                fields: vec![(b"event".to_vec(), json.clone().into_bytes())],
+                deliveries: 1,
+            };
+            event::parse("bench", &entry, "event")
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let started = Instant::now();
+    let mut tx = client.transaction()?;
+    let sink = tx.copy_in(
+        "COPY events (id, type, occurred_at, session_id, workspace_id, device_id, data, attributes, stream, \
+         stream_entry_id) FROM STDIN (FORMAT binary)",
+    )?;
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::JSONB,
+        Type::JSONB,
+        Type::TEXT,
+        Type::TEXT,
+    ];
+    let mut writer = BinaryCopyInWriter::new(sink, &types);
+    for e in &parsed {
+        writer.write(&[
+            &e.id,
+            &e.event_type,
+            &e.occurred_at,
+            &e.session_id,
+            &e.workspace_id,
+            &e.device_id,
+            &e.data,
+            &e.attributes,
+            &"bench",
+            &e.entry_id,
+        ])?;
+    }
+    writer.finish()?;
+    tx.commit()?;
+    Ok(events.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+// --- drain --------------------------------------------------------------------------------
+
+struct Drain {
+    rate: f64,
+    peak_rss_mb: f64,
+}
+
+fn spawn_worker(
+    args: &Args,
+    binary: &str,
+    db: &ScratchDb,
+    stream: &ScratchStream,
+    env: &[(&str, &str)],
+) -> BenchResult<Child> {
+    let mut cmd = Command::new(binary);
+    cmd.arg("run")
+        .env("REDIS_URL", &args.redis_url)
+        .env("DATABASE_URL", &db.url)
+        .env("STREAMSINK_STREAMS", &stream.name)
+        .env("STREAMSINK_BLOCK", "1s")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    cmd.envs(env.iter().copied());
+    Ok(cmd.spawn().map_err(|e| format!("cannot run {binary}: {e} (build it with cargo build --release)"))?)
+}
+
+/// The group's pending count and lag, once the worker has created the group.
+fn group_state(con: &mut redis::Connection, stream: &str) -> Option<(i64, Option<i64>)> {
+    let groups: Vec<HashMap<String, redis::Value>> =
+        redis::cmd("XINFO").arg("GROUPS").arg(stream).query(con).ok()?;
+    let g = groups.first()?;
+    let int = |k: &str| match g.get(k) {
+        Some(redis::Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    Some((int("pending")?, int("lag")))
+}
+
+fn peak_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Publishes `events` to a fresh stream, then times the binary from process start until every
+/// entry is delivered and acknowledged (acknowledgement follows commit), and checks the rows.
+fn measure_drain(args: &Args, binary: &str, events: &[String], env: &[(&str, &str)]) -> BenchResult<Drain> {
+    let db = ScratchDb::create(&args.database_url)?;
+    let stream = ScratchStream::new(&args.redis_url);
+    stream.publish(events)?;
+    let mut con = stream.con()?;
+    let started = Instant::now();
+    let mut child = spawn_worker(args, binary, &db, &stream, env)?;
+    let pid = child.id();
+    let mut peak_kb = 0;
+    let deadline = started + Duration::from_secs(1800);
+    let elapsed = loop {
+        if let Some(kb) = peak_rss_kb(pid) {
+            peak_kb = peak_kb.max(kb);
+        }
+        if let Some((0, Some(0))) = group_state(&mut con, &stream.name) {
+            break started.elapsed();
+        }
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("streamsink exited early ({status})").into());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("the drain did not finish within 30 minutes".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    stop(&mut child)?;
+    let rows: i64 = db.client()?.query_one("SELECT count(*) FROM events", &[])?.get(0);
+    if rows != events.len() as i64 {
+        return Err(format!("{rows} rows for {} events", events.len()).into());
+    }
+    Ok(Drain { rate: events.len() as f64 / elapsed.as_secs_f64(), peak_rss_mb: peak_kb as f64 / 1024.0 })
+}
+
+fn stop(child: &mut Child) -> BenchResult<()> {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+    child.wait()?;
+    Ok(())
+}
+
+// --- latency ------------------------------------------------------------------------------
+
+struct Latency {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    count: usize,
+}
+
+/// Offers `latency_rate` events/s for `latency_seconds` to a running worker; each event's
+/// delay runs from just before its XADD to the moment its commit is observed (a NOTIFY from
+/// a row trigger, which Postgres delivers only at commit).
+fn measure_latency(args: &Args, binary: &str) -> BenchResult<Latency> {
+    let db = ScratchDb::create(&args.database_url)?;
+    let stream = ScratchStream::new(&args.redis_url);
+    let mut con = stream.con()?;
+    let mut child = spawn_worker(args, binary, &db, &stream, &[])?;
+    let ready = Instant::now() + Duration::from_secs(60);
+    while group_state(&mut con, &stream.name).is_none() {
+        if Instant::now() > ready {
+            let _ = child.kill();
+            return Err("the worker did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    db.client()?.batch_execute(
+        "CREATE FUNCTION bench_notify() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM pg_notify('streamsink_bench', NEW.stream_entry_id); RETURN NULL; END $$;
+         CREATE TRIGGER bench_notify AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION bench_notify();",
+    )?;
+    let total = (args.latency_rate * args.latency_seconds) as usize;
+    let (tx, rx) = mpsc::channel::<(String, Instant)>();
+    let mut listener = db.client()?;
+    listener.batch_execute("LISTEN streamsink_bench")?;
+    let listen = std::thread::spawn(move || {
+        let mut n = listener.notifications();
+        let mut iter = n.timeout_iter(Duration::from_secs(15));
+        let mut got = 0;
+        while got < total {
+            match iter.next() {
+                Ok(Some(note)) => {
+                    let _ = tx.send((note.payload().to_string(), Instant::now()));
+                    got += 1;
+                }
+                _ => break,
+            }
+        }
+    });
+
+    let events = generate(total, 0x1a7);
+    let mut sent: HashMap<String, Instant> = HashMap::with_capacity(total);
+    let interval = Duration::from_secs_f64(1.0 / args.latency_rate as f64);
+    let t0 = Instant::now();
+    for (i, ev) in events.iter().enumerate() {
+        let due = t0 + interval * i as u32;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let at = Instant::now();
+        let id: String =
+            redis::cmd("XADD").arg(&stream.name).arg("*").arg("event").arg(ev).query(&mut con)?;
+        sent.insert(id, at);
+    }
+    let _ = listen.join();
+    stop(&mut child)?;
+    let mut delays: Vec<f64> = rx
+        .try_iter()
+        .filter_map(|(id, at)| sent.get(&id).map(|s| at.duration_since(*s).as_secs_f64() * 1000.0))
+        .collect();
+    if delays.len() != total {
+        return Err(format!("saw {} of {total} commits", delays.len()).into());
+    }
+    delays.sort_by(f64::total_cmp);
+    let pct = |p: f64| delays[((delays.len() as f64 * p).ceil() as usize).clamp(1, delays.len()) - 1];
+    Ok(Latency { p50: pct(0.50), p99: pct(0.99), max: delays[delays.len() - 1], count: delays.len() })
+}
