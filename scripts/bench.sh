@@ -9,8 +9,13 @@
 #
 # Extra arguments go to streamsink-bench (--help lists them). STREAMSINK_* variables in the
 # environment reach the worker under test. Method and figures: BENCHMARKS.md.
+# STREAMSINK_BENCH_BIN=path runs that bench binary (with the streamsink next to it) instead of
+# building the release ones (the test suite uses it for a small run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
+if [ -n "${STREAMSINK_BENCH_BIN:-}" ]; then
+    exec "$STREAMSINK_BENCH_BIN" "$@"
+fi
 cargo build --release --quiet --bins
 exec ./target/release/streamsink-bench "$@"

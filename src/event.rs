@@ -6,7 +6,9 @@
 use std::fmt;
 
 use jiff::Timestamp;
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::Value;
 
 /// One entry as read from a stream: its ID and its field/value pairs in order, as bytes
 /// (values need not be UTF-8; that is checked here, not by the reader).
@@ -30,11 +32,21 @@ pub struct Event {
     pub session_id: Option<String>,
     pub workspace_id: Option<String>,
     pub device_id: Option<String>,
-    pub data: Value,
-    /// Every field not mapped to a column, as a JSON object.
-    pub attributes: Value,
+    /// `data` as the JSON text received (its syntax checked): parsed once here, sent to
+    /// jsonb as is, never decoded into a tree and encoded again. [`Event::data_value`]
+    /// decodes it for a handler that needs to look inside.
+    pub data: String,
+    /// Every field not mapped to a column, as the text of a JSON object.
+    pub attributes: String,
     /// The stream entry this event came from.
     pub entry_id: String,
+}
+
+impl Event {
+    /// `data` decoded (`Null` if it cannot be, which parsing has already ruled out).
+    pub fn data_value(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
 }
 
 /// Longest accepted id, type or entity id (bytes): longer ones are producer bugs, and an index
@@ -145,53 +157,94 @@ fn parse_envelope(
     fields: &[(&str, &str)],
     at: usize,
 ) -> Result<Event, Malformed> {
-    let json: Value = serde_json::from_str(fields[at].1)
-        .map_err(|e| Malformed::InvalidJson { field: event_field.to_string(), error: e.to_string() })?;
-    let Value::Object(mut obj) = json else {
-        return Err(Malformed::NotAnObject { field: event_field.to_string() });
+    use serde_json::value::RawValue;
+    let text = fields[at].1;
+    // Only the top level is decoded; every value stays a slice of the input.
+    let mut obj: BTreeMap<String, &RawValue> = serde_json::from_str(text).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            Malformed::NotAnObject { field: event_field.to_string() }
+        } else {
+            Malformed::InvalidJson { field: event_field.to_string(), error: e.to_string() }
+        }
+    })?;
+    let id = optional_text(obj.remove("id"), "id")?;
+    let event_type = optional_text(obj.remove("type"), "type")?.ok_or(Malformed::MissingType)?;
+    let occurred_at = match obj.remove("timestamp").map(|r| r.get()) {
+        None | Some("null") => None,
+        Some(raw) if raw.starts_with('"') => {
+            let s: String =
+                serde_json::from_str(raw).map_err(|_| wrong_type("timestamp", "a string or a number"))?;
+            Some(parse_timestamp(&s)?)
+        }
+        Some(raw) => match raw.parse::<f64>() {
+            Ok(n) => Some(
+                epoch_timestamp(n).ok_or_else(|| Malformed::InvalidTimestamp { value: raw.to_string() })?,
+            ),
+            Err(_) => return Err(wrong_type("timestamp", "a string or a number")),
+        },
     };
-    let id = match obj.remove("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(_) => return Err(wrong_type("id", "a string")),
-    };
-    let event_type = match obj.remove("type") {
-        None | Some(Value::Null) => return Err(Malformed::MissingType),
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(wrong_type("type", "a string")),
-    };
-    let occurred_at = match obj.remove("timestamp") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(parse_timestamp(&s)?),
-        Some(Value::Number(n)) => Some(
-            n.as_f64()
-                .and_then(epoch_timestamp)
-                .ok_or_else(|| Malformed::InvalidTimestamp { value: n.to_string() })?,
-        ),
-        Some(_) => return Err(wrong_type("timestamp", "a string or a number")),
-    };
-    let mut optional_text = |key: &str| match obj.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(wrong_type(key, "a string")),
-    };
-    let session_id = optional_text("session_id")?;
-    let workspace_id = optional_text("workspace_id")?;
-    let device_id = optional_text("device_id")?;
-    let data = obj.remove("data").unwrap_or_else(|| Value::Object(Map::new()));
+    let session_id = optional_text(obj.remove("session_id"), "session_id")?;
+    let workspace_id = optional_text(obj.remove("workspace_id"), "workspace_id")?;
+    let device_id = optional_text(obj.remove("device_id"), "device_id")?;
+    let data = obj.remove("data").map_or_else(|| "{}".to_string(), |r| r.get().to_string());
     debug_assert!(ENVELOPE_KEYS.iter().all(|k| !obj.contains_key(*k)));
-    // Other stream fields beside the envelope are kept too, without overriding JSON keys.
+    // Remaining keys, then other stream fields beside the envelope (not overriding keys).
+    let mut attributes = JsonObject::default();
+    for (key, raw) in &obj {
+        attributes.push_raw(key, raw.get());
+    }
     for (i, (name, value)) in fields.iter().enumerate() {
         if i != at && !obj.contains_key(*name) {
-            obj.insert((*name).to_string(), Value::String((*value).to_string()));
+            attributes.push_text(name, value);
         }
     }
     build(
         stream,
         entry,
         Parts { id, event_type, occurred_at, session_id, workspace_id, device_id, data },
-        Value::Object(obj),
+        attributes.finish(),
     )
+}
+
+/// A JSON string value (or null / absent); anything else is the wrong type.
+fn optional_text(
+    raw: Option<&serde_json::value::RawValue>,
+    field: &str,
+) -> Result<Option<String>, Malformed> {
+    match raw {
+        None => Ok(None),
+        Some(r) => serde_json::from_str::<Option<String>>(r.get()).map_err(|_| wrong_type(field, "a string")),
+    }
+}
+
+/// Builds the text of a JSON object from raw JSON values and plain strings.
+#[derive(Default)]
+struct JsonObject(String);
+
+impl JsonObject {
+    fn push_key(&mut self, key: &str) {
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
+        self.0.push_str(&Value::from(key).to_string());
+        self.0.push(':');
+    }
+
+    fn push_raw(&mut self, key: &str, raw_json: &str) {
+        self.push_key(key);
+        self.0.push_str(raw_json);
+    }
+
+    fn push_text(&mut self, key: &str, text: &str) {
+        self.push_key(key);
+        self.0.push_str(&Value::from(text).to_string());
+    }
+
+    fn finish(mut self) -> String {
+        if self.0.is_empty() {
+            return "{}".into();
+        }
+        self.0.push('}');
+        self.0
+    }
 }
 
 fn parse_flat(stream: &str, entry: &Entry, fields: &[(&str, &str)]) -> Result<Event, Malformed> {
@@ -206,9 +259,13 @@ fn parse_flat(stream: &str, entry: &Entry, fields: &[(&str, &str)]) -> Result<Ev
         Some(s) => Some(parse_timestamp(s)?),
     };
     let data = match fields.iter().rev().find(|(k, _)| *k == "data" || *k == "payload") {
-        None => Value::Object(Map::new()),
-        Some((name, raw)) => serde_json::from_str(raw)
-            .map_err(|e| Malformed::InvalidJson { field: (*name).to_string(), error: e.to_string() })?,
+        None => "{}".to_string(),
+        Some((name, raw)) => {
+            // Checks the syntax without building a tree.
+            serde_json::from_str::<&serde_json::value::RawValue>(raw)
+                .map_err(|e| Malformed::InvalidJson { field: (*name).to_string(), error: e.to_string() })?;
+            raw.to_string()
+        }
     };
     let text = |name: &str| find(&[name]).map(str::to_string);
     let mapped = [
@@ -223,10 +280,10 @@ fn parse_flat(stream: &str, entry: &Entry, fields: &[(&str, &str)]) -> Result<Ev
         "workspace_id",
         "device_id",
     ];
-    let mut attributes = Map::new();
+    let mut attributes = JsonObject::default();
     for (name, value) in fields {
         if !mapped.contains(name) {
-            attributes.insert((*name).to_string(), Value::String((*value).to_string()));
+            attributes.push_text(name, value);
         }
     }
     build(
@@ -241,7 +298,7 @@ fn parse_flat(stream: &str, entry: &Entry, fields: &[(&str, &str)]) -> Result<Ev
             device_id: text("device_id"),
             data,
         },
-        Value::Object(attributes),
+        attributes.finish(),
     )
 }
 
@@ -252,11 +309,11 @@ struct Parts {
     session_id: Option<String>,
     workspace_id: Option<String>,
     device_id: Option<String>,
-    data: Value,
+    data: String,
 }
 
 /// Applies the checks common to both formats and fills the defaults.
-fn build(stream: &str, entry: &Entry, p: Parts, attributes: Value) -> Result<Event, Malformed> {
+fn build(stream: &str, entry: &Entry, p: Parts, attributes: String) -> Result<Event, Malformed> {
     let id = match p.id {
         Some(id) => {
             check_text("id", &id)?;
@@ -351,6 +408,26 @@ mod tests {
         }
     }
 
+    fn json(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn data_keeps_the_text_received_and_attributes_are_escaped() {
+        let e = parse_one(&[
+            ("event", r#"{"type":"t","data":{"b": 2, "a": [1.50, "x"]},"we\"ird":{"k":null}}"#),
+            ("note", "line\nbreak \"quoted\""),
+        ])
+        .unwrap();
+        assert_eq!(e.data, r#"{"b": 2, "a": [1.50, "x"]}"#);
+        assert_eq!(
+            json(&e.attributes),
+            serde_json::json!({"we\"ird": {"k": null}, "note": "line\nbreak \"quoted\""})
+        );
+        let bare = parse_one(&[("type", "t")]).unwrap();
+        assert_eq!((bare.data.as_str(), bare.attributes.as_str()), ("{}", "{}"));
+    }
+
     fn parse_one(fields: &[(&str, &str)]) -> Result<Event, Malformed> {
         parse("s", &entry(fields), "event")
     }
@@ -367,8 +444,8 @@ mod tests {
         assert_eq!(e.event_type, "page.view");
         assert_eq!(e.occurred_at.to_string(), "2024-05-01T10:00:00Z");
         assert_eq!(e.session_id.as_deref(), Some("s1"));
-        assert_eq!(e.data, serde_json::json!({"a": 1}));
-        assert_eq!(e.attributes, serde_json::json!({"source": "web"}));
+        assert_eq!(e.data_value(), serde_json::json!({"a": 1}));
+        assert_eq!(json(&e.attributes), serde_json::json!({"source": "web"}));
     }
 
     #[test]
@@ -384,8 +461,8 @@ mod tests {
         assert_eq!(e.id, "e2");
         assert_eq!(e.event_type, "click");
         assert_eq!(e.occurred_at, Timestamp::from_second(1_700_000_000).unwrap());
-        assert_eq!(e.data, serde_json::json!({"x": [1, 2]}));
-        assert_eq!(e.attributes, serde_json::json!({"region": "eu"}));
+        assert_eq!(e.data_value(), serde_json::json!({"x": [1, 2]}));
+        assert_eq!(json(&e.attributes), serde_json::json!({"region": "eu"}));
     }
 
     #[test]

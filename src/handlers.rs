@@ -153,8 +153,9 @@ impl Handler for Sessions {
             let workspace: Vec<Option<&str>> = round.iter().map(|e| e.workspace_id.as_deref()).collect();
             let device: Vec<Option<&str>> = round.iter().map(|e| e.device_id.as_deref()).collect();
             let (started, start_ids) = (time(true), pick(|e| Some(e.id.as_str()), true));
-            let (ended, end_ids, reasons) =
-                (time(false), pick(|e| Some(e.id.as_str()), false), pick(end_reason, false));
+            let (ended, end_ids) = (time(false), pick(|e| Some(e.id.as_str()), false));
+            let reasons: Vec<Option<String>> =
+                round.iter().map(|e| if start(e) { None } else { end_reason(e) }).collect();
             tx.execute(
                 &statement,
                 &[&session, &workspace, &device, &started, &start_ids, &ended, &end_ids, &reasons],
@@ -165,8 +166,9 @@ impl Handler for Sessions {
 }
 
 /// `data.reason` (or `data.end_reason`) of a session.end, if it is text.
-fn end_reason(e: &Event) -> Option<&str> {
-    ["reason", "end_reason"].iter().find_map(|k| e.data.get(*k).and_then(|v| v.as_str()))
+fn end_reason(e: &Event) -> Option<String> {
+    let data = e.data_value();
+    ["reason", "end_reason"].iter().find_map(|k| data.get(*k).and_then(|v| v.as_str()).map(str::to_string))
 }
 
 /// Splits events into rounds in which no session id repeats, keeping stream order per session.

@@ -7,6 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
+use bytes::{BufMut, BytesMut};
+use postgres::types::{IsNull, ToSql, Type, accepts, to_sql_checked};
 use postgres::{NoTls, Statement, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 
@@ -122,6 +124,28 @@ impl StatementCache {
     }
 }
 
+/// JSON text bound to a `json`/`jsonb` parameter as is: the jsonb wire format is a version byte
+/// and the text. The caller guarantees the text is valid JSON (event parsing checks it).
+#[derive(Debug, Clone, Copy)]
+pub struct RawJson<'a>(pub &'a str);
+
+impl ToSql for RawJson<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            out.put_u8(1);
+        }
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    accepts!(JSON, JSONB);
+    to_sql_checked!();
+}
+
 /// Builds the pool without connecting: connections are made on first use, so start-up can
 /// retry an unreachable database with its own backoff and logging.
 pub fn pool(database_url: &str, size: usize) -> Result<Pool, StoreError> {
@@ -217,8 +241,8 @@ pub fn insert_events(
     let sessions: Vec<Option<&str>> = events.iter().map(|e| e.session_id.as_deref()).collect();
     let workspaces: Vec<Option<&str>> = events.iter().map(|e| e.workspace_id.as_deref()).collect();
     let devices: Vec<Option<&str>> = events.iter().map(|e| e.device_id.as_deref()).collect();
-    let data: Vec<&serde_json::Value> = events.iter().map(|e| &e.data).collect();
-    let attributes: Vec<&serde_json::Value> = events.iter().map(|e| &e.attributes).collect();
+    let data: Vec<RawJson> = events.iter().map(|e| RawJson(&e.data)).collect();
+    let attributes: Vec<RawJson> = events.iter().map(|e| RawJson(&e.attributes)).collect();
     let entry_ids: Vec<&str> = events.iter().map(|e| e.entry_id.as_str()).collect();
     let rows = tx.query(
         &statement,

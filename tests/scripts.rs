@@ -1,4 +1,5 @@
-//! The operator scripts keep working: a small chaos run completes and reports its figures.
+//! The operator scripts keep working: a small chaos run and a small benchmark run complete and
+//! report their figures (never asserted against a speed).
 
 use std::process::Command;
 
@@ -19,4 +20,35 @@ fn a_small_chaos_run_completes_and_reports_nothing_lost() {
     {
         assert!(summary.contains(figure), "{summary}");
     }
+}
+
+#[test]
+fn a_small_benchmark_run_prints_every_figure() {
+    let out = Command::new("bash")
+        .arg("scripts/bench.sh")
+        .args([
+            "--events",
+            "5000",
+            "--naive-events",
+            "500",
+            "--latency-rate",
+            "500",
+            "--latency-seconds",
+            "1",
+        ])
+        .env("STREAMSINK_BENCH_BIN", env!("CARGO_BIN_EXE_streamsink-bench"))
+        .output()
+        .expect("run scripts/bench.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench.sh failed:\n{stdout}\n{stderr}");
+    let line = stdout.lines().find(|l| l.starts_with("bench: streamsink=")).expect("the summary line");
+    let figures: std::collections::HashMap<&str, &str> =
+        line.trim_start_matches("bench: ").split(' ').filter_map(|kv| kv.split_once('=')).collect();
+    for key in ["streamsink", "ceiling", "naive", "ratio_ceiling", "ratio_naive", "p50_ms", "p99_ms"] {
+        let value: f64 =
+            figures.get(key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{key} in {line}"));
+        assert!(value > 0.0, "{key} = {value} in {line}");
+    }
+    assert!(figures.contains_key("rss_mb"), "{line}");
 }

@@ -61,7 +61,13 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bench: failed: {e}");
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(e.as_ref());
+            while let Some(s) = source {
+                message.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("bench: failed: {message}");
             ExitCode::FAILURE
         }
     }
@@ -81,7 +87,14 @@ fn run(args: &Args) -> BenchResult<()> {
     say(&format!("ceiling: COPY {} rows at {ceiling:.0} rows/s", args.events));
 
     let drain = measure_drain(args, &binary, &events[..args.events], &[])?;
-    say(&format!("streamsink: drained {} events at {:.0} events/s", args.events, drain.rate));
+    say(&format!(
+        "streamsink: drained {} events at {:.0} events/s; the worker used {:.2} s CPU in {:.2} s ({:.1} us/event)",
+        args.events,
+        drain.rate,
+        drain.cpu_seconds,
+        drain.wall_seconds,
+        drain.cpu_seconds * 1e6 / args.events as f64
+    ));
 
     let naive_env =
         [("STREAMSINK_PER_EVENT", "true"), ("STREAMSINK_BATCH", "10"), ("STREAMSINK_WORKERS", "1")];
@@ -313,8 +326,8 @@ fn measure_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> {
             &e.session_id,
             &e.workspace_id,
             &e.device_id,
-            &e.data,
-            &e.attributes,
+            &store::RawJson(&e.data),
+            &store::RawJson(&e.attributes),
             &"bench",
             &e.entry_id,
         ])?;
@@ -329,6 +342,30 @@ fn measure_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> {
 struct Drain {
     rate: f64,
     peak_rss_mb: f64,
+    /// CPU time (user + system) the worker used for the drain, seconds.
+    cpu_seconds: f64,
+    wall_seconds: f64,
+}
+
+/// The worker under test; stopped (SIGTERM, then waited for) however the measurement ends.
+struct Worker(Child);
+
+impl Worker {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.0.try_wait()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = stop(&mut self.0);
+        }
+    }
 }
 
 fn spawn_worker(
@@ -337,7 +374,7 @@ fn spawn_worker(
     db: &ScratchDb,
     stream: &ScratchStream,
     env: &[(&str, &str)],
-) -> BenchResult<Child> {
+) -> BenchResult<Worker> {
     let mut cmd = Command::new(binary);
     cmd.arg("run")
         .env("REDIS_URL", &args.redis_url)
@@ -349,7 +386,9 @@ fn spawn_worker(
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     cmd.envs(env.iter().copied());
-    Ok(cmd.spawn().map_err(|e| format!("cannot run {binary}: {e} (build it with cargo build --release)"))?)
+    Ok(Worker(
+        cmd.spawn().map_err(|e| format!("cannot run {binary}: {e} (build it with cargo build --release)"))?,
+    ))
 }
 
 /// The group's pending count and lag, once the worker has created the group.
@@ -362,6 +401,15 @@ fn group_state(con: &mut redis::Connection, stream: &str) -> Option<(i64, Option
         _ => None,
     };
     Some((int("pending")?, int("lag")))
+}
+
+/// User + system CPU seconds of a process so far (/proc/<pid>/stat, in clock ticks of 10 ms).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 fn peak_rss_kb(pid: u32) -> Option<u64> {
@@ -393,17 +441,22 @@ fn measure_drain(args: &Args, binary: &str, events: &[String], env: &[(&str, &st
             return Err(format!("streamsink exited early ({status})").into());
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
             return Err("the drain did not finish within 30 minutes".into());
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    stop(&mut child)?;
+    let cpu = cpu_seconds(pid).unwrap_or(0.0);
+    drop(child);
     let rows: i64 = db.client()?.query_one("SELECT count(*) FROM events", &[])?.get(0);
     if rows != events.len() as i64 {
         return Err(format!("{rows} rows for {} events", events.len()).into());
     }
-    Ok(Drain { rate: events.len() as f64 / elapsed.as_secs_f64(), peak_rss_mb: peak_kb as f64 / 1024.0 })
+    Ok(Drain {
+        rate: events.len() as f64 / elapsed.as_secs_f64(),
+        peak_rss_mb: peak_kb as f64 / 1024.0,
+        cpu_seconds: cpu,
+        wall_seconds: elapsed.as_secs_f64(),
+    })
 }
 
 fn stop(child: &mut Child) -> BenchResult<()> {
@@ -428,16 +481,22 @@ fn measure_latency(args: &Args, binary: &str) -> BenchResult<Latency> {
     let db = ScratchDb::create(&args.database_url)?;
     let stream = ScratchStream::new(&args.redis_url);
     let mut con = stream.con()?;
-    let mut child = spawn_worker(args, binary, &db, &stream, &[])?;
+    let child = spawn_worker(args, binary, &db, &stream, &[])?;
+    // Ready: the group exists and the schema is migrated (the worker creates the group first).
+    let mut client = db.client()?;
     let ready = Instant::now() + Duration::from_secs(60);
-    while group_state(&mut con, &stream.name).is_none() {
+    let migrated = |c: &mut Client| {
+        c.query_one("SELECT to_regclass('events') IS NOT NULL", &[])
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false)
+    };
+    while group_state(&mut con, &stream.name).is_none() || !migrated(&mut client) {
         if Instant::now() > ready {
-            let _ = child.kill();
             return Err("the worker did not start".into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    db.client()?.batch_execute(
+    client.batch_execute(
         "CREATE FUNCTION bench_notify() RETURNS trigger LANGUAGE plpgsql AS
              $$ BEGIN PERFORM pg_notify('streamsink_bench', NEW.stream_entry_id); RETURN NULL; END $$;
          CREATE TRIGGER bench_notify AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION bench_notify();",
@@ -477,7 +536,7 @@ fn measure_latency(args: &Args, binary: &str) -> BenchResult<Latency> {
         sent.insert(id, at);
     }
     let _ = listen.join();
-    stop(&mut child)?;
+    drop(child);
     let mut delays: Vec<f64> = rx
         .try_iter()
         .filter_map(|(id, at)| sent.get(&id).map(|s| at.duration_since(*s).as_secs_f64() * 1000.0))
