@@ -87,7 +87,7 @@ impl std::error::Error for ConfigError {}
 pub const DEFAULT_STREAM: &str = "events:incoming";
 pub const DEFAULT_GROUP: &str = "event-processors";
 pub const DEFAULT_WORKERS: usize = 4;
-pub const DEFAULT_BATCH: usize = 500;
+pub const DEFAULT_BATCH: usize = 1000; // chosen by measurement: BENCHMARKS.md
 pub const DEFAULT_BLOCK: Duration = Duration::from_secs(5);
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_CLAIM_INTERVAL: Duration = Duration::from_secs(30);

@@ -55,7 +55,7 @@ struct SettingsArgs {
     /// Worker threads writing to Postgres [default: 4]
     #[arg(long, env = "STREAMSINK_WORKERS", value_name = "N", global = true)]
     workers: Option<String>,
-    /// Entries per read (XREADGROUP COUNT) [default: 500]
+    /// Entries per read (XREADGROUP COUNT) [default: 1000]
     #[arg(long, env = "STREAMSINK_BATCH", value_name = "N", global = true)]
     batch: Option<String>,
     /// How long one read waits for new entries (XREADGROUP BLOCK) [default: 5s]

@@ -223,17 +223,27 @@ FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $
      AS u(id, type, occurred_at, session_id, workspace_id, device_id, data, attributes, entry_id)
 ORDER BY u.id -- one lock order for every batch: concurrent batches cannot deadlock
 ON CONFLICT (id) DO NOTHING
-RETURNING id";
+RETURNING CASE WHEN type = ANY($11::text[]) THEN id END";
 
-/// Inserts `events` of `stream` in one statement; returns the ids that were new. An id already
-/// present (a redelivery) changes nothing and is not returned; an id repeated within `events`
-/// is inserted once.
+/// What one insert did.
+#[derive(Debug, Default)]
+pub struct Inserted {
+    /// Rows that were new (the rest were already present: redeliveries or repeats).
+    pub count: u64,
+    /// Ids of the new rows whose type is in `handled_types`: the events handlers must see.
+    pub to_handle: HashSet<String>,
+}
+
+/// Inserts `events` of `stream` in one statement. An id already present (a redelivery) changes
+/// nothing; an id repeated within `events` is inserted once. Only the new ids of
+/// `handled_types` come back as text: the others are counted, not transferred.
 pub fn insert_events(
     tx: &mut Transaction<'_>,
     cache: &mut StatementCache,
     stream: &str,
     events: &[Event],
-) -> Result<HashSet<String>, postgres::Error> {
+    handled_types: &[&str],
+) -> Result<Inserted, postgres::Error> {
     let statement = cache.prepare(tx, INSERT_EVENTS)?;
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
@@ -246,7 +256,22 @@ pub fn insert_events(
     let entry_ids: Vec<&str> = events.iter().map(|e| e.entry_id.as_str()).collect();
     let rows = tx.query(
         &statement,
-        &[&ids, &types, &times, &sessions, &workspaces, &devices, &data, &attributes, &stream, &entry_ids],
+        &[
+            &ids,
+            &types,
+            &times,
+            &sessions,
+            &workspaces,
+            &devices,
+            &data,
+            &attributes,
+            &stream,
+            &entry_ids,
+            &handled_types,
+        ],
     )?;
-    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    Ok(Inserted {
+        count: rows.len() as u64,
+        to_handle: rows.iter().filter_map(|r| r.get::<_, Option<String>>(0)).collect(),
+    })
 }

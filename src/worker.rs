@@ -303,10 +303,12 @@ impl Worker {
         events: &[Event],
     ) -> Result<Written, postgres::Error> {
         let mut tx = client.transaction()?;
-        let new_ids = store::insert_events(&mut tx, statements, stream, events)?;
+        let handled_types = self.ctx.registry.types();
+        let inserted = store::insert_events(&mut tx, statements, stream, events, &handled_types)?;
+        let new_ids = inserted.to_handle;
         let mut written = Written {
-            inserted: new_ids.len() as u64,
-            duplicates: (events.len() - new_ids.len()) as u64,
+            inserted: inserted.count,
+            duplicates: events.len() as u64 - inserted.count,
             ..Written::default()
         };
         // Each handler gets one call with all its new events, in stream order; an id repeated
