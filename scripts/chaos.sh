@@ -154,6 +154,8 @@ wait_rows "$(pct 55)"; kill_worker; start_worker
 wait_rows "$(pct 70)"
 say "restarting redis (AOF) at $(rows) rows"
 redis-cli -p "$RPORT" shutdown >/dev/null 2>&1 || true
+# Down means down: the old server has let go of its port (a loaded machine may take a while).
+wait_for 30 bash -c "! redis-cli -p $RPORT ping"
 sleep 2
 worker_alive
 start_redis
