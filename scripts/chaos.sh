@@ -65,23 +65,12 @@ start_redis() {
     redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK/redis" --save "" \
         --appendonly yes --appendfsync everysec --daemonize yes \
         --pidfile "$WORK/redis/redis.pid" --logfile "$WORK/redis/redis.log"
-    wait_for 10 redis-cli -p "$RPORT" ping
+    wait_for "private redis" 10 redis-cli -p "$RPORT" ping
 }
 
 start_postgres() {
     as_postgres "$PGBIN/pg_ctl" -D "$WORK/pg/data" -w -t 60 -l "$WORK/pg/server.log" \
         -o "-p $PPORT -k $WORK/pg -c listen_addresses=127.0.0.1" start >/dev/null
-}
-
-wait_for() { # wait_for SECONDS COMMAND...
-    local secs=$1
-    shift
-    for _ in $(seq $((secs * 10))); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    say "timed out waiting for: $*"
-    exit 1
 }
 
 sql() { psql "postgres://postgres@127.0.0.1:$PPORT/chaos" -qAtc "$1" 2>/dev/null; }
@@ -155,7 +144,7 @@ wait_rows "$(pct 70)"
 say "restarting redis (AOF) at $(rows) rows"
 redis-cli -p "$RPORT" shutdown >/dev/null 2>&1 || true
 # Down means down: the old server has let go of its port (a loaded machine may take a while).
-wait_for 30 bash -c "! redis-cli -p $RPORT ping"
+wait_for "the old redis to stop" 30 bash -c "! redis-cli -p $RPORT ping"
 sleep 2
 worker_alive
 start_redis

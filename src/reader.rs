@@ -204,18 +204,9 @@ impl Reclaim {
         links: &ReaderLinks,
         s: &str,
     ) -> Result<Flow, StreamError> {
-        let mut after = "0".to_string();
-        loop {
-            let claimed = stream::read_own_pending(c, &cfg.group, &cfg.consumer, s, &after, cfg.batch)?;
-            let next = claimed.next.clone();
-            if let Flow::WorkersGone = hand_over(c, cfg, links, s, claimed, "own pending")? {
-                return Ok(Flow::WorkersGone);
-            }
-            match next {
-                Some(n) => after = n,
-                None => return Ok(Flow::Continue),
-            }
-        }
+        follow(c, cfg, links, s, "0", "own pending", |c, after| {
+            stream::read_own_pending(c, &cfg.group, &cfg.consumer, s, after, cfg.batch)
+        })
     }
 
     /// Takes over entries idle longer than `claim_min_idle`, following the cursor to the end.
@@ -226,46 +217,46 @@ impl Reclaim {
         links: &ReaderLinks,
         s: &str,
     ) -> Result<Flow, StreamError> {
-        let mut cursor = "0-0".to_string();
-        loop {
-            let claimed = if self.fallback {
-                stream::claim_fallback(
-                    c,
-                    s,
-                    &cfg.group,
-                    &cfg.consumer,
-                    cfg.claim_min_idle,
-                    &cursor,
-                    cfg.batch,
-                )?
-            } else {
-                match stream::autoclaim(
-                    c,
-                    s,
-                    &cfg.group,
-                    &cfg.consumer,
-                    cfg.claim_min_idle,
-                    &cursor,
-                    cfg.batch,
-                ) {
+        let fallback = &mut self.fallback;
+        follow(c, cfg, links, s, "0-0", "reclaimed", |c, cursor| {
+            let (group, me, idle) = (&cfg.group, &cfg.consumer, cfg.claim_min_idle);
+            if !*fallback {
+                match stream::autoclaim(c, s, group, me, idle, cursor, cfg.batch) {
                     Err(e) if e.is_unknown_command() => {
                         log::info!(
                             "XAUTOCLAIM not available (Redis < 6.2): reclaiming with XPENDING + XCLAIM"
                         );
-                        self.fallback = true;
-                        continue;
+                        *fallback = true;
                     }
-                    other => other?,
+                    other => return other,
                 }
-            };
-            let next = claimed.next.clone();
-            if let Flow::WorkersGone = hand_over(c, cfg, links, s, claimed, "reclaimed")? {
-                return Ok(Flow::WorkersGone);
             }
-            match next {
-                Some(n) => cursor = n,
-                None => return Ok(Flow::Continue),
-            }
+            stream::claim_fallback(c, s, group, me, idle, cursor, cfg.batch)
+        })
+    }
+}
+
+/// Follows a pending-list cursor from `start` to its end, handing each chunk `fetch` returns
+/// to the workers.
+fn follow(
+    c: &mut redis::Connection,
+    cfg: &ReaderConfig,
+    links: &ReaderLinks,
+    s: &str,
+    start: &str,
+    what: &str,
+    mut fetch: impl FnMut(&mut redis::Connection, &str) -> Result<Claimed, StreamError>,
+) -> Result<Flow, StreamError> {
+    let mut cursor = start.to_string();
+    loop {
+        let claimed = fetch(c, &cursor)?;
+        let next = claimed.next.clone();
+        if let Flow::WorkersGone = hand_over(c, cfg, links, s, claimed, what)? {
+            return Ok(Flow::WorkersGone);
+        }
+        match next {
+            Some(n) => cursor = n,
+            None => return Ok(Flow::Continue),
         }
     }
 }
