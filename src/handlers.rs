@@ -143,8 +143,8 @@ impl Handler for Sessions {
         // (which only touch rows the first round already locked).
         for round in rounds_by_session(events) {
             let start = |e: &&Event| e.event_type == "session.start";
-            let pick = |f: fn(&Event) -> Option<&str>, of_start: bool| -> Vec<Option<&str>> {
-                round.iter().map(|e| if start(e) == of_start { f(e) } else { None }).collect()
+            let ids = |of_start: bool| -> Vec<Option<&str>> {
+                round.iter().map(|e| (start(e) == of_start).then_some(e.id.as_str())).collect()
             };
             let time = |of_start: bool| -> Vec<Option<jiff::Timestamp>> {
                 round.iter().map(|e| (start(e) == of_start).then_some(e.occurred_at)).collect()
@@ -152,8 +152,8 @@ impl Handler for Sessions {
             let session: Vec<Option<&str>> = round.iter().map(|e| e.session_id.as_deref()).collect();
             let workspace: Vec<Option<&str>> = round.iter().map(|e| e.workspace_id.as_deref()).collect();
             let device: Vec<Option<&str>> = round.iter().map(|e| e.device_id.as_deref()).collect();
-            let (started, start_ids) = (time(true), pick(|e| Some(e.id.as_str()), true));
-            let (ended, end_ids) = (time(false), pick(|e| Some(e.id.as_str()), false));
+            let (started, start_ids) = (time(true), ids(true));
+            let (ended, end_ids) = (time(false), ids(false));
             let reasons: Vec<Option<String>> =
                 round.iter().map(|e| if start(e) { None } else { end_reason(e) }).collect();
             tx.execute(
