@@ -17,5 +17,6 @@ source scripts/services.sh
 if [ -n "${STREAMSINK_BENCH_BIN:-}" ]; then
     exec "$STREAMSINK_BENCH_BIN" "$@"
 fi
-cargo build --release --quiet --bins
+# The naive baseline is a test hook (src/hooks.rs): build the binaries with it.
+cargo build --release --quiet --bins --features test-hooks
 exec ./target/release/streamsink-bench "$@"

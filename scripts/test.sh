@@ -7,10 +7,14 @@ cd "$(dirname "$0")/.."
 source scripts/services.sh
 
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; fi
-if cargo clippy --version >/dev/null 2>&1; then cargo clippy --all-targets --quiet -- -D warnings; fi
+# Lints for the release build and for the test build (which adds the test hooks, src/hooks.rs).
+if cargo clippy --version >/dev/null 2>&1; then
+    cargo clippy --all-targets --quiet -- -D warnings
+    cargo clippy --all-targets --quiet --features test-hooks -- -D warnings
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --no-fail-fast "$@"
+    cargo nextest run --features test-hooks --no-fail-fast "$@"
 else
-    cargo test --no-fail-fast "$@"
+    cargo test --features test-hooks --no-fail-fast "$@"
 fi

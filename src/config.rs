@@ -1,275 +1,273 @@
-//! Settings: validated once at start, so a bad value stops the process before it connects.
+//! Settings, each defined once: its environment variable, flag, default and doc live in the
+//! one `#[arg]` attribute below, which `--help`, the README table and the env example follow
+//! (a test holds them to it).
 //!
-//! Every setting has a safe default except the two URLs. The command line (`main.rs`) collects
-//! raw strings from flags and environment variables into [`RawSettings`]; [`Config::from_raw`]
-//! turns them into typed values or a [`ConfigError`] naming the setting that is wrong.
+//! Settings are grouped by what they configure, and each subcommand flattens only the groups
+//! it needs, so a command that does not touch Postgres does not ask for `DATABASE_URL`.
+//! Every value is validated by its parser when the command line is read, so a bad value stops
+//! the process before anything connects. Every setting has a safe default except the URLs.
 
-use std::fmt;
 use std::time::Duration;
 
-/// Raw setting values as given (flag over environment variable); `None` means "not set".
-#[derive(Debug, Default, Clone)]
-pub struct RawSettings {
-    pub redis_url: Option<String>,
-    pub database_url: Option<String>,
-    pub streams: Option<String>,
-    pub group: Option<String>,
+use clap::Args;
+
+use crate::secret::SecretUrl;
+
+/// Where Redis is: for every command that reads or writes streams.
+#[derive(Args, Debug, Clone)]
+pub struct RedisSettings {
+    /// Redis URL: redis://[:password@]host:port[/db], rediss://…, unix:///path.
+    #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true, value_parser = redis_url)]
+    pub redis_url: SecretUrl,
+}
+
+/// Where PostgreSQL is: for every command that touches the database.
+#[derive(Args, Debug, Clone)]
+pub struct PostgresSettings {
+    /// PostgreSQL URL (postgres://user[:password]@host:port/db) or key=value string.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        value_parser = database_url
+    )]
+    pub database_url: SecretUrl,
+}
+
+/// Which streams and which consumer group: for every command that works on the group.
+#[derive(Args, Debug, Clone)]
+pub struct GroupSettings {
+    /// Comma-separated streams; one reader reads them all.
+    #[arg(
+        long = "streams",
+        env = "STREAMSINK_STREAMS",
+        value_name = "LIST",
+        default_value = "events:incoming",
+        value_parser = stream_list
+    )]
+    pub streams: StreamList,
+    /// Consumer group.
+    #[arg(
+        long = "group",
+        env = "STREAMSINK_GROUP",
+        value_name = "NAME",
+        default_value = "event-processors",
+        value_parser = non_empty
+    )]
+    pub name: String,
+}
+
+/// How the worker reads, writes, reclaims and reports.
+#[derive(Args, Debug, Clone)]
+pub struct WorkerSettings {
+    /// Consumer name within the group, unique per process [default: <hostname>-<pid>]
+    #[arg(long, env = "STREAMSINK_CONSUMER", value_name = "NAME", value_parser = non_empty)]
     pub consumer: Option<String>,
-    pub workers: Option<String>,
-    pub batch: Option<String>,
-    pub block: Option<String>,
-    pub stats_interval: Option<String>,
-    pub group_start: Option<String>,
-    pub event_field: Option<String>,
-    pub claim_interval: Option<String>,
-    pub claim_min_idle: Option<String>,
-    pub max_deliveries: Option<String>,
-    pub consumer_prune_idle: Option<String>,
-    pub per_event: Option<String>,
-}
-
-/// The validated configuration of one worker process.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Redis URL; may hold a password, so log it only through [`mask_url`].
-    pub redis_url: String,
-    /// Postgres URL or key=value string; may hold a password, so log it only through [`mask_url`].
-    pub database_url: String,
-    /// Streams read by the one reader; never empty, no duplicates.
-    pub streams: Vec<String>,
-    pub group: String,
-    /// Consumer name in the group; unique per process by default (`<host>-<pid>`).
-    pub consumer: String,
-    /// Worker threads writing to Postgres; also the Postgres pool size.
+    /// Worker threads writing to Postgres (and Postgres connections); chosen by measurement.
+    #[arg(long, env = "STREAMSINK_WORKERS", value_name = "N", default_value = "4", value_parser = count::<1, 256>)]
     pub workers: usize,
-    /// XREADGROUP COUNT: the most entries one batch holds.
+    /// Entries per read (XREADGROUP COUNT); chosen by measurement, see BENCHMARKS.md.
+    #[arg(long, env = "STREAMSINK_BATCH", value_name = "N", default_value = "1000", value_parser = count::<1, 100_000>)]
     pub batch: usize,
-    /// XREADGROUP BLOCK; never zero (zero would block forever and stall shutdown).
+    /// How long one read waits for new entries (XREADGROUP BLOCK); a stop waits at most this long.
+    #[arg(long, env = "STREAMSINK_BLOCK", value_name = "DURATION", default_value = "5s", value_parser = duration)]
     pub block: Duration,
+    /// Interval between stats lines.
+    #[arg(
+        long,
+        env = "STREAMSINK_STATS_INTERVAL",
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = duration
+    )]
     pub stats_interval: Duration,
-    /// Where a newly created group starts: `0` (everything already in the stream) or `$`.
+    /// Where a newly created group starts: 0 (all entries already in the stream), $ (only new ones) or an entry id.
+    #[arg(long, env = "STREAMSINK_GROUP_START", value_name = "ID", default_value = "0", value_parser = group_start)]
     pub group_start: String,
-    /// Field holding a JSON envelope; entries without it are read as flat fields.
+    /// Stream field holding a JSON envelope; entries without it are read as flat fields.
+    #[arg(long, env = "STREAMSINK_EVENT_FIELD", value_name = "NAME", default_value = "event", value_parser = non_empty)]
     pub event_field: String,
-    /// How often the reader reclaims entries stuck with other (dead) consumers.
+    /// How often entries stuck with a dead consumer are reclaimed (XAUTOCLAIM).
+    #[arg(
+        long,
+        env = "STREAMSINK_CLAIM_INTERVAL",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = duration
+    )]
     pub claim_interval: Duration,
-    /// How long an entry must sit unacknowledged before it is reclaimed.
+    /// How long an entry sits unacknowledged before it is reclaimed (keep it above the slowest batch).
+    #[arg(
+        long,
+        env = "STREAMSINK_CLAIM_MIN_IDLE",
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = duration
+    )]
     pub claim_min_idle: Duration,
-    /// Deliveries (Redis's count, so it survives restarts) after which an entry is
-    /// dead-lettered instead of processed again.
-    pub max_deliveries: u64,
-    /// Idle time after which a consumer with no pending entries is deleted from the group.
+    /// Deliveries (Redis's count, so restarts count) after which an entry is dead-lettered.
+    #[arg(
+        long,
+        env = "STREAMSINK_MAX_DELIVERIES",
+        value_name = "N",
+        default_value = "3",
+        value_parser = count::<1, 1000>
+    )]
+    pub max_deliveries: usize,
+    /// Consumers idle this long with nothing pending are deleted from the group.
+    #[arg(
+        long,
+        env = "STREAMSINK_CONSUMER_PRUNE_IDLE",
+        value_name = "DURATION",
+        default_value = "1h",
+        value_parser = duration
+    )]
     pub consumer_prune_idle: Duration,
-    /// Write and acknowledge one event at a time: the naive design, kept only as the
-    /// benchmark's baseline. Never faster, never needed in production.
-    pub per_event: bool,
-    /// Reclaim with XPENDING + XCLAIM even where XAUTOCLAIM exists. Not a setting: chosen
-    /// automatically on Redis < 6.2, and forced by tests to exercise that path.
-    pub force_claim_fallback: bool,
 }
 
-/// A setting that is missing or invalid: names the environment variable and the flag.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub env: &'static str,
-    pub flag: &'static str,
-    pub problem: String,
-}
+impl WorkerSettings {
+    /// The consumer name: the one set, or `<hostname>-<pid>`, unique per process, so two
+    /// instances on one host never share pending entries, and an operator can tell from
+    /// `XINFO CONSUMERS` which machine holds what.
+    pub fn consumer_name(&self) -> String {
+        self.consumer.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+                .unwrap_or_else(|| "localhost".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.env, self.flag, self.problem)
+    /// The reader's socket timeout: longer than BLOCK, so that a reply the server sends at the
+    /// end of BLOCK is never abandoned (abandoned entries would sit pending until reclaimed).
+    pub(crate) fn read_timeout(&self) -> Duration {
+        self.block + crate::broker::COMMAND_TIMEOUT
     }
 }
 
-impl std::error::Error for ConfigError {}
-
-pub const DEFAULT_STREAM: &str = "events:incoming";
-pub const DEFAULT_GROUP: &str = "event-processors";
-pub const DEFAULT_WORKERS: usize = 4;
-pub const DEFAULT_BATCH: usize = 1000; // chosen by measurement: BENCHMARKS.md
-pub const DEFAULT_BLOCK: Duration = Duration::from_secs(5);
-pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(60);
-pub const DEFAULT_CLAIM_INTERVAL: Duration = Duration::from_secs(30);
-pub const DEFAULT_CLAIM_MIN_IDLE: Duration = Duration::from_secs(60);
-pub const DEFAULT_MAX_DELIVERIES: usize = 3;
-pub const DEFAULT_CONSUMER_PRUNE_IDLE: Duration = Duration::from_secs(3600);
-
-/// Which command the settings are for: `migrate` needs no Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    Run,
-    Migrate,
+/// Everything `streamsink run` needs: the worker's whole configuration.
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    #[command(flatten)]
+    pub redis: RedisSettings,
+    #[command(flatten)]
+    pub postgres: PostgresSettings,
+    #[command(flatten)]
+    pub group: GroupSettings,
+    #[command(flatten)]
+    pub worker: WorkerSettings,
 }
 
 impl Config {
-    /// Validates every setting; the first problem found is returned.
-    pub fn from_raw(raw: RawSettings, purpose: Purpose) -> Result<Config, ConfigError> {
-        let redis_url = match (raw.redis_url, purpose) {
-            (Some(url), _) => check_redis_url(url)?,
-            (None, Purpose::Migrate) => String::new(),
-            (None, Purpose::Run) => return Err(missing("REDIS_URL", "--redis-url")),
-        };
-        let database_url = match raw.database_url {
-            Some(url) => check_database_url(url)?,
-            None => return Err(missing("DATABASE_URL", "--database-url")),
-        };
-        let streams = parse_streams(raw.streams.as_deref().unwrap_or(DEFAULT_STREAM))?;
-        let group = non_empty(raw.group, DEFAULT_GROUP, "STREAMSINK_GROUP", "--group")?;
-        let consumer = match raw.consumer {
-            Some(c) => non_empty(Some(c), "", "STREAMSINK_CONSUMER", "--consumer")?,
-            None => default_consumer_name(),
-        };
-        let workers = parse_count(raw.workers, DEFAULT_WORKERS, 1..=256, "STREAMSINK_WORKERS", "--workers")?;
-        let batch = parse_count(raw.batch, DEFAULT_BATCH, 1..=100_000, "STREAMSINK_BATCH", "--batch")?;
-        let block = parse_setting_duration(raw.block, DEFAULT_BLOCK, "STREAMSINK_BLOCK", "--block")?;
-        let stats_interval = parse_setting_duration(
-            raw.stats_interval,
-            DEFAULT_STATS_INTERVAL,
-            "STREAMSINK_STATS_INTERVAL",
-            "--stats-interval",
-        )?;
-        let group_start = parse_group_start(raw.group_start)?;
-        let event_field = non_empty(raw.event_field, "event", "STREAMSINK_EVENT_FIELD", "--event-field")?;
-        let claim_interval = parse_setting_duration(
-            raw.claim_interval,
-            DEFAULT_CLAIM_INTERVAL,
-            "STREAMSINK_CLAIM_INTERVAL",
-            "--claim-interval",
-        )?;
-        let claim_min_idle = parse_setting_duration(
-            raw.claim_min_idle,
-            DEFAULT_CLAIM_MIN_IDLE,
-            "STREAMSINK_CLAIM_MIN_IDLE",
-            "--claim-min-idle",
-        )?;
-        let max_deliveries = parse_count(
-            raw.max_deliveries,
-            DEFAULT_MAX_DELIVERIES,
-            1..=1_000,
-            "STREAMSINK_MAX_DELIVERIES",
-            "--max-deliveries",
-        )? as u64;
-        let consumer_prune_idle = parse_setting_duration(
-            raw.consumer_prune_idle,
-            DEFAULT_CONSUMER_PRUNE_IDLE,
-            "STREAMSINK_CONSUMER_PRUNE_IDLE",
-            "--consumer-prune-idle",
-        )?;
-        Ok(Config {
-            redis_url,
-            database_url,
-            streams,
-            group,
-            consumer,
-            workers,
-            batch,
-            block,
-            stats_interval,
-            group_start,
-            event_field,
-            claim_interval,
-            claim_min_idle,
-            max_deliveries,
-            consumer_prune_idle,
-            per_event: parse_bool(raw.per_event, "STREAMSINK_PER_EVENT", "--per-event")?,
-            force_claim_fallback: false,
-        })
+    /// Reads the settings from `flags` (as they follow `streamsink run`), falling back to the
+    /// environment and then to the defaults, exactly as the command line does.
+    pub fn from_flags<I, T>(flags: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Run {
+            #[command(flatten)]
+            config: Config,
+        }
+        let args = std::iter::once(std::ffi::OsString::from("run")).chain(flags.into_iter().map(Into::into));
+        <Run as clap::Parser>::try_parse_from(args).map(|r| r.config)
     }
 }
 
-fn missing(env: &'static str, flag: &'static str) -> ConfigError {
-    ConfigError { env, flag, problem: "required but not set".into() }
+/// Streams to read: never empty, no name twice, no empty name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamList(pub Vec<String>);
+
+impl std::ops::Deref for StreamList {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
 }
 
-fn invalid(env: &'static str, flag: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError { env, flag, problem: problem.into() }
+/// Why a setting's value was refused. The value parsers return it; the command line shows it
+/// after the setting's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidValue {
+    #[error("must not be empty")]
+    Empty,
+    #[error("'{0}' has an empty stream name")]
+    EmptyStreamName(String),
+    #[error("'{value}' is not a whole number from {min} to {max}")]
+    NotACount { value: String, min: usize, max: usize },
+    #[error("'{0}' is not a duration with a unit (like 250ms, 5s, 1m, 1h)")]
+    NotADuration(String),
+    #[error("'{0}' must be longer than zero")]
+    ZeroDuration(String),
+    #[error("'{0}' is not 0, $ or a stream entry id")]
+    NotAGroupStart(String),
+    /// The URL, masked, and why it does not parse.
+    #[error("'{url}' is not a redis:// URL")]
+    NotARedisUrl { url: SecretUrl },
+    #[error("'{url}': {reason}")]
+    BadUrl { url: SecretUrl, reason: String },
 }
 
-fn check_redis_url(url: String) -> Result<String, ConfigError> {
-    let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|s| url.starts_with(s));
+fn redis_url(value: &str) -> Result<SecretUrl, InvalidValue> {
+    let url = SecretUrl::new(value);
+    let scheme_ok =
+        ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|s| value.starts_with(s));
     if !scheme_ok {
-        return Err(invalid(
-            "REDIS_URL",
-            "--redis-url",
-            format!("'{}' is not a redis:// URL", mask_url(&url)),
-        ));
+        return Err(InvalidValue::NotARedisUrl { url });
     }
-    if let Err(e) = redis::Client::open(url.as_str()) {
-        // The redis error text never contains the URL, but mask anyway: the value is secret.
-        return Err(invalid("REDIS_URL", "--redis-url", format!("'{}': {e}", mask_url(&url))));
-    }
-    Ok(url)
-}
-
-fn check_database_url(url: String) -> Result<String, ConfigError> {
-    match url.parse::<postgres::Config>() {
+    match redis::Client::open(value) {
+        // The redis error text never contains the URL; the URL is shown masked.
+        Err(e) => Err(InvalidValue::BadUrl { url, reason: e.to_string() }),
         Ok(_) => Ok(url),
-        Err(e) => Err(invalid("DATABASE_URL", "--database-url", format!("'{}': {e}", mask_url(&url)))),
     }
 }
 
-fn parse_streams(value: &str) -> Result<Vec<String>, ConfigError> {
+fn database_url(value: &str) -> Result<SecretUrl, InvalidValue> {
+    let url = SecretUrl::new(value);
+    match value.parse::<postgres::Config>() {
+        Ok(_) => Ok(url),
+        Err(e) => Err(InvalidValue::BadUrl { url, reason: e.to_string() }),
+    }
+}
+
+fn stream_list(value: &str) -> Result<StreamList, InvalidValue> {
     let mut streams: Vec<String> = Vec::new();
     for name in value.split(',').map(str::trim) {
         if name.is_empty() {
-            return Err(invalid(
-                "STREAMSINK_STREAMS",
-                "--streams",
-                format!("'{value}' has an empty stream name"),
-            ));
+            return Err(InvalidValue::EmptyStreamName(value.to_string()));
         }
         if !streams.iter().any(|s| s == name) {
             streams.push(name.to_string());
         }
     }
-    Ok(streams)
+    Ok(StreamList(streams))
 }
 
-fn non_empty(
-    value: Option<String>,
-    default: &str,
-    env: &'static str,
-    flag: &'static str,
-) -> Result<String, ConfigError> {
-    match value {
-        None => Ok(default.to_string()),
-        Some(v) if v.trim().is_empty() => Err(invalid(env, flag, "must not be empty")),
-        Some(v) => Ok(v.trim().to_string()),
+fn non_empty(value: &str) -> Result<String, InvalidValue> {
+    match value.trim() {
+        "" => Err(InvalidValue::Empty),
+        v => Ok(v.to_string()),
     }
 }
 
-fn parse_count(
-    value: Option<String>,
-    default: usize,
-    range: std::ops::RangeInclusive<usize>,
-    env: &'static str,
-    flag: &'static str,
-) -> Result<usize, ConfigError> {
-    let Some(v) = value else { return Ok(default) };
-    match v.trim().parse::<usize>() {
-        Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(invalid(
-            env,
-            flag,
-            format!("'{v}' is not a whole number from {} to {}", range.start(), range.end()),
-        )),
+fn count<const MIN: usize, const MAX: usize>(value: &str) -> Result<usize, InvalidValue> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if (MIN..=MAX).contains(&n) => Ok(n),
+        _ => Err(InvalidValue::NotACount { value: value.to_string(), min: MIN, max: MAX }),
     }
 }
 
-fn parse_setting_duration(
-    value: Option<String>,
-    default: Duration,
-    env: &'static str,
-    flag: &'static str,
-) -> Result<Duration, ConfigError> {
-    let Some(v) = value else { return Ok(default) };
-    match parse_duration(&v) {
+fn duration(value: &str) -> Result<Duration, InvalidValue> {
+    match parse_duration(value) {
         Some(d) if !d.is_zero() => Ok(d),
-        Some(_) => Err(invalid(env, flag, format!("'{v}' must be longer than zero"))),
-        None => {
-            Err(invalid(env, flag, format!("'{v}' is not a duration with a unit (like 250ms, 5s, 1m, 1h)")))
-        }
+        Some(_) => Err(InvalidValue::ZeroDuration(value.to_string())),
+        None => Err(InvalidValue::NotADuration(value.to_string())),
     }
 }
 
@@ -290,111 +288,27 @@ pub fn parse_duration(value: &str) -> Option<Duration> {
     Some(Duration::from_millis(millis))
 }
 
-fn parse_bool(value: Option<String>, env: &'static str, flag: &'static str) -> Result<bool, ConfigError> {
-    match value.as_deref().map(str::trim) {
-        None | Some("") | Some("false") | Some("0") | Some("no") => Ok(false),
-        Some("true") | Some("1") | Some("yes") => Ok(true),
-        Some(other) => Err(invalid(env, flag, format!("'{other}' is not true or false"))),
-    }
-}
-
-fn parse_group_start(value: Option<String>) -> Result<String, ConfigError> {
-    let Some(v) = value else {
-        return Ok("0".into());
+fn group_start(value: &str) -> Result<String, InvalidValue> {
+    let v = value.trim();
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let is_id = match v.split_once('-') {
+        Some((ms, seq)) => digits(ms) && digits(seq),
+        None => digits(v),
     };
-    let v = v.trim().to_string();
-    let is_id = |s: &str| {
-        let mut parts = s.splitn(2, '-');
-        let ms_ok = parts.next().is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-        let seq_ok = parts.next().is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-        ms_ok && seq_ok
-    };
-    if v == "$" || is_id(&v) {
-        Ok(v)
-    } else {
-        Err(invalid(
-            "STREAMSINK_GROUP_START",
-            "--group-start",
-            format!("'{v}' is not 0, $ or a stream entry id"),
-        ))
-    }
-}
-
-/// `<hostname>-<pid>`: unique per process, so two instances on one host never share pending
-/// entries, and an operator can tell from `XINFO CONSUMERS` which machine holds what.
-pub fn default_consumer_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}-{}", std::process::id())
-}
-
-/// Hides the password of a URL (`scheme://user:***@host/...`), of a `password=` query
-/// parameter, and of a `password=` key in a Postgres key/value string. Every URL that reaches a
-/// log line or an error message goes through here.
-pub fn mask_url(url: &str) -> String {
-    let mut out = match url.find("://") {
-        Some(scheme_end) => {
-            let rest_start = scheme_end + 3;
-            let rest = &url[rest_start..];
-            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            // The last '@' before the path separates userinfo from host.
-            match rest[..authority_end].rfind('@').or_else(|| {
-                // A password holding an unencoded '/' or '?' would end the authority early;
-                // fall back to the last '@' anywhere before the query.
-                rest[..rest.find('?').unwrap_or(rest.len())].rfind('@')
-            }) {
-                Some(at) => {
-                    let userinfo = &rest[..at];
-                    let masked = match userinfo.find(':') {
-                        Some(colon) => format!("{}:***", &userinfo[..colon]),
-                        None => userinfo.to_string(),
-                    };
-                    format!("{}{}{}", &url[..rest_start], masked, &rest[at..])
-                }
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    };
-    out = mask_password_pairs(&out);
-    out
-}
-
-/// Masks `password=value` wherever it appears (URL query or key/value connection string).
-fn mask_password_pairs(s: &str) -> String {
-    let lower = s.to_ascii_lowercase();
-    let mut out = String::with_capacity(s.len());
-    let mut pos = 0;
-    while let Some(found) = lower[pos..].find("password=") {
-        let value_start = pos + found + "password=".len();
-        out.push_str(&s[pos..value_start]);
-        out.push_str("***");
-        let rest = &s[value_start..];
-        let value_len = if let Some(quoted) = rest.strip_prefix('\'') {
-            quoted.find('\'').map_or(rest.len(), |e| e + 2)
-        } else {
-            rest.find(['&', ' ', '#']).unwrap_or(rest.len())
-        };
-        pos = value_start + value_len;
-    }
-    out.push_str(&s[pos..]);
-    out
+    if v == "$" || is_id { Ok(v.to_string()) } else { Err(InvalidValue::NotAGroupStart(v.to_string())) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn raw() -> RawSettings {
-        RawSettings {
-            redis_url: Some("redis://127.0.0.1:6379".into()),
-            database_url: Some("postgres://postgres@127.0.0.1/test".into()),
-            ..RawSettings::default()
-        }
+    const URLS: [&str; 4] =
+        ["--redis-url", "redis://127.0.0.1:6379", "--database-url", "postgres://postgres@127.0.0.1/test"];
+
+    /// The URLs, unless `extra` gives its own, then `extra`.
+    fn with(extra: &[&str]) -> Result<Config, clap::Error> {
+        let urls = URLS.chunks(2).filter(|pair| !extra.contains(&pair[0])).flatten();
+        Config::from_flags(urls.chain(extra))
     }
 
     #[test]
@@ -411,69 +325,51 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_only_urls_are_set() {
-        let c = Config::from_raw(raw(), Purpose::Run).unwrap();
-        assert_eq!(c.streams, vec!["events:incoming"]);
-        assert_eq!(c.group, "event-processors");
-        assert_eq!(c.block, Duration::from_secs(5));
-        assert_eq!(c.stats_interval, Duration::from_secs(60));
-        assert_eq!(c.group_start, "0");
-        assert_eq!(c.claim_interval, Duration::from_secs(30));
-        assert_eq!(c.claim_min_idle, Duration::from_secs(60));
-        assert_eq!(c.max_deliveries, 3);
-        assert_eq!(c.consumer_prune_idle, Duration::from_secs(3600));
-        assert!(c.consumer.ends_with(&format!("-{}", std::process::id())));
+        let c = with(&[]).unwrap();
+        assert_eq!(c.group.streams.0, vec!["events:incoming"]);
+        assert_eq!(c.group.name, "event-processors");
+        let w = &c.worker;
+        assert_eq!((w.workers, w.batch, w.max_deliveries), (4, 1000, 3));
+        assert_eq!(w.block, Duration::from_secs(5));
+        assert_eq!(w.stats_interval, Duration::from_secs(60));
+        assert_eq!(w.group_start, "0");
+        assert_eq!(w.claim_interval, Duration::from_secs(30));
+        assert_eq!(w.claim_min_idle, Duration::from_secs(60));
+        assert_eq!(w.consumer_prune_idle, Duration::from_secs(3600));
+        assert!(w.consumer_name().ends_with(&format!("-{}", std::process::id())));
     }
 
     #[test]
-    fn each_bad_setting_is_named() {
-        type Mutation = fn(&mut RawSettings);
-        let cases: Vec<(Mutation, &str)> = vec![
-            (|r| r.redis_url = None, "REDIS_URL"),
-            (|r| r.redis_url = Some("http://x".into()), "REDIS_URL"),
-            (|r| r.database_url = None, "DATABASE_URL"),
-            (|r| r.block = Some("5".into()), "STREAMSINK_BLOCK"),
-            (|r| r.block = Some("0s".into()), "STREAMSINK_BLOCK"),
-            (|r| r.workers = Some("0".into()), "STREAMSINK_WORKERS"),
-            (|r| r.batch = Some("many".into()), "STREAMSINK_BATCH"),
-            (|r| r.streams = Some("a,,b".into()), "STREAMSINK_STREAMS"),
-            (|r| r.group_start = Some("yesterday".into()), "STREAMSINK_GROUP_START"),
-            (|r| r.stats_interval = Some("1d".into()), "STREAMSINK_STATS_INTERVAL"),
+    fn each_bad_value_is_refused_with_its_reason() {
+        let cases: [(&str, &str, &str); 9] = [
+            ("--redis-url", "http://x", "is not a redis:// URL"),
+            ("--block", "5", "not a duration"),
+            ("--block", "0s", "longer than zero"),
+            ("--workers", "0", "from 1 to 256"),
+            ("--batch", "many", "whole number"),
+            ("--streams", "a,,b", "empty stream name"),
+            ("--group-start", "yesterday", "not 0, $"),
+            ("--stats-interval", "1d", "not a duration"),
+            ("--group", " ", "must not be empty"),
         ];
-        for (mutate, name) in cases {
-            let mut r = raw();
-            mutate(&mut r);
-            let err = Config::from_raw(r, Purpose::Run).unwrap_err();
-            assert_eq!(err.env, name, "{err}");
-            assert!(!err.to_string().contains('\n'));
+        for (flag, value, reason) in cases {
+            let err = with(&[flag, value]).unwrap_err();
+            let source = std::error::Error::source(&err).map(|s| s.to_string()).unwrap_or_default();
+            assert!(source.contains(reason), "{flag} {value}: {source:?}");
+            assert!(!source.contains('\n'));
         }
     }
 
     #[test]
-    fn migrate_needs_no_redis() {
-        let mut r = raw();
-        r.redis_url = None;
-        assert!(Config::from_raw(r, Purpose::Migrate).is_ok());
-    }
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(mask_url("redis://:s3cret@host:6379/0"), "redis://:***@host:6379/0");
-        assert_eq!(mask_url("redis://user:s3cret@host"), "redis://user:***@host");
-        assert_eq!(mask_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
-        assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            mask_url("postgres://h/db?user=u&password=s3cret&sslmode=disable"),
-            "postgres://h/db?user=u&password=***&sslmode=disable"
-        );
-        assert_eq!(mask_url("host=h password=s3cret user=u"), "host=h password=*** user=u");
-        assert_eq!(mask_url("host=h password='a b' user=u"), "host=h password=*** user=u");
+    fn stream_names_are_trimmed_and_deduplicated() {
+        assert_eq!(stream_list(" a, b ,a").unwrap().0, vec!["a", "b"]);
     }
 
     #[test]
     fn bad_url_errors_do_not_show_the_password() {
-        let mut r = raw();
-        r.redis_url = Some("redis://:hunter2@host:notaport".into());
-        let err = Config::from_raw(r, Purpose::Run).unwrap_err();
+        let err = redis_url("redis://:hunter2@host:notaport").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = database_url("postgres://u:hunter2@h:notaport/db").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }

@@ -1,26 +1,30 @@
-//! How faults are waited out: capped exponential backoff, a sleep that a stop request cuts
-//! short, and an [`Outage`] that logs a fault once when it starts and once when it clears.
+//! How faults are waited out, in one place: [`retry`] runs an attempt until it succeeds,
+//! backing off between transient failures and giving up when a stop is requested;
+//! [`Staleness`] decides when a failed connection deserves one immediate retry; [`Outage`]
+//! logs a dependency's fault once when it starts and once when it clears.
+//!
+//! Invariant: no loop in streamsink sleeps on its own. Every wait goes through
+//! [`sleep_unless`], so a stop request cuts it short.
 
 use std::fmt::Display;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Delays that double from `min` to `max`; `reset` after a success.
+/// Delays that double from `min` to `max`.
 #[derive(Debug, Clone)]
 pub struct Backoff {
-    min: Duration,
-    max: Duration,
     next: Duration,
+    max: Duration,
 }
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { min, max, next: min }
+        Backoff { next: min, max }
     }
 
-    /// The 100 ms → 3 s schedule used for every reconnect.
-    pub fn reconnect() -> Backoff {
+    /// The 100 ms → 3 s schedule every retry in streamsink uses.
+    pub fn standard() -> Backoff {
         Backoff::new(Duration::from_millis(100), Duration::from_secs(3))
     }
 
@@ -29,10 +33,6 @@ impl Backoff {
         let d = self.next;
         self.next = (self.next * 2).min(self.max);
         d
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
     }
 }
 
@@ -48,6 +48,89 @@ pub fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
             return true;
         }
         std::thread::sleep((until - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// How one failed attempt should be retried; the caller classifies its own errors.
+#[derive(Debug)]
+pub enum Failure<E> {
+    /// Try again at once (a stale connection, a conflict between transactions).
+    Again,
+    /// A transient fault: wait out the backoff, then try again.
+    Wait(E),
+    /// Retrying cannot help.
+    Fatal(E),
+}
+
+/// Why [`retry`] returned without a result.
+#[derive(Debug)]
+pub enum GaveUp<E> {
+    /// A stop was requested while waiting; carries the last transient error.
+    Stopped(E),
+    /// The attempt failed in a way retrying cannot fix.
+    Fatal(E),
+}
+
+/// Runs `attempt` until it succeeds or fails fatally, waiting out [`Backoff::standard`]
+/// after each [`Failure::Wait`]. `on_wait` is told of each such failure (with the attempt's
+/// number, from 1, and the delay about to be slept) so the caller can log it its own way.
+///
+/// The stop flag is checked only while waiting, never before an attempt: a worker draining
+/// its last batches at shutdown still gets to try each one.
+pub fn retry<T, E>(
+    stop: &AtomicBool,
+    mut attempt: impl FnMut() -> Result<T, Failure<E>>,
+    mut on_wait: impl FnMut(&E, u32, Duration),
+) -> Result<T, GaveUp<E>> {
+    let mut backoff = Backoff::standard();
+    let mut n = 1;
+    loop {
+        match attempt() {
+            Ok(v) => return Ok(v),
+            Err(Failure::Again) => {}
+            Err(Failure::Wait(e)) => {
+                let delay = backoff.next_delay();
+                on_wait(&e, n, delay);
+                if !sleep_unless(stop, delay) {
+                    return Err(GaveUp::Stopped(e));
+                }
+                n += 1;
+            }
+            Err(Failure::Fatal(e)) => return Err(GaveUp::Fatal(e)),
+        }
+    }
+}
+
+/// Whether a connection failure should be retried at once. A connection that has served
+/// before may just be stale (the server restarted since it was opened): its first failure is
+/// retried at once on a new connection. A failure on a fresh connection is a real fault.
+#[derive(Debug, Clone)]
+pub struct Staleness {
+    fresh: bool,
+}
+
+impl Staleness {
+    /// `fresh` is true when the connection about to be used has not served yet.
+    pub fn new(fresh: bool) -> Staleness {
+        Staleness { fresh }
+    }
+
+    /// A new connection was opened.
+    pub fn connected(&mut self) {
+        self.fresh = true;
+    }
+
+    /// The connection served a command.
+    pub fn served(&mut self) {
+        self.fresh = false;
+    }
+
+    /// After a connection failure: true (once) if the connection had served before, so the
+    /// failure may be staleness, worth one immediate retry.
+    pub fn retry_at_once(&mut self) -> bool {
+        let had_served = !self.fresh;
+        self.fresh = true;
+        had_served
     }
 }
 
@@ -105,11 +188,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::reconnect();
+    fn backoff_doubles_up_to_the_cap() {
+        let mut b = Backoff::standard();
         let delays: Vec<u64> = (0..8).map(|_| b.next_delay().as_millis() as u64).collect();
         assert_eq!(delays, vec![100, 200, 400, 800, 1600, 3000, 3000, 3000]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn retry_waits_on_transient_failures_and_stops_on_fatal_ones() {
+        let stop = AtomicBool::new(false);
+        let mut calls = 0;
+        let mut waits = Vec::new();
+        let result: Result<u32, GaveUp<&str>> = retry(
+            &stop,
+            || {
+                calls += 1;
+                match calls {
+                    1 => Err(Failure::Again),
+                    2 => Err(Failure::Wait("down")),
+                    _ => Ok(calls),
+                }
+            },
+            |e, n, d| waits.push((*e, n, d.as_millis())),
+        );
+        assert_eq!(result.ok(), Some(3));
+        assert_eq!(waits, vec![("down", 1, 100)]);
+        let fatal: Result<(), _> = retry(&stop, || Err(Failure::Fatal("no")), |_: &&str, _, _| {});
+        assert!(matches!(fatal, Err(GaveUp::Fatal("no"))));
+    }
+
+    #[test]
+    fn retry_gives_up_when_stopped_while_waiting() {
+        let stop = AtomicBool::new(true);
+        let mut calls = 0;
+        let result: Result<(), _> = retry(
+            &stop,
+            || {
+                calls += 1;
+                Err(Failure::Wait(calls))
+            },
+            |_, _, _| {},
+        );
+        assert!(matches!(result, Err(GaveUp::Stopped(1))), "one attempt even when stopped, then give up");
+    }
+
+    #[test]
+    fn only_a_connection_that_served_gets_an_immediate_retry() {
+        let mut s = Staleness::new(true);
+        assert!(!s.retry_at_once(), "a fresh connection's failure is a fault");
+        s.served();
+        assert!(s.retry_at_once(), "a served connection may be stale");
+        assert!(!s.retry_at_once(), "but only once");
+        s.connected();
+        assert!(!s.retry_at_once());
     }
 }

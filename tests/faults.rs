@@ -9,29 +9,26 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use streamsink::{Config, Handler, HandlerError, Purpose, RawSettings, Registry};
+use streamsink::{Config, Handler, HandlerError, Registry};
 
 const GROUP: &str = "event-processors";
 
 /// In-process settings on the private instances, with fast reclaim.
-fn fast_reclaim(p: &Private) -> RawSettings {
-    RawSettings {
-        redis_url: Some(p.redis.url()),
-        database_url: Some(p.db.url.clone()),
-        streams: Some(p.stream.name.clone()),
-        group: Some(GROUP.into()),
-        block: Some("100ms".into()),
-        stats_interval: Some("1s".into()),
-        workers: Some("2".into()),
-        claim_interval: Some("100ms".into()),
-        claim_min_idle: Some("300ms".into()),
-        ..RawSettings::default()
-    }
+fn fast_reclaim(p: &Private) -> Config {
+    let mut config = settings_at(&p.redis.url(), &p.db.url, &p.stream.name);
+    config.worker.block = ms(100);
+    config.worker.claim_interval = ms(100);
+    config.worker.claim_min_idle = ms(300);
+    config
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 /// Creates the group and lets consumer `name` read (and never acknowledge) up to `n` entries.
 fn read_as(con: &mut redis::Connection, stream: &str, name: &str, n: usize) -> Vec<String> {
-    let _ = streamsink::stream::ensure_group(con, stream, GROUP, "0");
+    let _ = streamsink::broker::group::ensure_group(con, stream, GROUP, "0");
     let reply: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg(GROUP)
@@ -80,15 +77,13 @@ fn consumers(con: &mut redis::Connection, stream: &str) -> Vec<String> {
         .collect()
 }
 
-fn reclaims_a_dead_consumers_entries(force_fallback: bool) {
+fn reclaims_a_dead_consumers_entries(start: fn(Config) -> Running) {
     let p = Private::start();
     let mut r = p.con();
     publish_many(&mut r, &p.stream.name, 5, "stuck");
     read_as(&mut r, &p.stream.name, "dead-consumer", 5);
 
-    let mut config = Config::from_raw(fast_reclaim(&p), Purpose::Run).unwrap();
-    config.force_claim_fallback = force_fallback;
-    let running = Running::start_config(&config, Registry::builtin());
+    let running = start(fast_reclaim(&p));
     running.wait_processed(5);
     assert_eq!(p.db.count("SELECT count(*) FROM events"), 5);
     assert_eq!(pending(&mut r, &p.stream.name, GROUP), 0);
@@ -99,12 +94,14 @@ fn reclaims_a_dead_consumers_entries(force_fallback: bool) {
 
 #[test]
 fn a_dead_consumers_entries_are_reclaimed_after_the_idle_time() {
-    reclaims_a_dead_consumers_entries(false);
+    reclaims_a_dead_consumers_entries(Running::start);
 }
 
 #[test]
+#[cfg(feature = "test-hooks")]
 fn the_xpending_xclaim_fallback_reclaims_them_too() {
-    reclaims_a_dead_consumers_entries(true);
+    use streamsink::hooks::Hooks;
+    reclaims_a_dead_consumers_entries(|c| Running::start_hooked(c, Hooks::default().force_claim_fallback()));
 }
 
 #[test]
@@ -121,10 +118,10 @@ fn entries_younger_than_the_idle_time_are_left_alone() {
         .arg("witness")
         .query(&mut r)
         .unwrap();
-    let mut raw = fast_reclaim(&p);
-    raw.claim_min_idle = Some("1h".into());
-    raw.consumer_prune_idle = Some("100ms".into());
-    let running = Running::start(raw);
+    let mut config = fast_reclaim(&p);
+    config.worker.claim_min_idle = Duration::from_secs(3600);
+    config.worker.consumer_prune_idle = ms(100);
+    let running = Running::start(config);
     wait_until(Duration::from_secs(5), "a reclaim cycle (the witness pruned)", || {
         (!consumers(&mut r, &p.stream.name).contains(&"witness".to_string())).then_some(())
     });
@@ -140,10 +137,10 @@ fn own_pending_entries_are_read_again_at_start() {
     publish_many(&mut r, &p.stream.name, 4, "mine");
     // A previous run under the same consumer name read them and died.
     read_as(&mut r, &p.stream.name, "fixed-name", 4);
-    let mut raw = fast_reclaim(&p);
-    raw.consumer = Some("fixed-name".into());
-    raw.claim_min_idle = Some("1h".into()); // not by XAUTOCLAIM: by the start-up re-read
-    let running = Running::start(raw);
+    let mut config = fast_reclaim(&p);
+    config.worker.consumer = Some("fixed-name".into());
+    config.worker.claim_min_idle = Duration::from_secs(3600); // not by XAUTOCLAIM: by the start-up re-read
+    let running = Running::start(config);
     running.wait_processed(4);
     assert_eq!(p.db.count("SELECT count(*) FROM events"), 4);
     assert_eq!(pending(&mut r, &p.stream.name, GROUP), 0);
@@ -167,7 +164,8 @@ fn an_entry_delivered_too_often_is_dead_lettered_with_its_last_error() {
             .query(&mut r)
             .unwrap();
     }
-    streamsink::stream::record_errors(&mut r, &p.stream.name, &[&id], "worker panicked: boom").unwrap();
+    streamsink::broker::errors::record_errors(&mut r, &p.stream.name, &[&id], "worker panicked: boom")
+        .unwrap();
 
     let running = Running::start(fast_reclaim(&p)); // max deliveries 3: the reclaim is the 4th
     running.wait_processed(2);
@@ -214,10 +212,10 @@ fn own_pending_entries_trimmed_before_a_restart_are_acknowledged_as_lost() {
     let ids = publish_many(&mut r, &p.stream.name, 2, "own-trim");
     read_as(&mut r, &p.stream.name, "fixed-name", 2);
     let _: u64 = redis::cmd("XDEL").arg(&p.stream.name).arg(&ids[0]).query(&mut r).unwrap();
-    let mut raw = fast_reclaim(&p);
-    raw.consumer = Some("fixed-name".into());
-    raw.claim_min_idle = Some("1h".into());
-    let running = Running::start(raw);
+    let mut config = fast_reclaim(&p);
+    config.worker.consumer = Some("fixed-name".into());
+    config.worker.claim_min_idle = Duration::from_secs(3600);
+    let running = Running::start(config);
     running.wait_processed(1);
     wait_until(Duration::from_secs(5), "the deleted entry to leave the pending list", || {
         (pending(&mut r, &p.stream.name, GROUP) == 0).then_some(())
@@ -238,10 +236,10 @@ fn idle_consumers_are_pruned_only_once_nothing_is_pending() {
         .arg("dead-and-empty")
         .query(&mut r)
         .unwrap();
-    let mut raw = fast_reclaim(&p);
-    raw.consumer_prune_idle = Some("200ms".into());
-    raw.claim_min_idle = Some("2s".into());
-    let running = Running::start(raw);
+    let mut config = fast_reclaim(&p);
+    config.worker.consumer_prune_idle = ms(200);
+    config.worker.claim_min_idle = ms(2000);
+    let running = Running::start(config);
 
     // The empty one goes first; the one holding entries stays until they are reclaimed.
     wait_until(Duration::from_secs(5), "the empty consumer to be pruned", || {
@@ -355,7 +353,7 @@ impl Handler for AlwaysFails {
     fn handle(
         &self,
         _: &mut postgres::Transaction<'_>,
-        _: &mut streamsink::store::StatementCache,
+        _: &mut streamsink::sink::StatementCache,
         events: &[&streamsink::event::Event],
     ) -> Result<(), HandlerError> {
         Err(HandlerError::Invalid {

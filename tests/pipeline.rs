@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
+use streamsink::config::StreamList;
 use streamsink::{Handler, HandlerError, Registry};
 
 const GROUP: &str = "event-processors";
@@ -316,7 +317,7 @@ impl Handler for WritesThenFails {
     fn handle(
         &self,
         tx: &mut postgres::Transaction<'_>,
-        _: &mut streamsink::store::StatementCache,
+        _: &mut streamsink::sink::StatementCache,
         events: &[&streamsink::event::Event],
     ) -> Result<(), HandlerError> {
         for e in events {
@@ -348,12 +349,12 @@ fn a_failing_handler_is_rolled_back_to_its_savepoint() {
 fn one_reader_reads_several_streams() {
     let db = TestDb::create();
     let (a, b) = (TestStream::new(), TestStream::new());
-    let mut raw = settings(&db, &a);
-    raw.streams = Some(format!("{},{}", a.name, b.name));
+    let mut config = settings(&db, &a);
+    config.group.streams = StreamList(vec![a.name.clone(), b.name.clone()]);
     let mut r = redis();
     publish_many(&mut r, &a.name, 3, "a");
     publish_many(&mut r, &b.name, 4, "b");
-    let running = Running::start(raw);
+    let running = Running::start(config);
     running.wait_processed(7);
     assert_eq!(db.count(&format!("SELECT count(*) FROM events WHERE stream = '{}'", a.name)), 3);
     assert_eq!(db.count(&format!("SELECT count(*) FROM events WHERE stream = '{}'", b.name)), 4);
@@ -364,8 +365,8 @@ fn one_reader_reads_several_streams() {
 fn ensuring_the_group_twice_is_not_an_error() {
     let stream = TestStream::new();
     let mut r = redis();
-    assert!(streamsink::stream::ensure_group(&mut r, &stream.name, GROUP, "0").unwrap());
-    assert!(!streamsink::stream::ensure_group(&mut r, &stream.name, GROUP, "0").unwrap());
+    assert!(streamsink::broker::group::ensure_group(&mut r, &stream.name, GROUP, "0").unwrap());
+    assert!(!streamsink::broker::group::ensure_group(&mut r, &stream.name, GROUP, "0").unwrap());
 }
 
 #[test]
@@ -376,7 +377,7 @@ fn two_instances_migrating_at_once_both_succeed() {
             let url = db.url.clone();
             std::thread::spawn(move || {
                 let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-                streamsink::store::migrate(&mut c).map_err(|e| e.to_string())
+                streamsink::sink::migrate::migrate(&mut c).map_err(|e| e.to_string())
             })
         })
         .collect();

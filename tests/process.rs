@@ -26,13 +26,33 @@ fn help_and_version_work() {
     let (code, out) = run_to_exit(&["--help"], &[]);
     assert_eq!(code, Some(0));
     let text = out.join("\n");
-    for word in ["run", "migrate", "REDIS_URL", "DATABASE_URL", "STREAMSINK_BLOCK", "STREAMSINK_GROUP_START"]
-    {
+    for word in ["run", "migrate"] {
         assert!(text.contains(word), "--help lacks {word}: {text}");
+    }
+    let (code, out) = run_to_exit(&["run", "--help"], &[]);
+    assert_eq!(code, Some(0));
+    let text = out.join("\n");
+    for word in ["REDIS_URL", "DATABASE_URL", "STREAMSINK_BLOCK", "STREAMSINK_GROUP_START", "[default: 5s]"] {
+        assert!(text.contains(word), "run --help lacks {word}: {text}");
     }
     let (code, out) = run_to_exit(&["--version"], &[]);
     assert_eq!(code, Some(0));
     assert_eq!(out, vec![format!("streamsink {}", env!("CARGO_PKG_VERSION"))]);
+}
+
+#[test]
+fn each_command_asks_only_for_the_settings_it_uses() {
+    let (_, out) = run_to_exit(&["migrate", "--help"], &[]);
+    let text = out.join("\n");
+    assert!(text.contains("DATABASE_URL"), "{text}");
+    assert!(
+        !text.contains("REDIS_URL") && !text.contains("STREAMSINK_"),
+        "migrate needs Postgres only: {text}"
+    );
+    let secret = "s3cret-in-env";
+    let url = format!("postgres://u:{secret}@h/db");
+    let (_, out) = run_to_exit(&["run", "--help"], &[("DATABASE_URL", &url)]);
+    assert!(!out.join("\n").contains(secret), "--help shows a URL's value");
 }
 
 #[test]

@@ -28,14 +28,49 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     assert!(!stderr.contains("streamsink.service"), "systemd-analyze complains: {stderr}");
 }
 
+/// Every environment variable a subcommand reads, as its `--help` lists them
+/// (`[env: NAME=…]`): the settings as the binary defines them, not as a document claims.
+fn settings_of_every_command() -> Vec<String> {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_streamsink")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let top = help(&["--help"]);
+    let commands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.contains(&"run") && commands.contains(&"migrate"), "{top}");
+    let mut settings: Vec<String> = Vec::new();
+    for command in commands {
+        for rest in help(&[command, "--help"]).split("[env: ").skip(1) {
+            let name = rest.split(['=', ']']).next().unwrap().to_string();
+            if !settings.contains(&name) {
+                settings.push(name);
+            }
+        }
+    }
+    settings
+}
+
 #[test]
-fn the_env_example_documents_every_setting() {
+fn the_env_example_and_the_readme_document_every_setting() {
+    let settings = settings_of_every_command();
+    assert!(settings.len() >= 15, "{settings:?}");
     let example = std::fs::read_to_string("systemd/streamsink.env.example").unwrap();
-    let main = std::fs::read_to_string("src/main.rs").unwrap();
-    let settings: Vec<&str> =
-        main.split("env = \"").skip(1).filter_map(|rest| rest.split('"').next()).collect();
-    assert!(settings.len() >= 11, "{settings:?}");
-    for name in settings {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    for name in &settings {
         assert!(example.contains(&format!("{name}=")), "{name} missing from the env example");
+        assert!(readme.contains(&format!("| `{name}` |")), "{name} missing from the README's settings table");
+    }
+    // And nothing documented that the binary does not read.
+    for line in readme.lines().filter(|l| l.starts_with("| `") && l.contains("| `--")) {
+        let name = line.trim_start_matches("| `").split('`').next().unwrap();
+        assert!(settings.iter().any(|s| s == name), "README documents {name}, which no command reads");
     }
 }

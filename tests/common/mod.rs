@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use streamsink::stats::{Counters, Snapshot};
-use streamsink::{Config, Pipeline, PipelineError, Purpose, RawSettings, Registry};
+use streamsink::observe::{Counters, Snapshot};
+use streamsink::{Config, Registry, Supervisor, SupervisorError};
 
 /// The shared Redis (scripts/services.sh starts it).
 pub fn redis_url() -> String {
@@ -189,43 +189,60 @@ pub fn entries(
         .collect()
 }
 
-/// Settings for a pipeline reading `stream` into `db`, with short timings for tests.
-pub fn settings(db: &TestDb, stream: &TestStream) -> RawSettings {
-    RawSettings {
-        redis_url: Some(stream.url.clone()),
-        database_url: Some(db.url.clone()),
-        streams: Some(stream.name.clone()),
-        group: Some("event-processors".into()),
-        block: Some("200ms".into()),
-        stats_interval: Some("1s".into()),
-        workers: Some("2".into()),
-        ..RawSettings::default()
-    }
+/// Settings for a pipeline reading `stream` into `db`, with short timings for tests: parsed as
+/// `streamsink run` would parse these flags.
+pub fn settings(db: &TestDb, stream: &TestStream) -> Config {
+    settings_at(&stream.url, &db.url, &stream.name)
+}
+
+pub fn settings_at(redis_url: &str, database_url: &str, stream: &str) -> Config {
+    Config::from_flags([
+        "--redis-url",
+        redis_url,
+        "--database-url",
+        database_url,
+        "--streams",
+        stream,
+        "--group",
+        "event-processors",
+        "--block",
+        "200ms",
+        "--stats-interval",
+        "1s",
+        "--workers",
+        "2",
+    ])
+    .expect("valid test settings")
 }
 
 /// A pipeline running in this process, stopped and joined on drop.
 pub struct Running {
     stop: Arc<AtomicBool>,
     pub counters: Arc<Counters>,
-    handle: Option<JoinHandle<Result<Snapshot, PipelineError>>>,
+    handle: Option<JoinHandle<Result<Snapshot, SupervisorError>>>,
 }
 
 impl Running {
-    pub fn start(raw: RawSettings) -> Running {
-        Running::start_with(raw, Registry::builtin())
+    pub fn start(config: Config) -> Running {
+        Running::start_with(config, Registry::builtin())
     }
 
-    pub fn start_with(raw: RawSettings, registry: Registry) -> Running {
-        let config = Config::from_raw(raw, Purpose::Run).expect("valid test settings");
-        Running::start_config(&config, registry)
+    pub fn start_with(config: Config, registry: Registry) -> Running {
+        Running::launch(|stop| Supervisor::start(&config, registry, stop))
     }
 
-    pub fn start_config(config: &Config, registry: Registry) -> Running {
+    /// Starts with test hooks on (the `test-hooks` feature, which scripts/test.sh enables).
+    #[cfg(feature = "test-hooks")]
+    pub fn start_hooked(config: Config, hooks: streamsink::hooks::Hooks) -> Running {
+        Running::launch(|stop| Supervisor::start_hooked(&config, Registry::builtin(), stop, hooks))
+    }
+
+    fn launch(start: impl FnOnce(Arc<AtomicBool>) -> Result<Supervisor, SupervisorError>) -> Running {
         let _ = env_logger::builder().is_test(true).try_init();
         let stop = Arc::new(AtomicBool::new(false));
-        let pipeline = Pipeline::start(config, registry, Arc::clone(&stop)).expect("pipeline starts");
-        let counters = pipeline.counters();
-        let handle = std::thread::spawn(move || pipeline.wait());
+        let supervisor = start(Arc::clone(&stop)).expect("pipeline starts");
+        let counters = supervisor.counters();
+        let handle = std::thread::spawn(move || supervisor.wait());
         Running { stop, counters, handle: Some(handle) }
     }
 

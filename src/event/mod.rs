@@ -1,13 +1,14 @@
-//! Stream entry → [`Event`]: the two wire formats of DESIGN.md, and why an entry is malformed.
+//! Stream entry → [`Event`]: the two wire formats of DESIGN.md ([`envelope`] and [`flat`]),
+//! the timestamps they may carry ([`time`]), and why an entry is malformed.
 //!
 //! Parsing is pure (no I/O) and total: every entry becomes an `Event` or a [`Malformed`] whose
 //! message names the problem; that message is what the dead-letter entry carries.
 
-use std::fmt;
+mod envelope;
+mod flat;
+mod time;
 
 use jiff::Timestamp;
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 /// One entry as read from a stream: its ID and its field/value pairs in order, as bytes
@@ -55,27 +56,37 @@ pub const MAX_ID_LEN: usize = 256;
 
 /// Why an entry cannot become an event. Such an entry can never succeed, so it is dead-lettered
 /// at once rather than retried.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
     /// The entry has no fields, or only empty names and values.
+    #[error("empty entry: no fields")]
     Empty,
     /// A field name or value is not valid UTF-8.
+    #[error("field '{field}' is not valid UTF-8")]
     NotUtf8 { field: String },
     /// A field that must hold JSON does not parse.
+    #[error("invalid JSON in field '{field}': {error}")]
     InvalidJson { field: String, error: String },
     /// The envelope is valid JSON but not an object.
+    #[error("field '{field}' holds JSON that is not an object")]
     NotAnObject { field: String },
     /// No event type was given.
+    #[error("missing type: no 'type' or 'event_type'")]
     MissingType,
     /// A field has the wrong JSON type (an id that is a number, say).
+    #[error("wrong field type: '{field}' must be {expected}")]
     WrongType { field: String, expected: &'static str },
     /// A required text field is empty.
+    #[error("field '{field}' is empty")]
     EmptyField { field: String },
     /// A text field is longer than [`MAX_ID_LEN`].
+    #[error("field '{field}' is too long: {len} bytes, at most {MAX_ID_LEN}")]
     TooLong { field: String, len: usize },
     /// A text field holds a NUL character, which Postgres text cannot store.
+    #[error("field '{field}' contains a NUL character")]
     NulCharacter { field: String },
     /// The timestamp is neither RFC 3339 nor a Unix epoch number in range.
+    #[error("invalid timestamp '{value}': expected RFC 3339 or Unix epoch seconds/milliseconds")]
     InvalidTimestamp { value: String },
 }
 
@@ -97,40 +108,6 @@ impl Malformed {
     }
 }
 
-impl fmt::Display for Malformed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Malformed::Empty => write!(f, "empty entry: no fields"),
-            Malformed::NotUtf8 { field } => write!(f, "field '{field}' is not valid UTF-8"),
-            Malformed::InvalidJson { field, error } => {
-                write!(f, "invalid JSON in field '{field}': {error}")
-            }
-            Malformed::NotAnObject { field } => {
-                write!(f, "field '{field}' holds JSON that is not an object")
-            }
-            Malformed::MissingType => write!(f, "missing type: no 'type' or 'event_type'"),
-            Malformed::WrongType { field, expected } => {
-                write!(f, "wrong field type: '{field}' must be {expected}")
-            }
-            Malformed::EmptyField { field } => write!(f, "field '{field}' is empty"),
-            Malformed::TooLong { field, len } => {
-                write!(f, "field '{field}' is too long: {len} bytes, at most {MAX_ID_LEN}")
-            }
-            Malformed::NulCharacter { field } => {
-                write!(f, "field '{field}' contains a NUL character")
-            }
-            Malformed::InvalidTimestamp { value } => {
-                write!(f, "invalid timestamp '{value}': expected RFC 3339 or Unix epoch seconds/milliseconds")
-            }
-        }
-    }
-}
-
-impl std::error::Error for Malformed {}
-
-const ENVELOPE_KEYS: [&str; 7] =
-    ["id", "type", "timestamp", "session_id", "workspace_id", "device_id", "data"];
-
 /// Parses one entry of `stream`. An entry holding `event_field` is an envelope; any other entry
 /// is read as flat fields.
 pub fn parse(stream: &str, entry: &Entry, event_field: &str) -> Result<Event, Malformed> {
@@ -145,163 +122,12 @@ pub fn parse(stream: &str, entry: &Entry, event_field: &str) -> Result<Event, Ma
         fields.push((name, value));
     }
     match fields.iter().position(|(name, _)| *name == event_field) {
-        Some(at) => parse_envelope(stream, entry, event_field, &fields, at),
-        None => parse_flat(stream, entry, &fields),
+        Some(at) => envelope::parse(stream, entry, event_field, &fields, at),
+        None => flat::parse(stream, entry, &fields),
     }
 }
 
-fn parse_envelope(
-    stream: &str,
-    entry: &Entry,
-    event_field: &str,
-    fields: &[(&str, &str)],
-    at: usize,
-) -> Result<Event, Malformed> {
-    use serde_json::value::RawValue;
-    let text = fields[at].1;
-    // Only the top level is decoded; every value stays a slice of the input.
-    let mut obj: BTreeMap<String, &RawValue> = serde_json::from_str(text).map_err(|e| {
-        if e.classify() == serde_json::error::Category::Data {
-            Malformed::NotAnObject { field: event_field.to_string() }
-        } else {
-            Malformed::InvalidJson { field: event_field.to_string(), error: e.to_string() }
-        }
-    })?;
-    let id = optional_text(obj.remove("id"), "id")?;
-    let event_type = optional_text(obj.remove("type"), "type")?.ok_or(Malformed::MissingType)?;
-    let occurred_at = match obj.remove("timestamp").map(|r| r.get()) {
-        None | Some("null") => None,
-        Some(raw) if raw.starts_with('"') => {
-            let s: String =
-                serde_json::from_str(raw).map_err(|_| wrong_type("timestamp", "a string or a number"))?;
-            Some(parse_timestamp(&s)?)
-        }
-        Some(raw) => match raw.parse::<f64>() {
-            Ok(n) => Some(
-                epoch_timestamp(n).ok_or_else(|| Malformed::InvalidTimestamp { value: raw.to_string() })?,
-            ),
-            Err(_) => return Err(wrong_type("timestamp", "a string or a number")),
-        },
-    };
-    let session_id = optional_text(obj.remove("session_id"), "session_id")?;
-    let workspace_id = optional_text(obj.remove("workspace_id"), "workspace_id")?;
-    let device_id = optional_text(obj.remove("device_id"), "device_id")?;
-    let data = obj.remove("data").map_or_else(|| "{}".to_string(), |r| r.get().to_string());
-    debug_assert!(ENVELOPE_KEYS.iter().all(|k| !obj.contains_key(*k)));
-    // Remaining keys, then other stream fields beside the envelope (not overriding keys).
-    let mut attributes = JsonObject::default();
-    for (key, raw) in &obj {
-        attributes.push_raw(key, raw.get());
-    }
-    for (i, (name, value)) in fields.iter().enumerate() {
-        if i != at && !obj.contains_key(*name) {
-            attributes.push_text(name, value);
-        }
-    }
-    build(
-        stream,
-        entry,
-        Parts { id, event_type, occurred_at, session_id, workspace_id, device_id, data },
-        attributes.finish(),
-    )
-}
-
-/// A JSON string value (or null / absent); anything else is the wrong type.
-fn optional_text(
-    raw: Option<&serde_json::value::RawValue>,
-    field: &str,
-) -> Result<Option<String>, Malformed> {
-    match raw {
-        None => Ok(None),
-        Some(r) => serde_json::from_str::<Option<String>>(r.get()).map_err(|_| wrong_type(field, "a string")),
-    }
-}
-
-/// Builds the text of a JSON object from raw JSON values and plain strings.
-#[derive(Default)]
-struct JsonObject(String);
-
-impl JsonObject {
-    fn push_key(&mut self, key: &str) {
-        self.0.push(if self.0.is_empty() { '{' } else { ',' });
-        self.0.push_str(&Value::from(key).to_string());
-        self.0.push(':');
-    }
-
-    fn push_raw(&mut self, key: &str, raw_json: &str) {
-        self.push_key(key);
-        self.0.push_str(raw_json);
-    }
-
-    fn push_text(&mut self, key: &str, text: &str) {
-        self.push_key(key);
-        self.0.push_str(&Value::from(text).to_string());
-    }
-
-    fn finish(mut self) -> String {
-        if self.0.is_empty() {
-            return "{}".into();
-        }
-        self.0.push('}');
-        self.0
-    }
-}
-
-fn parse_flat(stream: &str, entry: &Entry, fields: &[(&str, &str)]) -> Result<Event, Malformed> {
-    let find = |names: &[&str]| {
-        names.iter().find_map(|n| fields.iter().rev().find(|(k, _)| k == n).map(|(_, v)| *v))
-    };
-    let id = find(&["id", "event_id"]).map(str::to_string);
-    let event_type = find(&["type", "event_type"]).ok_or(Malformed::MissingType)?.to_string();
-    let occurred_at = match find(&["timestamp"]) {
-        None => None,
-        Some(s) if s.trim().is_empty() => None,
-        Some(s) => Some(parse_timestamp(s)?),
-    };
-    let data = match fields.iter().rev().find(|(k, _)| *k == "data" || *k == "payload") {
-        None => "{}".to_string(),
-        Some((name, raw)) => {
-            // Checks the syntax without building a tree.
-            serde_json::from_str::<&serde_json::value::RawValue>(raw)
-                .map_err(|e| Malformed::InvalidJson { field: (*name).to_string(), error: e.to_string() })?;
-            raw.to_string()
-        }
-    };
-    let text = |name: &str| find(&[name]).map(str::to_string);
-    let mapped = [
-        "id",
-        "event_id",
-        "type",
-        "event_type",
-        "timestamp",
-        "data",
-        "payload",
-        "session_id",
-        "workspace_id",
-        "device_id",
-    ];
-    let mut attributes = JsonObject::default();
-    for (name, value) in fields {
-        if !mapped.contains(name) {
-            attributes.push_text(name, value);
-        }
-    }
-    build(
-        stream,
-        entry,
-        Parts {
-            id,
-            event_type,
-            occurred_at,
-            session_id: text("session_id"),
-            workspace_id: text("workspace_id"),
-            device_id: text("device_id"),
-            data,
-        },
-        attributes.finish(),
-    )
-}
-
+/// The columns either format yields, before the checks common to both.
 struct Parts {
     id: Option<String>,
     event_type: String,
@@ -331,7 +157,7 @@ fn build(stream: &str, entry: &Entry, p: Parts, attributes: String) -> Result<Ev
     }
     let occurred_at = match p.occurred_at {
         Some(t) => t,
-        None => entry_timestamp(&entry.id)
+        None => time::entry_timestamp(&entry.id)
             .ok_or_else(|| Malformed::InvalidTimestamp { value: entry.id.clone() })?,
     };
     Ok(Event {
@@ -364,36 +190,34 @@ fn check_text(field: &str, value: &str) -> Result<(), Malformed> {
     Ok(())
 }
 
-/// RFC 3339 (`2024-05-01T12:00:00Z`, any offset), a date-time without offset (read as UTC),
-/// or a Unix epoch number written as text.
-fn parse_timestamp(value: &str) -> Result<Timestamp, Malformed> {
-    let v = value.trim();
-    let invalid = || Malformed::InvalidTimestamp { value: value.chars().take(64).collect() };
-    if let Ok(t) = v.parse::<Timestamp>() {
-        return Ok(t);
-    }
-    if let Ok(dt) = v.parse::<jiff::civil::DateTime>() {
-        return dt.to_zoned(jiff::tz::TimeZone::UTC).map(|z| z.timestamp()).map_err(|_| invalid());
-    }
-    v.parse::<f64>().ok().and_then(epoch_timestamp).ok_or_else(invalid)
-}
+/// Builds the text of a JSON object from raw JSON values and plain strings.
+#[derive(Default)]
+struct JsonObject(String);
 
-/// Epoch seconds, or milliseconds when the number is too large to be seconds (after year 5138).
-fn epoch_timestamp(n: f64) -> Option<Timestamp> {
-    if !n.is_finite() {
-        return None;
+impl JsonObject {
+    fn push_key(&mut self, key: &str) {
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
+        self.0.push_str(&Value::from(key).to_string());
+        self.0.push(':');
     }
-    let millis = if n.abs() < 1e11 { n * 1000.0 } else { n };
-    if millis.abs() > 1e15 {
-        return None;
-    }
-    Timestamp::from_millisecond(millis.round() as i64).ok()
-}
 
-/// The time encoded in a stream entry ID (`<ms>-<seq>`): when Redis received the entry.
-fn entry_timestamp(entry_id: &str) -> Option<Timestamp> {
-    let ms: i64 = entry_id.split('-').next()?.parse().ok()?;
-    Timestamp::from_millisecond(ms).ok()
+    fn push_raw(&mut self, key: &str, raw_json: &str) {
+        self.push_key(key);
+        self.0.push_str(raw_json);
+    }
+
+    fn push_text(&mut self, key: &str, text: &str) {
+        self.push_key(key);
+        self.0.push_str(&Value::from(text).to_string());
+    }
+
+    fn finish(mut self) -> String {
+        if self.0.is_empty() {
+            return "{}".into();
+        }
+        self.0.push('}');
+        self.0
+    }
 }
 
 #[cfg(test)]

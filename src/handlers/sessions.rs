@@ -1,95 +1,12 @@
-//! Handlers: projections maintained from events, keyed by event type.
-//!
-//! A handler runs inside the batch's transaction, on new events only (never on a duplicate),
-//! under a savepoint: its failure rolls back its own effect and nothing else.
+//! The built-in `sessions` projection of `session.start` and `session.end`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use postgres::Transaction;
 
+use super::{Handler, HandlerError};
 use crate::event::Event;
-use crate::store::{StatementCache, describe};
-
-/// Why a handler could not apply an event.
-#[derive(Debug)]
-pub enum HandlerError {
-    /// The event lacks something the handler needs.
-    Invalid { event_id: String, problem: String },
-    /// A statement failed.
-    Db(postgres::Error),
-}
-
-impl fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HandlerError::Invalid { event_id, problem } => write!(f, "event {event_id}: {problem}"),
-            HandlerError::Db(e) => write!(f, "{}", describe(e)),
-        }
-    }
-}
-
-impl std::error::Error for HandlerError {}
-
-impl From<postgres::Error> for HandlerError {
-    fn from(e: postgres::Error) -> Self {
-        HandlerError::Db(e)
-    }
-}
-
-/// A projection of one or more event types.
-pub trait Handler: Send + Sync {
-    /// Applies `events` (new, of the types it is registered for, in stream order) within `tx`.
-    /// One call per batch for all of them, so a handler can lock what it touches in one
-    /// deterministic order (concurrent batches then cannot deadlock). Must give the same
-    /// result whatever order events arrive in across batches. Prepare statements through
-    /// `statements`. On error the caller rolls back to a savepoint and retries the events one
-    /// by one to find the failing one.
-    fn handle(
-        &self,
-        tx: &mut Transaction<'_>,
-        statements: &mut StatementCache,
-        events: &[&Event],
-    ) -> Result<(), HandlerError>;
-}
-
-/// Event type → handler.
-#[derive(Clone, Default)]
-pub struct Registry {
-    by_type: BTreeMap<String, Arc<dyn Handler>>,
-}
-
-impl Registry {
-    /// A registry with no handlers: events are stored, nothing else.
-    pub fn empty() -> Registry {
-        Registry::default()
-    }
-
-    /// The built-in handlers: `session.start` and `session.end` maintain `sessions`.
-    pub fn builtin() -> Registry {
-        let mut r = Registry::empty();
-        let sessions: Arc<dyn Handler> = Arc::new(Sessions);
-        r.register("session.start", Arc::clone(&sessions));
-        r.register("session.end", sessions);
-        r
-    }
-
-    /// Registers (or replaces) the handler of `event_type`. Register one `Arc` for several
-    /// types to receive their events in one call.
-    pub fn register(&mut self, event_type: &str, handler: Arc<dyn Handler>) {
-        self.by_type.insert(event_type.to_string(), handler);
-    }
-
-    pub fn get(&self, event_type: &str) -> Option<&Arc<dyn Handler>> {
-        self.by_type.get(event_type)
-    }
-
-    /// Registered types, sorted.
-    pub fn types(&self) -> Vec<&str> {
-        self.by_type.keys().map(String::as_str).collect()
-    }
-}
+use crate::sink::StatementCache;
 
 /// The `sessions` projection of `session.start` and `session.end`. A start contributes the
 /// start time and ids; an end the end time and reason. The upsert keeps the earliest start and

@@ -1,0 +1,144 @@
+//! Taking over pending entries: XAUTOCLAIM, its XPENDING + XCLAIM fallback for Redis < 6.2,
+//! and the delivery counts that the budget is held against.
+
+use std::time::Duration;
+
+use redis::{Connection, Value};
+
+use super::BrokerError;
+use super::reply::{self, id_key, text};
+use crate::event::Entry;
+
+/// Entries taken over from the pending list (this consumer's own, or stuck with another).
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub entries: Vec<Entry>,
+    /// Ids Redis reports deleted from the stream while pending: lost upstream.
+    pub deleted: Vec<String>,
+    /// Where the next call continues; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// XAUTOCLAIM: takes over up to `count` entries idle longer than `min_idle`, scanning from
+/// `cursor` (`0-0` to start). Redis ≥ 7 lists entries deleted while pending (it drops them
+/// from the pending list itself).
+pub fn autoclaim(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    min_idle: Duration,
+    cursor: &str,
+    count: usize,
+) -> Result<Claimed, BrokerError> {
+    let reply: Value = redis::cmd("XAUTOCLAIM")
+        .arg(stream)
+        .arg(group)
+        .arg(consumer)
+        .arg(min_idle.as_millis() as u64)
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(count)
+        .query(con)
+        .map_err(|e| BrokerError::new("XAUTOCLAIM", stream, e))?;
+    let bad = |d: String| BrokerError::bad_reply("XAUTOCLAIM", stream, d);
+    let Value::Array(mut parts) = reply else {
+        return Err(bad("reply is not an array".into()));
+    };
+    if parts.len() < 2 {
+        return Err(bad(format!("reply has {} parts", parts.len())));
+    }
+    let deleted_ids = if parts.len() >= 3 { parts.pop() } else { None };
+    let entries = parts.pop().unwrap_or(Value::Nil);
+    let next = parts.pop().and_then(text).ok_or_else(|| bad("cursor is not text".into()))?;
+    let (entries, mut deleted) = reply::entries_of(entries).map_err(bad)?;
+    if let Some(Value::Array(ids)) = deleted_ids {
+        deleted.extend(ids.into_iter().filter_map(text));
+    }
+    let next = (next != "0-0").then_some(next);
+    Ok(Claimed { entries, deleted, next })
+}
+
+/// The XAUTOCLAIM of Redis < 6.2: XPENDING from `start`, then XCLAIM of the entries idle
+/// longer than `min_idle`. Entries deleted while pending are not reported by old servers.
+pub fn fallback(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    min_idle: Duration,
+    start: &str,
+    count: usize,
+) -> Result<Claimed, BrokerError> {
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .arg(start)
+        .arg("+")
+        .arg(count)
+        .query(con)
+        .map_err(|e| BrokerError::new("XPENDING", stream, e))?;
+    let next = if pending.len() < count { None } else { pending.last().map(|(id, ..)| next_id(id)) };
+    let min_ms = min_idle.as_millis() as u64;
+    let stale: Vec<&str> =
+        pending.iter().filter(|(_, _, idle, _)| *idle >= min_ms).map(|(id, ..)| id.as_str()).collect();
+    if stale.is_empty() {
+        return Ok(Claimed { next, ..Claimed::default() });
+    }
+    let reply: Value = redis::cmd("XCLAIM")
+        .arg(stream)
+        .arg(group)
+        .arg(consumer)
+        .arg(min_ms)
+        .arg(&stale)
+        .query(con)
+        .map_err(|e| BrokerError::new("XCLAIM", stream, e))?;
+    let (entries, deleted) =
+        reply::entries_of(reply).map_err(|d| BrokerError::bad_reply("XCLAIM", stream, d))?;
+    Ok(Claimed { entries, deleted, next })
+}
+
+/// The smallest id after `id` (exclusive ranges need Redis 6.2, which the fallback lacks).
+fn next_id(id: &str) -> String {
+    let (ms, seq) = id_key(id);
+    match seq.checked_add(1) {
+        Some(seq) => format!("{ms}-{seq}"),
+        None => format!("{}-0", ms + 1),
+    }
+}
+
+/// Sets each entry's `deliveries` to Redis's count (XPENDING per id, pipelined). An entry no
+/// longer pending keeps its count.
+pub fn load_delivery_counts(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+    entries: &mut [Entry],
+) -> Result<(), BrokerError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for e in entries.iter() {
+        pipe.cmd("XPENDING").arg(stream).arg(group).arg(&e.id).arg(&e.id).arg(1);
+    }
+    let replies: Vec<Vec<(String, String, u64, u64)>> =
+        pipe.query(con).map_err(|e| BrokerError::new("XPENDING", stream, e))?;
+    for (entry, reply) in entries.iter_mut().zip(replies) {
+        if let Some((_, _, _, n)) = reply.first() {
+            entry.deliveries = *n;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_after_an_id_carries_into_the_millisecond() {
+        assert_eq!(next_id("5-3"), "5-4");
+        assert_eq!(next_id(&format!("5-{}", u64::MAX)), "6-0");
+    }
+}

@@ -1,0 +1,94 @@
+//! The consumer group itself: creating it, pruning dead consumers, and the figures the stats
+//! line reports.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::{Connection, Value};
+
+use super::BrokerError;
+use super::reply::{pairs, text};
+
+/// Creates the group on `stream` (and the stream, MKSTREAM) starting at `start`. Returns
+/// whether it was created; an existing group (BUSYGROUP) is success, so every instance may
+/// call this at every start.
+pub fn ensure_group(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+    start: &str,
+) -> Result<bool, BrokerError> {
+    let result: redis::RedisResult<Value> =
+        redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(group).arg(start).arg("MKSTREAM").query(con);
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
+        Err(e) => Err(BrokerError::new("XGROUP CREATE", stream, e)),
+    }
+}
+
+/// Checks "idle and nothing pending" and deletes in one step (see the script's header).
+static PRUNE_CONSUMERS: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("lua/prune_consumers.lua")));
+
+/// Deletes the group's consumers, other than `me`, idle longer than `min_idle` with no pending
+/// entries. Returns the names removed.
+pub(crate) fn prune_consumers(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+    me: &str,
+    min_idle: Duration,
+) -> Result<Vec<String>, BrokerError> {
+    PRUNE_CONSUMERS
+        .key(stream)
+        .arg(group)
+        .arg(me)
+        .arg(min_idle.as_millis() as u64)
+        .invoke(con)
+        .map_err(|e| BrokerError::new("prune consumers", stream, e))
+}
+
+/// Entries delivered to the group and not yet acknowledged (XPENDING summary).
+pub(crate) fn pending_count(con: &mut Connection, stream: &str, group: &str) -> Result<u64, BrokerError> {
+    let reply: Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query(con)
+        .map_err(|e| BrokerError::new("XPENDING", stream, e))?;
+    match reply {
+        Value::Array(items) => match items.first() {
+            Some(Value::Int(n)) => Ok((*n).max(0) as u64),
+            _ => Ok(0),
+        },
+        _ => Ok(0),
+    }
+}
+
+/// Entries in the stream not yet delivered to the group (XINFO GROUPS `lag`, Redis ≥ 7);
+/// `None` where Redis does not report it.
+pub(crate) fn group_lag(con: &mut Connection, stream: &str, group: &str) -> Result<Option<u64>, BrokerError> {
+    let reply: Value = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query(con)
+        .map_err(|e| BrokerError::new("XINFO GROUPS", stream, e))?;
+    let Value::Array(groups) = reply else {
+        return Ok(None);
+    };
+    for g in groups {
+        let mut name = None;
+        let mut lag = None;
+        for (k, v) in pairs(g) {
+            match (text(k).as_deref(), v) {
+                (Some("name"), v) => name = text(v),
+                (Some("lag"), Value::Int(n)) => lag = Some(n.max(0) as u64),
+                _ => {}
+            }
+        }
+        if name.as_deref() == Some(group) {
+            return Ok(lag);
+        }
+    }
+    Ok(None)
+}

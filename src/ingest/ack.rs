@@ -1,0 +1,145 @@
+//! A worker's side of Redis: acknowledging a written batch (with its dead letters) and keeping
+//! the last-error record of entries that may come back.
+//!
+//! Invariant: [`Acker::acknowledge`] is called only after the batch's events are committed;
+//! it retries while Redis is unreachable and gives up only at shutdown or on a refused
+//! command, leaving the entries pending (they are redelivered, as duplicates, later).
+
+use std::sync::Arc;
+
+use redis::Connection;
+
+use crate::broker::ack::{self, Acknowledger, DeadLetter};
+use crate::broker::{self, Batch, BrokerError, errors};
+use crate::event::Entry;
+use crate::observe::Counters;
+use crate::retry::{Failure, GaveUp, Staleness, retry};
+use crate::supervisor::Shared;
+
+/// A worker's own Redis connection and what it does with it.
+pub(crate) struct Acker {
+    shared: Arc<Shared>,
+    /// `None` until (re)connected.
+    con: Option<Connection>,
+}
+
+/// Why an acknowledgement is being retried.
+#[derive(Debug, thiserror::Error)]
+enum AckFault {
+    #[error(transparent)]
+    Connect(redis::RedisError),
+    #[error(transparent)]
+    Broker(BrokerError),
+}
+
+impl Acker {
+    pub(crate) fn new(shared: Arc<Shared>) -> Acker {
+        Acker { shared, con: None }
+    }
+
+    /// Forgets the connection (after a panic its state is unknown).
+    pub(crate) fn reset(&mut self) {
+        self.con = None;
+    }
+
+    /// The connection, connecting once if there is none.
+    fn connection(&mut self) -> redis::RedisResult<&mut Connection> {
+        let con = match self.con.take() {
+            Some(con) => con,
+            None => broker::connect(&self.shared.config.redis.redis_url, broker::COMMAND_TIMEOUT)?,
+        };
+        Ok(self.con.insert(con))
+    }
+
+    /// Acknowledges `ids` and dead-letters `dead` in one call, retrying while Redis is
+    /// unreachable. Returns false if it gave up (shutdown, or Redis refused the command).
+    pub(crate) fn acknowledge(&mut self, stream: &str, ids: &[&str], dead: &[DeadLetter<'_>]) -> bool {
+        let shared = Arc::clone(&self.shared);
+        let by = Acknowledger { group: &shared.config.group.name, consumer: &shared.consumer };
+        let mut staleness = Staleness::new(self.con.is_none());
+        let attempt = || {
+            if self.con.is_none() {
+                staleness.connected();
+            }
+            let con = self.connection().map_err(|e| Failure::Wait(AckFault::Connect(e)))?;
+            match ack::ack(con, by, stream, ids, dead) {
+                Ok(acked) => Ok(acked),
+                Err(e) if e.is_connection() => {
+                    self.con = None;
+                    if staleness.retry_at_once() {
+                        Err(Failure::Again)
+                    } else {
+                        Err(Failure::Wait(AckFault::Broker(e)))
+                    }
+                }
+                Err(e) => Err(Failure::Fatal(AckFault::Broker(e))),
+            }
+        };
+        match retry(shared.stop_flag(), attempt, |e, _, _| shared.redis_outage.fault("worker", e)) {
+            Ok(acked) => {
+                shared.redis_outage.cleared();
+                Counters::add(&shared.counters.acknowledged, acked);
+                true
+            }
+            Err(GaveUp::Stopped(_)) => false,
+            Err(GaveUp::Fatal(e)) => {
+                log::error!("{e}; {} entries stay pending and will be redelivered", ids.len());
+                false
+            }
+        }
+    }
+
+    /// Dead letters for entries delivered more often than the budget allows, carrying the
+    /// last error recorded for each (by this or another process).
+    pub(crate) fn over_budget<'b>(&mut self, stream: &str, entries: &[&'b Entry]) -> Vec<DeadLetter<'b>> {
+        if entries.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let last = self.best_effort(|con| errors::last_errors(con, stream, &ids)).unwrap_or_default();
+        let max = self.shared.config.worker.max_deliveries;
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let last_error = last.get(i).cloned().flatten().unwrap_or_else(|| {
+                    "none recorded (each consumer it was delivered to stopped before finishing it)".into()
+                });
+                let error = format!(
+                    "delivered {} times (STREAMSINK_MAX_DELIVERIES={max}); last error: {last_error}",
+                    entry.deliveries
+                );
+                log::warn!("entry {} on {stream}: {error}; dead-lettering", entry.id);
+                DeadLetter { entry, reason: "max deliveries exceeded".into(), error }
+            })
+            .collect()
+    }
+
+    /// Best effort: remembers `error` as the last error of the batch's entries.
+    pub(crate) fn record_errors(&mut self, batch: &Batch, error: &str) {
+        let ids: Vec<&str> = batch.entries.iter().map(|e| e.id.as_str()).collect();
+        self.best_effort(|con| errors::record_errors(con, &batch.stream, &ids, error));
+    }
+
+    /// Best effort: drops recorded errors of redelivered entries once they are acknowledged.
+    pub(crate) fn forget_errors(&mut self, batch: &Batch) {
+        let ids: Vec<&str> =
+            batch.entries.iter().filter(|e| e.deliveries > 1).map(|e| e.id.as_str()).collect();
+        if !ids.is_empty() {
+            self.best_effort(|con| errors::forget_errors(con, &batch.stream, &ids));
+        }
+    }
+
+    /// Runs `f` once on the connection; a failure is logged (an unreachable Redis as an
+    /// outage, anything else at debug) and ignored.
+    fn best_effort<T>(&mut self, f: impl FnOnce(&mut Connection) -> Result<T, BrokerError>) -> Option<T> {
+        let con = match self.connection() {
+            Ok(con) => con,
+            Err(e) => {
+                self.shared.redis_outage.fault("worker", &e);
+                return None;
+            }
+        };
+        f(con).map_err(|e| log::debug!("{e}")).ok()
+    }
+}

@@ -1,0 +1,127 @@
+//! The reader thread: XREADGROUP on its own connection, whole batches into the bounded channel;
+//! every claim interval, the reclaim cycle ([`super::reclaim`]) first.
+//!
+//! Invariants: the channel is bounded, so a slow database slows reading instead of growing
+//! memory; on stop the reader finishes the read under way, hands over what it read, and drops
+//! its sender, which is how the workers learn there is nothing more.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use super::Flow;
+use super::reclaim::Reclaim;
+use crate::broker::{self, Batch, BrokerError, group, read};
+use crate::retry::{Failure, GaveUp, Staleness, retry};
+use crate::supervisor::Shared;
+
+/// Runs the reader until a stop is requested; returns after dropping the channel's sender.
+pub(crate) fn run(shared: Arc<Shared>, tx: Sender<Batch>) {
+    let reclaim = Reclaim::new(shared.hooks.force_claim_fallback);
+    let mut reader =
+        Reader { shared: Arc::clone(&shared), tx, con: None, staleness: Staleness::new(true), reclaim };
+    while !shared.stopping() {
+        let on_wait = |e: &ReaderFault, _, _| match e {
+            ReaderFault::Connect(e) => shared.redis_outage.fault("reader", e),
+            ReaderFault::Broker(e) if e.is_connection() => shared.redis_outage.fault("reader", e),
+            ReaderFault::Broker(e) if e.is_no_group() => {} // logged where the group is re-created
+            ReaderFault::Broker(e) => log::error!("{e}"),
+        };
+        match retry(shared.stop_flag(), || reader.step(), on_wait) {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::WorkersGone) => {
+                log::error!("reader: every worker has exited; stopping");
+                return;
+            }
+            Err(GaveUp::Stopped(_) | GaveUp::Fatal(_)) => break,
+        }
+    }
+    log::info!("reader stopped");
+}
+
+/// Why a step of the reader failed; every one is waited out and retried.
+#[derive(Debug, thiserror::Error)]
+enum ReaderFault {
+    #[error(transparent)]
+    Connect(redis::RedisError),
+    #[error(transparent)]
+    Broker(BrokerError),
+}
+
+struct Reader {
+    shared: Arc<Shared>,
+    tx: Sender<Batch>,
+    /// The reader's own connection; `None` until (re)connected.
+    con: Option<redis::Connection>,
+    staleness: Staleness,
+    reclaim: Reclaim,
+}
+
+impl Reader {
+    /// One read of new entries, or one reclaim cycle when it is due.
+    fn step(&mut self) -> Result<Flow, Failure<ReaderFault>> {
+        let con = match self.con.take() {
+            Some(con) => con,
+            None => {
+                let con = broker::connect(
+                    &self.shared.config.redis.redis_url,
+                    self.shared.config.worker.read_timeout(),
+                )
+                .map_err(|e| Failure::Wait(ReaderFault::Connect(e)))?;
+                self.staleness.connected();
+                con
+            }
+        };
+        let con = self.con.insert(con);
+        let result = if self.reclaim.is_due(&self.shared) {
+            self.reclaim.run(con, &self.shared, &self.tx)
+        } else {
+            read_new(con, &self.shared, &self.tx)
+        };
+        match result {
+            Ok(flow) => {
+                self.shared.redis_outage.cleared();
+                self.staleness.served();
+                Ok(flow)
+            }
+            Err(e) if e.is_no_group() => {
+                // Redis lost the group (restarted without persistence, or someone deleted
+                // it): re-create it where the configuration says and keep reading.
+                log::warn!("{e}; re-creating the consumer group");
+                let config = &self.shared.config;
+                for s in config.group.streams.iter() {
+                    if let Err(e) =
+                        group::ensure_group(con, s, &config.group.name, &config.worker.group_start)
+                    {
+                        log::error!("{e}");
+                    }
+                }
+                Err(Failure::Wait(ReaderFault::Broker(e)))
+            }
+            Err(e) if e.is_connection() => {
+                self.con = None;
+                if self.staleness.retry_at_once() {
+                    Err(Failure::Again)
+                } else {
+                    Err(Failure::Wait(ReaderFault::Broker(e)))
+                }
+            }
+            Err(e) => Err(Failure::Wait(ReaderFault::Broker(e))),
+        }
+    }
+}
+
+/// Reads new entries from every stream and hands each stream's batch to the workers (blocking
+/// while they are behind).
+fn read_new(con: &mut redis::Connection, shared: &Shared, tx: &Sender<Batch>) -> Result<Flow, BrokerError> {
+    let (group, worker) = (&shared.config.group, &shared.config.worker);
+    let batches =
+        read::new_entries(con, &group.name, &shared.consumer, &group.streams, worker.batch, worker.block)?;
+    for batch in batches {
+        log::debug!("read {} entries from {}", batch.entries.len(), batch.stream);
+        if tx.send(batch).is_err() {
+            return Ok(Flow::WorkersGone);
+        }
+    }
+    Ok(Flow::Continue)
+}

@@ -1,0 +1,164 @@
+//! The reclaim cycle, run by the reader at start and every `claim_interval`: this consumer's
+//! own pending entries (once, at start), then entries idle longer than `claim_min_idle` with
+//! any consumer (XAUTOCLAIM; XPENDING + XCLAIM before Redis 6.2), then pruning of dead
+//! consumers. Reclaimed entries carry Redis's delivery count, which the workers hold against
+//! the budget.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+
+use super::Flow;
+use crate::broker::{Batch, BrokerError, ack, claim, claim::Claimed, group, read};
+use crate::observe::Counters;
+use crate::supervisor::Shared;
+
+/// State of the periodic reclaim.
+pub(super) struct Reclaim {
+    next_at: Instant,
+    /// This consumer's own pending entries have been re-read (done once, at start).
+    own_done: bool,
+    /// XAUTOCLAIM is missing (Redis < 6.2) or the fallback is forced.
+    fallback: bool,
+}
+
+impl Reclaim {
+    pub(super) fn new(force_fallback: bool) -> Reclaim {
+        Reclaim { next_at: Instant::now(), own_done: false, fallback: force_fallback }
+    }
+
+    /// Due at start and every claim interval, but never while an outage holds batches back,
+    /// nor until those batches have had `claim_min_idle` to drain after it.
+    pub(super) fn is_due(&self, shared: &Shared) -> bool {
+        let calm = shared.config.worker.claim_min_idle;
+        Instant::now() >= self.next_at
+            && shared.postgres_outage.is_settled(calm)
+            && shared.redis_outage.is_settled(calm)
+    }
+
+    /// One whole cycle over every stream.
+    pub(super) fn run(
+        &mut self,
+        c: &mut redis::Connection,
+        shared: &Shared,
+        tx: &Sender<Batch>,
+    ) -> Result<Flow, BrokerError> {
+        let (group_name, worker) = (&shared.config.group.name, &shared.config.worker);
+        for s in shared.config.group.streams.iter() {
+            if !self.own_done {
+                let fetch = |c: &mut redis::Connection, after: &str| {
+                    read::own_pending(c, group_name, &shared.consumer, s, after, worker.batch)
+                };
+                if follow(c, shared, tx, s, "0", "own pending", fetch)? == Flow::WorkersGone {
+                    return Ok(Flow::WorkersGone);
+                }
+            }
+            if self.stuck(c, shared, tx, s)? == Flow::WorkersGone {
+                return Ok(Flow::WorkersGone);
+            }
+            match group::prune_consumers(c, s, group_name, &shared.consumer, worker.consumer_prune_idle) {
+                Ok(removed) => {
+                    for name in removed {
+                        log::info!(
+                            "removed consumer {name} from group {group_name} on {s}: idle, nothing pending"
+                        );
+                    }
+                }
+                Err(e) if e.is_connection() => return Err(e),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        self.own_done = true;
+        self.next_at = Instant::now() + worker.claim_interval;
+        Ok(Flow::Continue)
+    }
+
+    /// Takes over entries idle longer than `claim_min_idle`, following the cursor to the end.
+    fn stuck(
+        &mut self,
+        c: &mut redis::Connection,
+        shared: &Shared,
+        tx: &Sender<Batch>,
+        s: &str,
+    ) -> Result<Flow, BrokerError> {
+        let fallback = &mut self.fallback;
+        let (group, me) = (&shared.config.group.name, &shared.consumer);
+        let (idle, count) = (shared.config.worker.claim_min_idle, shared.config.worker.batch);
+        follow(c, shared, tx, s, "0-0", "reclaimed", |c, cursor| {
+            if !*fallback {
+                match claim::autoclaim(c, s, group, me, idle, cursor, count) {
+                    Err(e) if e.is_unknown_command() => {
+                        log::info!(
+                            "XAUTOCLAIM not available (Redis < 6.2): reclaiming with XPENDING + XCLAIM"
+                        );
+                        *fallback = true;
+                    }
+                    other => return other,
+                }
+            }
+            claim::fallback(c, s, group, me, idle, cursor, count)
+        })
+    }
+}
+
+/// Follows a pending-list cursor from `start` to its end, handing each chunk `fetch` returns
+/// to the workers.
+fn follow(
+    c: &mut redis::Connection,
+    shared: &Shared,
+    tx: &Sender<Batch>,
+    s: &str,
+    start: &str,
+    what: &str,
+    mut fetch: impl FnMut(&mut redis::Connection, &str) -> Result<Claimed, BrokerError>,
+) -> Result<Flow, BrokerError> {
+    let mut cursor = start.to_string();
+    loop {
+        let claimed = fetch(c, &cursor)?;
+        let next = claimed.next.clone();
+        if hand_over(c, shared, tx, s, claimed, what)? == Flow::WorkersGone {
+            return Ok(Flow::WorkersGone);
+        }
+        match next {
+            Some(n) => cursor = n,
+            None => return Ok(Flow::Continue),
+        }
+    }
+}
+
+/// Loads the delivery counts of taken-over entries and sends them to the workers. Deleted ids
+/// are counted and logged as lost upstream, and acknowledged at once (there is nothing of them
+/// to commit, and the next XAUTOCLAIM would report them again).
+fn hand_over(
+    c: &mut redis::Connection,
+    shared: &Shared,
+    tx: &Sender<Batch>,
+    s: &str,
+    claimed: Claimed,
+    what: &str,
+) -> Result<Flow, BrokerError> {
+    let Claimed { mut entries, deleted, .. } = claimed;
+    let group = &shared.config.group.name;
+    if !deleted.is_empty() {
+        Counters::add(&shared.counters.lost_upstream, deleted.len() as u64);
+        log::warn!(
+            "{} pending entries of {s} were deleted from the stream before they were processed \
+             (lost upstream, e.g. by XTRIM/MAXLEN): {}",
+            deleted.len(),
+            deleted.join(",")
+        );
+    }
+    ack::ack_deleted(c, s, group, &deleted)?;
+    if entries.is_empty() {
+        return Ok(Flow::Continue);
+    }
+    claim::load_delivery_counts(c, s, group, &mut entries)?;
+    Counters::add(&shared.counters.reclaimed, entries.len() as u64);
+    let most = entries.iter().map(|e| e.deliveries).max().unwrap_or(0);
+    log::info!("{what}: {} entries of {s} (up to {most} deliveries each)", entries.len());
+    if tx.send(Batch { stream: Arc::from(s), entries }).is_err() {
+        return Ok(Flow::WorkersGone);
+    }
+    Ok(Flow::Continue)
+}

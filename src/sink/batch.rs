@@ -1,0 +1,135 @@
+//! One batch in one transaction: the set-based insert, then each handler once on the batch's
+//! new events under a savepoint, then COMMIT.
+//!
+//! Invariants: handlers see new events only (a redelivered event is a duplicate by primary key
+//! and runs nothing), each id once per batch; a handler's failure rolls back its own effect to
+//! its savepoint and nothing else; an infrastructure error aborts the whole transaction so
+//! the caller can retry the batch.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use postgres::Transaction;
+
+use super::fault;
+use super::insert::insert_events;
+use super::pool::PooledClient;
+use super::statements::StatementCache;
+use crate::event::Event;
+use crate::handlers::{Handler, HandlerError, Registry};
+
+/// What writing a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// Events newly inserted.
+    pub inserted: u64,
+    /// Events already present (redeliveries, repeated ids): nothing changed.
+    pub duplicates: u64,
+    /// Events whose handler failed (row kept, handler effect rolled back).
+    pub handler_errors: u64,
+}
+
+impl std::ops::AddAssign for Written {
+    fn add_assign(&mut self, other: Written) {
+        self.inserted += other.inserted;
+        self.duplicates += other.duplicates;
+        self.handler_errors += other.handler_errors;
+    }
+}
+
+/// Writes `events` of `stream` in one transaction and commits it. On error nothing is
+/// committed; [`fault::classify`] says whose fault it was.
+pub(crate) fn write(
+    client: &mut PooledClient,
+    registry: &Registry,
+    stream: &str,
+    events: &[Event],
+) -> Result<Written, postgres::Error> {
+    let mut statements = StatementCache::take(client);
+    let written = write_with(client, &mut statements, registry, stream, events)?;
+    statements.put_back(client); // only after success: an error may have left one stale
+    Ok(written)
+}
+
+fn write_with(
+    client: &mut PooledClient,
+    statements: &mut StatementCache,
+    registry: &Registry,
+    stream: &str,
+    events: &[Event],
+) -> Result<Written, postgres::Error> {
+    let mut tx = client.transaction()?;
+    let handled_types = registry.types();
+    let inserted = insert_events(&mut tx, statements, stream, events, &handled_types)?;
+    let new_ids = inserted.to_handle;
+    let mut written = Written {
+        inserted: inserted.count,
+        duplicates: events.len() as u64 - inserted.count,
+        handler_errors: 0,
+    };
+    // Each handler gets one call with all its new events, in stream order; an id repeated
+    // in the batch is a duplicate and is seen once.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(new_ids.len());
+    let mut calls: Vec<(&Arc<dyn Handler>, Vec<&Event>)> = Vec::new();
+    for e in events {
+        let Some(handler) = registry.get(&e.event_type) else { continue };
+        if !new_ids.contains(&e.id) || !seen.insert(e.id.as_str()) {
+            continue;
+        }
+        match calls.iter_mut().find(|(h, _)| Arc::ptr_eq(h, handler)) {
+            Some((_, evs)) => evs.push(e),
+            None => calls.push((handler, vec![e])),
+        }
+    }
+    for (handler, evs) in calls {
+        written.handler_errors += run_handler(&mut tx, statements, handler.as_ref(), &evs)?;
+    }
+    tx.commit()?;
+    Ok(written)
+}
+
+/// Runs `handler` on `events` under a savepoint. If it fails, retries each event under its own
+/// savepoint, so one failing event does not undo the others; each failure is logged with the
+/// event's id and type. Returns how many events failed. Infrastructure errors are returned, to
+/// retry the whole batch.
+fn run_handler(
+    tx: &mut Transaction<'_>,
+    statements: &mut StatementCache,
+    handler: &dyn Handler,
+    events: &[&Event],
+) -> Result<u64, postgres::Error> {
+    let mut sp = tx.savepoint("handler")?;
+    match handler.handle(&mut sp, statements, events) {
+        Ok(()) => {
+            sp.commit()?;
+            return Ok(0);
+        }
+        Err(e) => {
+            infrastructure(e)?;
+            sp.rollback()?;
+        }
+    }
+    let mut failures = 0;
+    for event in events {
+        let mut sp = tx.savepoint("handler")?;
+        match handler.handle(&mut sp, statements, &[*event]) {
+            Ok(()) => sp.commit()?,
+            Err(e) => {
+                let e = infrastructure(e)?;
+                log::error!("handler failed on event {} (type {}): {e}", event.id, event.event_type);
+                sp.rollback()?;
+                failures += 1;
+            }
+        }
+    }
+    Ok(failures)
+}
+
+/// Passes a handler's own error through; turns a lost connection or a conflict into `Err`,
+/// which is not the event's fault.
+fn infrastructure(e: HandlerError) -> Result<HandlerError, postgres::Error> {
+    match e {
+        HandlerError::Db(db) if fault::classify(&db).is_infrastructure() => Err(db),
+        other => Ok(other),
+    }
+}

@@ -1,0 +1,98 @@
+//! The set-based write: one `INSERT … SELECT FROM unnest(…)` for a whole batch of events.
+//!
+//! Invariant: [`insert_events`] runs inside the caller's transaction, so the event rows and
+//! every handler's effect commit (or roll back) together.
+
+use std::collections::HashSet;
+
+use bytes::{BufMut, BytesMut};
+use postgres::Transaction;
+use postgres::types::{IsNull, ToSql, Type, accepts, to_sql_checked};
+
+use super::StatementCache;
+use crate::event::Event;
+
+/// JSON text bound to a `json`/`jsonb` parameter as is: the jsonb wire format is a version byte
+/// and the text. The caller guarantees the text is valid JSON (event parsing checks it).
+#[derive(Debug, Clone, Copy)]
+pub struct RawJson<'a>(pub &'a str);
+
+impl ToSql for RawJson<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            out.put_u8(1);
+        }
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    accepts!(JSON, JSONB);
+    to_sql_checked!();
+}
+
+const INSERT_EVENTS: &str = "\
+INSERT INTO events (id, type, occurred_at, session_id, workspace_id, device_id, data, attributes,
+                    stream, stream_entry_id)
+SELECT u.id, u.type, u.occurred_at, u.session_id, u.workspace_id, u.device_id, u.data,
+       u.attributes, $9, u.entry_id
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+            $7::jsonb[], $8::jsonb[], $10::text[])
+     AS u(id, type, occurred_at, session_id, workspace_id, device_id, data, attributes, entry_id)
+ORDER BY u.id -- one lock order for every batch: concurrent batches cannot deadlock
+ON CONFLICT (id) DO NOTHING
+RETURNING CASE WHEN type = ANY($11::text[]) THEN id END";
+
+/// What one insert did.
+#[derive(Debug, Default)]
+pub(crate) struct Inserted {
+    /// Rows that were new (the rest were already present: redeliveries or repeats).
+    pub count: u64,
+    /// Ids of the new rows whose type is in `handled_types`: the events handlers must see.
+    pub to_handle: HashSet<String>,
+}
+
+/// Inserts `events` of `stream` in one statement. An id already present (a redelivery) changes
+/// nothing; an id repeated within `events` is inserted once. Only the new ids of
+/// `handled_types` come back as text: the others are counted, not transferred.
+pub(crate) fn insert_events(
+    tx: &mut Transaction<'_>,
+    cache: &mut StatementCache,
+    stream: &str,
+    events: &[Event],
+    handled_types: &[&str],
+) -> Result<Inserted, postgres::Error> {
+    let statement = cache.prepare(tx, INSERT_EVENTS)?;
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let times: Vec<jiff::Timestamp> = events.iter().map(|e| e.occurred_at).collect();
+    let sessions: Vec<Option<&str>> = events.iter().map(|e| e.session_id.as_deref()).collect();
+    let workspaces: Vec<Option<&str>> = events.iter().map(|e| e.workspace_id.as_deref()).collect();
+    let devices: Vec<Option<&str>> = events.iter().map(|e| e.device_id.as_deref()).collect();
+    let data: Vec<RawJson> = events.iter().map(|e| RawJson(&e.data)).collect();
+    let attributes: Vec<RawJson> = events.iter().map(|e| RawJson(&e.attributes)).collect();
+    let entry_ids: Vec<&str> = events.iter().map(|e| e.entry_id.as_str()).collect();
+    let rows = tx.query(
+        &statement,
+        &[
+            &ids,
+            &types,
+            &times,
+            &sessions,
+            &workspaces,
+            &devices,
+            &data,
+            &attributes,
+            &stream,
+            &entry_ids,
+            &handled_types,
+        ],
+    )?;
+    Ok(Inserted {
+        count: rows.len() as u64,
+        to_handle: rows.iter().filter_map(|r| r.get::<_, Option<String>>(0)).collect(),
+    })
+}

@@ -1,0 +1,56 @@
+//! The schema, embedded in the binary and applied in order at start (and by `migrate`).
+
+use std::collections::HashSet;
+
+use super::{SinkError, pool};
+use crate::secret::SecretUrl;
+
+/// Ordered, embedded schema migrations: (version, name, SQL). Append only; never edit one that
+/// has shipped.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.sql"))];
+
+/// Any 64-bit number unique to streamsink: the advisory lock serialising migrations.
+const MIGRATION_LOCK: i64 = 0x7374_7265_616d_736b; // "streamsk"
+
+/// Applies the migrations not yet applied, in order, in one transaction holding an advisory
+/// lock: concurrent starts wait for each other and then find nothing left to do.
+/// Returns the versions it applied.
+pub fn migrate(client: &mut postgres::Client) -> Result<Vec<i32>, SinkError> {
+    let q = |op| move |source| SinkError::Query { op, source };
+    let mut tx = client.transaction().map_err(q("BEGIN"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(q("advisory lock"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS streamsink_migrations (
+             version    integer     PRIMARY KEY,
+             name       text        NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .map_err(q("create streamsink_migrations"))?;
+    let applied: HashSet<i32> = tx
+        .query("SELECT version FROM streamsink_migrations", &[])
+        .map_err(q("read streamsink_migrations"))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut done = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).map_err(q("migration"))?;
+        tx.execute("INSERT INTO streamsink_migrations (version, name) VALUES ($1, $2)", &[version, name])
+            .map_err(q("record migration"))?;
+        done.push(*version);
+    }
+    tx.commit().map_err(q("COMMIT"))?;
+    Ok(done)
+}
+
+/// Connects to `database_url` (with the pool's timeouts and application name) and migrates:
+/// what `streamsink migrate` does.
+pub fn migrate_database(database_url: &SecretUrl) -> Result<Vec<i32>, SinkError> {
+    let pool = pool::pool(database_url, 1)?;
+    let mut client = pool.get().map_err(SinkError::Connect)?;
+    migrate(&mut client)
+}

@@ -1,0 +1,262 @@
+//! Starts and stops the threads of one worker process: connect and migrate, then one reader,
+//! N workers and the stats thread around a bounded channel; on stop, drain in order and report.
+//!
+//! Shutdown order (the invariant that makes it lossless): the stop flag makes the reader return
+//! after its current read and drop the channel's sender; the workers finish every batch already
+//! in the channel, acknowledging each after its commit, and exit when it is empty; then the stats
+//! thread ends and the final line is written. Anything not acknowledged by then is still pending
+//! in Redis.
+//!
+//! Where to add a thread: spawn it in [`Supervisor::start`] with a clone of [`Shared`], and
+//! join it in [`Supervisor::wait`] in the order its inputs stop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::broker::{self, BrokerError, group};
+use crate::config::Config;
+use crate::handlers::Registry;
+use crate::hooks::Hooks;
+use crate::ingest::{reader, worker};
+use crate::observe::{Counters, Snapshot, stats};
+use crate::retry::{Failure, GaveUp, Outage, retry};
+use crate::sink::{SinkError, migrate, pool};
+
+/// Why the pipeline could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// A stop was requested before start-up finished.
+    #[error("stopped during start-up")]
+    Stopped,
+    /// Postgres refused something retrying cannot fix (migration failed, bad credentials...).
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// Redis refused something retrying cannot fix (the stream key holds another type...).
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// Redis did not answer (start-up retries this until it does or a stop is requested).
+    #[error("cannot connect to Redis at {url}: {source}")]
+    RedisConnect {
+        url: crate::secret::SecretUrl,
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A thread could not be spawned.
+    #[error("cannot start a thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// A thread ended on its own (a panic): the process should exit non-zero and be restarted.
+    #[error("thread '{0}' died unexpectedly")]
+    ThreadDied(String),
+}
+
+/// What every thread of one pipeline shares. Built once at start; threads hold an `Arc`.
+pub(crate) struct Shared {
+    pub config: Config,
+    /// This process's consumer name (resolved once: the default holds the pid).
+    pub consumer: String,
+    pub hooks: Hooks,
+    pub counters: Arc<Counters>,
+    pub redis_outage: Outage,
+    pub postgres_outage: Outage,
+    stop: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// The stop flag, for stop-aware waits.
+    pub fn stop_flag(&self) -> &AtomicBool {
+        &self.stop
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// A running pipeline.
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    reader: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+    stats: JoinHandle<()>,
+    stats_done: crossbeam_channel::Sender<()>,
+}
+
+impl Supervisor {
+    /// Connects to Redis and Postgres (retrying with backoff until they answer or `stop` is
+    /// set), applies migrations, ensures the consumer groups, and starts the threads.
+    pub fn start(
+        config: &Config,
+        registry: Registry,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Supervisor, SupervisorError> {
+        Supervisor::start_with_hooks(config, registry, stop, Hooks::default())
+    }
+
+    /// [`Supervisor::start`] with test or benchmark hooks switched on.
+    #[cfg(feature = "test-hooks")]
+    pub fn start_hooked(
+        config: &Config,
+        registry: Registry,
+        stop: Arc<AtomicBool>,
+        hooks: Hooks,
+    ) -> Result<Supervisor, SupervisorError> {
+        Supervisor::start_with_hooks(config, registry, stop, hooks)
+    }
+
+    fn start_with_hooks(
+        config: &Config,
+        registry: Registry,
+        stop: Arc<AtomicBool>,
+        hooks: Hooks,
+    ) -> Result<Supervisor, SupervisorError> {
+        log::info!("connecting: redis {} postgres {}", config.redis.redis_url, config.postgres.database_url);
+        if hooks != Hooks::default() {
+            log::warn!("test hooks on: {hooks:?}; not for production");
+        }
+        ensure_groups(config, &stop)?;
+        let pool = pool::pool(&config.postgres.database_url, config.worker.workers)?;
+        migrate_with_retry(&pool, &stop)?;
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            consumer: config.worker.consumer_name(),
+            hooks,
+            counters: Arc::new(Counters::default()),
+            redis_outage: Outage::new("Redis"),
+            postgres_outage: Outage::new("Postgres"),
+            stop,
+        });
+        log::info!(
+            "Event consumer started: streams={} group={} consumer={} workers={} batch={} handlers={}",
+            config.group.streams.join(","),
+            config.group.name,
+            shared.consumer,
+            config.worker.workers,
+            config.worker.batch,
+            registry.types().join(",")
+        );
+
+        let (tx, rx) = crossbeam_channel::bounded(config.worker.workers);
+        let reader = {
+            let shared = Arc::clone(&shared);
+            spawn("reader", move || reader::run(shared, tx))?
+        };
+        let registry = Arc::new(registry);
+        let mut workers = Vec::with_capacity(config.worker.workers);
+        for n in 1..=config.worker.workers {
+            let (shared, pool, registry, rx) =
+                (Arc::clone(&shared), pool.clone(), Arc::clone(&registry), rx.clone());
+            workers.push(spawn(&format!("worker-{n}"), move || worker::run(shared, pool, registry, rx))?);
+        }
+        let (stats_done, done_rx) = crossbeam_channel::bounded(0);
+        let stats = {
+            let shared = Arc::clone(&shared);
+            spawn("stats", move || stats::run(shared, done_rx))?
+        };
+        Ok(Supervisor { shared, reader, workers, stats, stats_done })
+    }
+
+    /// The live counters (for tests and status reporting); they outlive the supervisor.
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.shared.counters)
+    }
+
+    /// Asks the pipeline to stop; [`Supervisor::wait`] then drains and returns.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Runs until stopped (or until a thread dies), then drains and returns the final counts.
+    pub fn wait(self) -> Result<Snapshot, SupervisorError> {
+        let mut died = None;
+        while !self.shared.stopping() {
+            let threads = std::iter::once(&self.reader).chain(&self.workers).chain([&self.stats]);
+            if let Some(t) = threads.into_iter().find(|t| t.is_finished()) {
+                died = Some(t.thread().name().unwrap_or("?").to_string());
+                log::error!("thread {} ended unexpectedly; shutting down", died.as_deref().unwrap_or("?"));
+                self.stop();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        log::info!("stopping: finishing batches already read");
+        let mut panicked = Vec::new();
+        let mut join = |h: JoinHandle<()>| {
+            let name = h.thread().name().unwrap_or("?").to_string();
+            if h.join().is_err() {
+                panicked.push(name);
+            }
+        };
+        join(self.reader);
+        self.workers.into_iter().for_each(&mut join);
+        drop(self.stats_done);
+        join(self.stats);
+        let last = self.shared.counters.snapshot();
+        log::info!("final stats: {last}");
+        match died.or_else(|| panicked.into_iter().next()) {
+            Some(name) => Err(SupervisorError::ThreadDied(name)),
+            None => Ok(last),
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, SupervisorError> {
+    std::thread::Builder::new().name(name.to_string()).spawn(f).map_err(SupervisorError::Spawn)
+}
+
+/// Creates every stream's group (BUSYGROUP is fine), retrying while Redis is unreachable.
+fn ensure_groups(config: &Config, stop: &AtomicBool) -> Result<(), SupervisorError> {
+    let url = &config.redis.redis_url;
+    let attempt = || {
+        let mut con = broker::connect(url, broker::COMMAND_TIMEOUT)
+            .map_err(|source| Failure::Wait(SupervisorError::RedisConnect { url: url.clone(), source }))?;
+        for s in config.group.streams.iter() {
+            match group::ensure_group(&mut con, s, &config.group.name, &config.worker.group_start) {
+                Ok(true) => {
+                    log::info!(
+                        "created consumer group {} on {s} at {}",
+                        config.group.name,
+                        config.worker.group_start
+                    )
+                }
+                Ok(false) => {}
+                Err(e) if e.is_connection() => return Err(Failure::Wait(e.into())),
+                Err(e) => return Err(Failure::Fatal(e.into())),
+            }
+        }
+        Ok(())
+    };
+    let on_wait =
+        |e: &SupervisorError, n, delay| log::warn!("start-up: {e} (attempt {n}); retrying in {delay:?}");
+    retry(stop, attempt, on_wait).map_err(startup_gave_up)
+}
+
+/// Applies migrations, retrying (and logging each attempt) while Postgres is unreachable.
+fn migrate_with_retry(pool: &pool::Pool, stop: &AtomicBool) -> Result<(), SupervisorError> {
+    let attempt = || {
+        let applied = pool
+            .get()
+            .map_err(SinkError::Connect)
+            .and_then(|mut c| migrate::migrate(&mut c))
+            .map_err(|e| {
+                if e.fault().is_infrastructure() { Failure::Wait(e.into()) } else { Failure::Fatal(e.into()) }
+            })?;
+        if !applied.is_empty() {
+            log::info!("applied migrations {applied:?}");
+        }
+        Ok(())
+    };
+    let on_wait = |e: &SupervisorError, n, delay| {
+        log::warn!("start-up: postgres not ready (attempt {n}): {e}; retrying in {delay:?}")
+    };
+    retry(stop, attempt, on_wait).map_err(startup_gave_up)
+}
+
+/// A stop during start-up is [`SupervisorError::Stopped`], whatever was being waited for.
+fn startup_gave_up(gave_up: GaveUp<SupervisorError>) -> SupervisorError {
+    match gave_up {
+        GaveUp::Stopped(_) => SupervisorError::Stopped,
+        GaveUp::Fatal(e) => e,
+    }
+}
