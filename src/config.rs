@@ -7,6 +7,9 @@
 //! Every value is validated by its parser when the command line is read, so a bad value stops
 //! the process before anything connects. Every setting has a safe default except the URLs.
 
+// The settings' doc comments are their `--help` text, where brackets are literal.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::time::Duration;
 
 use clap::Args;
@@ -152,12 +155,16 @@ impl WorkerSettings {
 /// Everything `streamsink run` needs: the worker's whole configuration.
 #[derive(Args, Debug, Clone)]
 pub struct Config {
+    /// `REDIS_URL`.
     #[command(flatten)]
     pub redis: RedisSettings,
+    /// `DATABASE_URL`.
     #[command(flatten)]
     pub postgres: PostgresSettings,
+    /// `STREAMSINK_STREAMS`, `STREAMSINK_GROUP`.
     #[command(flatten)]
     pub group: GroupSettings,
+    /// Everything else `run` reads.
     #[command(flatten)]
     pub worker: WorkerSettings,
 }
@@ -194,7 +201,7 @@ impl std::ops::Deref for StreamList {
 /// Why a setting's value was refused. The value parsers return it; the command line shows it
 /// after the setting's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidValue {
+pub(crate) enum InvalidValue {
     #[error("must not be empty")]
     Empty,
     #[error("'{0}' has an empty stream name")]
@@ -273,7 +280,7 @@ fn duration(value: &str) -> Result<Duration, InvalidValue> {
 
 /// Parses `250ms`, `5s`, `1m`, `1h`: a whole number and a unit, which is required so that a
 /// bare `5` cannot be misread as seconds by one reader and milliseconds by another.
-pub fn parse_duration(value: &str) -> Option<Duration> {
+fn parse_duration(value: &str) -> Option<Duration> {
     let v = value.trim();
     let digits = v.len() - v.trim_start_matches(|c: char| c.is_ascii_digit()).len();
     let (number, unit) = v.split_at(digits);

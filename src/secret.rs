@@ -11,6 +11,7 @@ use std::fmt;
 pub struct SecretUrl(String);
 
 impl SecretUrl {
+    /// Wraps `url` as given; nothing is checked here (the settings' parsers do that).
     pub fn new(url: impl Into<String>) -> SecretUrl {
         SecretUrl(url.into())
     }
@@ -35,7 +36,7 @@ impl fmt::Debug for SecretUrl {
 
 /// Hides the password of a URL (`scheme://user:***@host/...`), of a `password=` query
 /// parameter, and of a `password=` key in a Postgres key/value string.
-pub fn mask_url(url: &str) -> String {
+fn mask_url(url: &str) -> String {
     let out = match url.find("://") {
         Some(scheme_end) => {
             let rest_start = scheme_end + 3;

@@ -7,7 +7,7 @@
 //! thread ends and the final line is written. Anything not acknowledged by then is still pending
 //! in Redis.
 //!
-//! Where to add a thread: spawn it in [`Supervisor::start`] with a clone of [`Shared`], and
+//! Where to add a thread: spawn it in [`Supervisor::start`] with a clone of `Shared`, and
 //! join it in [`Supervisor::wait`] in the order its inputs stop.
 
 use std::sync::Arc;

@@ -417,7 +417,7 @@ fn group_state(con: &mut redis::Connection, stream: &str) -> Option<(i64, Option
     Some((int("pending")?, int("lag")))
 }
 
-/// User + system CPU seconds of a process so far (/proc/<pid>/stat, in clock ticks of 10 ms).
+/// User + system CPU seconds of a process so far (`/proc/<pid>/stat`, in clock ticks of 10 ms).
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_name = &stat[stat.rfind(')')? + 2..];

@@ -20,7 +20,7 @@ pub struct DeadLetter<'a> {
 }
 
 /// The dead-letter stream of `stream`.
-pub fn dead_letter_stream(stream: &str) -> String {
+fn dead_letter_stream(stream: &str) -> String {
     format!("{stream}:dlq")
 }
 

@@ -7,7 +7,7 @@ use redis::Connection;
 use super::BrokerError;
 
 /// The last-error hash of `stream`.
-pub fn errors_key(stream: &str) -> String {
+fn errors_key(stream: &str) -> String {
     format!("{stream}:errors")
 }
 

@@ -1,7 +1,7 @@
-//! Everything streamsink says to Redis, one file per role: [`conn`] (connecting, fault kinds),
-//! [`reply`] (decoding stream replies by hand), [`read`] (XREADGROUP), [`claim`] (taking over
-//! pending entries), [`ack`] (acknowledging, with dead letters, atomically), [`group`] (group
-//! admin and figures), [`errors`] (the last-error hash).
+//! Everything streamsink says to Redis, one file per role: `conn` (connecting, fault kinds),
+//! `reply` (decoding stream replies by hand), `read` (XREADGROUP), `claim` (taking over
+//! pending entries), `ack` (acknowledging, with dead letters, atomically), `group` (group
+//! admin and figures), `errors` (the last-error hash).
 //!
 //! Named "broker" rather than "redis" so that `redis::…` always means the client crate.
 //! These functions send commands and decode replies; they do not retry, log or decide: the
@@ -24,7 +24,7 @@ pub(crate) use conn::{COMMAND_TIMEOUT, connect};
 /// Entries read from one stream in one call: the unit that travels on the channel from the
 /// reader to a worker, and is acknowledged together.
 #[derive(Debug, Clone)]
-pub struct Batch {
+pub(crate) struct Batch {
     pub stream: Arc<str>,
     pub entries: Vec<Entry>,
 }
@@ -33,7 +33,9 @@ pub struct Batch {
 #[derive(Debug, thiserror::Error)]
 #[error("redis {op} on stream '{stream}' failed: {source}")]
 pub struct BrokerError {
+    /// The command or script that failed (`XREADGROUP`, `dead-letter + XACK`, ...).
     pub op: &'static str,
+    /// The stream (or comma-separated streams) it was sent for.
     pub stream: String,
     #[source]
     pub source: redis::RedisError,

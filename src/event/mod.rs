@@ -1,5 +1,5 @@
-//! Stream entry → [`Event`]: the two wire formats of DESIGN.md ([`envelope`] and [`flat`]),
-//! the timestamps they may carry ([`time`]), and why an entry is malformed.
+//! Stream entry → [`Event`]: the two wire formats of DESIGN.md (`envelope` and `flat`),
+//! the timestamps they may carry (`time`), and why an entry is malformed.
 //!
 //! Parsing is pure (no I/O) and total: every entry becomes an `Event` or a [`Malformed`] whose
 //! message names the problem; that message is what the dead-letter entry carries.
@@ -15,7 +15,9 @@ use serde_json::Value;
 /// (values need not be UTF-8; that is checked here, not by the reader).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The stream entry id (`<ms>-<seq>`).
     pub id: String,
+    /// Field/value pairs in the order the producer wrote them, so a dead letter is an exact copy.
     pub fields: Vec<(Vec<u8>, Vec<u8>)>,
     /// Times Redis has delivered this entry to the group, this delivery included (its
     /// XPENDING count): 1 for a first read, more for a reclaimed entry.

@@ -1,5 +1,5 @@
 //! Handlers: projections maintained from events, keyed by event type. The registry is here;
-//! each built-in handler has a file of its own ([`sessions`]).
+//! each built-in handler has a file of its own (`sessions`).
 //!
 //! A handler runs inside the batch's transaction, on new events only (never on a duplicate),
 //! under a savepoint: its failure rolls back its own effect and nothing else.
@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use postgres::Transaction;
 
-pub use sessions::Sessions;
+use sessions::Sessions;
 
 use crate::event::Event;
 use crate::sink::StatementCache;
@@ -71,12 +71,12 @@ impl Registry {
         self.by_type.insert(event_type.to_string(), handler);
     }
 
-    pub fn get(&self, event_type: &str) -> Option<&Arc<dyn Handler>> {
+    pub(crate) fn get(&self, event_type: &str) -> Option<&Arc<dyn Handler>> {
         self.by_type.get(event_type)
     }
 
     /// Registered types, sorted.
-    pub fn types(&self) -> Vec<&str> {
+    pub(crate) fn types(&self) -> Vec<&str> {
         self.by_type.keys().map(String::as_str).collect()
     }
 }

@@ -38,10 +38,13 @@ pub struct Snapshot {
 }
 
 impl Counters {
+    /// Adds `n`. Relaxed: the counters are independent totals, read for reporting only; no
+    /// other memory is published through them.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Every counter read once; the figures are each exact but not taken at one instant.
     pub fn snapshot(&self) -> Snapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Snapshot {

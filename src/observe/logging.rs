@@ -8,7 +8,7 @@ use std::io::Write;
 use log::Level;
 
 /// The syslog priority journald reads from a `<N>` line prefix.
-pub fn syslog_priority(level: Level) -> u8 {
+fn syslog_priority(level: Level) -> u8 {
     match level {
         Level::Error => 3,
         Level::Warn => 4,

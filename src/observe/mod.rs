@@ -1,5 +1,5 @@
-//! What an operator sees of a running worker: [`counters`] (totals since start), the periodic
-//! [`stats`] line, and [`logging`] (stderr, journald priorities).
+//! What an operator sees of a running worker: `counters` (totals since start), the periodic
+//! `stats` line, and `logging` (stderr, journald priorities).
 //!
 //! Where to add a metric: a counter in `counters.rs`, incremented where the thing happens,
 //! and shown by the stats line through `Snapshot`'s `Display`.

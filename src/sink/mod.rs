@@ -1,17 +1,17 @@
-//! Everything streamsink does in PostgreSQL, one file per role: [`pool`] (connections),
-//! [`migrate`] (the embedded schema), [`batch`] (one batch in one transaction: [`insert`] then
-//! the handlers), [`statements`] (prepared once per connection), [`fault`] (whose fault an
+//! Everything streamsink does in PostgreSQL, one file per role: `pool` (connections),
+//! `migrate` (the embedded schema), `batch` (one batch in one transaction: `insert` then
+//! the handlers), `statements` (prepared once per connection), `fault` (whose fault an
 //! error is).
 //!
 //! Invariant: a batch's event rows and every handler's effect commit in one transaction, or
 //! not at all. These functions do not retry or log; the workers in `ingest` do.
 
 pub(crate) mod batch;
-pub mod fault;
+pub(crate) mod fault;
 mod insert;
 pub mod migrate;
 pub(crate) mod pool;
-pub mod statements;
+mod statements;
 
 pub use insert::RawJson;
 pub use statements::StatementCache;
@@ -42,7 +42,7 @@ pub enum SinkError {
 
 impl SinkError {
     /// Whose fault this is: a failed connect is Postgres being unreachable.
-    pub fn fault(&self) -> fault::Fault {
+    pub(crate) fn fault(&self) -> fault::Fault {
         match self {
             SinkError::Url { .. } => fault::Fault::StatementRefused,
             SinkError::Connect(_) => fault::Fault::Unreachable,
