@@ -172,7 +172,7 @@ pub struct Config {
 impl Config {
     /// Reads the settings from `flags` (as they follow `streamsink run`), falling back to the
     /// environment and then to the defaults, exactly as the command line does.
-    pub fn from_flags<I, T>(flags: I) -> Result<Config, clap::Error>
+    pub fn from_flags<I, T>(flags: I) -> Result<Config, SettingsError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
@@ -183,7 +183,61 @@ impl Config {
             config: Config,
         }
         let args = std::iter::once(std::ffi::OsString::from("run")).chain(flags.into_iter().map(Into::into));
-        <Run as clap::Parser>::try_parse_from(args).map(|r| r.config)
+        <Run as clap::Parser>::try_parse_from(args)
+            .map(|r| r.config)
+            .map_err(|e| SettingsError::new(&e, &<Run as clap::CommandFactory>::command()))
+    }
+}
+
+/// A command line that was refused, as one line: a bad or missing setting is named by its
+/// environment variable and its flag (an operator may have set either), and the value shown
+/// is the parser's (URLs masked), never clap's echo of the raw value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(String);
+
+impl SettingsError {
+    /// Renders clap's error `e` about `cmd` (whose arguments, its subcommands' included, are
+    /// the settings).
+    pub fn new(e: &clap::Error, cmd: &clap::Command) -> SettingsError {
+        use clap::error::ErrorKind;
+        let line = match e.kind() {
+            ErrorKind::ValueValidation | ErrorKind::MissingRequiredArgument => {
+                let problem = match std::error::Error::source(e) {
+                    Some(source) => source.to_string(),
+                    None => "required but not set".to_string(),
+                };
+                format!("invalid setting {}: {problem}", setting_name(e, cmd))
+            }
+            _ => {
+                // One readable line, not clap's multi-line usage block.
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or("invalid command line");
+                first.strip_prefix("error: ").unwrap_or(first).to_string()
+            }
+        };
+        SettingsError(line)
+    }
+}
+
+/// `ENV (--flag)` of the setting an error is about.
+fn setting_name(e: &clap::Error, cmd: &clap::Command) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.clone(),
+        Some(ContextValue::Strings(v)) => v.first().cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let flag = arg.split_whitespace().next().unwrap_or_default().to_string();
+    let env = cmd
+        .get_arguments()
+        .chain(cmd.get_subcommands().flat_map(|sub| sub.get_arguments()))
+        .find(|a| a.get_long().is_some_and(|long| flag == format!("--{long}")))
+        .and_then(|a| a.get_env())
+        .map(|env| env.to_string_lossy().into_owned());
+    match env {
+        Some(env) => format!("{env} ({flag})"),
+        None => flag,
     }
 }
 
@@ -313,7 +367,7 @@ mod tests {
         ["--redis-url", "redis://127.0.0.1:6379", "--database-url", "postgres://postgres@127.0.0.1/test"];
 
     /// The URLs, unless `extra` gives its own, then `extra`.
-    fn with(extra: &[&str]) -> Result<Config, clap::Error> {
+    fn with(extra: &[&str]) -> Result<Config, SettingsError> {
         let urls = URLS.chunks(2).filter(|pair| !extra.contains(&pair[0])).flatten();
         Config::from_flags(urls.chain(extra))
     }
@@ -347,24 +401,37 @@ mod tests {
     }
 
     #[test]
-    fn each_bad_value_is_refused_with_its_reason() {
+    fn each_bad_value_is_refused_in_one_line_naming_the_setting_and_why() {
         let cases: [(&str, &str, &str); 9] = [
-            ("--redis-url", "http://x", "is not a redis:// URL"),
-            ("--block", "5", "not a duration"),
-            ("--block", "0s", "longer than zero"),
-            ("--workers", "0", "from 1 to 256"),
-            ("--batch", "many", "whole number"),
-            ("--streams", "a,,b", "empty stream name"),
-            ("--group-start", "yesterday", "not 0, $"),
-            ("--stats-interval", "1d", "not a duration"),
-            ("--group", " ", "must not be empty"),
+            (
+                "--redis-url",
+                "http://:hunter2@x",
+                "REDIS_URL (--redis-url): 'http://:***@x' is not a redis:// URL",
+            ),
+            ("--block", "5", "STREAMSINK_BLOCK (--block): '5' is not a duration"),
+            ("--block", "0s", "STREAMSINK_BLOCK (--block): '0s' must be longer than zero"),
+            ("--workers", "0", "STREAMSINK_WORKERS (--workers): '0' is not a whole number from 1 to 256"),
+            ("--batch", "many", "STREAMSINK_BATCH (--batch): 'many' is not a whole number"),
+            ("--streams", "a,,b", "STREAMSINK_STREAMS (--streams): 'a,,b' has an empty stream name"),
+            ("--group-start", "yesterday", "STREAMSINK_GROUP_START (--group-start): 'yesterday' is not 0, $"),
+            (
+                "--stats-interval",
+                "1d",
+                "STREAMSINK_STATS_INTERVAL (--stats-interval): '1d' is not a duration",
+            ),
+            ("--group", " ", "STREAMSINK_GROUP (--group): must not be empty"),
         ];
-        for (flag, value, reason) in cases {
-            let err = with(&[flag, value]).unwrap_err();
-            let source = std::error::Error::source(&err).map(|s| s.to_string()).unwrap_or_default();
-            assert!(source.contains(reason), "{flag} {value}: {source:?}");
-            assert!(!source.contains('\n'));
+        for (flag, value, expected) in cases {
+            let line = with(&[flag, value]).unwrap_err().to_string();
+            assert!(line.starts_with(&format!("invalid setting {expected}")), "{flag} {value}: {line}");
+            assert!(!line.contains('\n') && !line.contains("hunter2"), "{line}");
         }
+    }
+
+    #[test]
+    fn a_missing_url_is_named() {
+        let line = Config::from_flags(["--redis-url", "redis://h"]).unwrap_err().to_string();
+        assert_eq!(line, "invalid setting DATABASE_URL (--database-url): required but not set");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! [`Staleness`] decides when a failed connection deserves one immediate retry; [`Outage`]
 //! logs a dependency's fault once when it starts and once when it clears.
 //!
-//! Invariant: no loop in streamsink sleeps on its own. Every wait goes through
-//! [`sleep_unless`], so a stop request cuts it short.
+//! Invariant: no retry in streamsink is a loop of its own: every one goes through [`retry`],
+//! whose waits go through [`sleep_unless`], so a stop request cuts them short.
 
 use std::fmt::Display;
 use std::sync::Mutex;

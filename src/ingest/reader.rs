@@ -100,7 +100,10 @@ impl Reader {
             }
             Err(e) if e.is_connection() => {
                 self.con = None;
-                if self.staleness.retry_at_once() {
+                if self.shared.stopping() {
+                    // A stop came in: leave rather than reconnect for one more read.
+                    Err(Failure::Fatal(ReaderFault::Broker(e)))
+                } else if self.staleness.retry_at_once() {
                     Err(Failure::Again)
                 } else {
                     Err(Failure::Wait(ReaderFault::Broker(e)))

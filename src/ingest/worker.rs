@@ -110,9 +110,10 @@ impl Worker {
                         log::debug!("batch write conflicted ({}); retrying", fault::describe(&source));
                         Failure::Again
                     }
-                    Fault::Unreachable if staleness.retry_at_once() => {
-                        // Postgres may have restarted since this pooled connection was opened
-                        // (the pool discards it now): one immediate retry on a new one.
+                    Fault::Unreachable if source.code().is_none() && staleness.retry_at_once() => {
+                        // The connection itself failed: Postgres may have restarted since this
+                        // pooled connection was opened (the pool discards it now): one
+                        // immediate retry on a new one.
                         log::debug!("batch write failed on a pooled connection ({source}); retrying");
                         Failure::Again
                     }

@@ -32,10 +32,10 @@ pub fn classify(e: &postgres::Error) -> Fault {
     let Some(code) = e.code() else {
         return Fault::Unreachable;
     };
-    match &code.code()[..2] {
-        "08" | "53" | "57" => Fault::Unreachable,
-        "40" => Fault::Conflict,
-        "22" | "23" | "54" => Fault::RejectedRow,
+    match code.code().get(..2) {
+        Some("08" | "53" | "57") => Fault::Unreachable,
+        Some("40") => Fault::Conflict,
+        Some("22" | "23" | "54") => Fault::RejectedRow,
         _ => Fault::StatementRefused,
     }
 }

@@ -190,7 +190,8 @@ pub fn entries(
 }
 
 /// Settings for a pipeline reading `stream` into `db`, with short timings for tests: parsed as
-/// `streamsink run` would parse these flags.
+/// `streamsink run` would parse these flags (so a `STREAMSINK_*` variable exported in the
+/// shell fills in a setting not given here, as it would for the binary).
 pub fn settings(db: &TestDb, stream: &TestStream) -> Config {
     settings_at(&stream.url, &db.url, &stream.name)
 }
