@@ -28,9 +28,18 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     assert!(!stderr.contains("streamsink.service"), "systemd-analyze complains: {stderr}");
 }
 
-/// Every environment variable a subcommand reads, as its `--help` lists them
-/// (`[env: NAME=…]`): the settings as the binary defines them, not as a document claims.
-fn settings_of_every_command() -> Vec<String> {
+/// One setting as the binary's `--help` states it.
+#[derive(Debug, PartialEq)]
+struct Setting {
+    env: String,
+    flag: String,
+    default: Option<String>,
+}
+
+/// Every setting a subcommand reads, as its `--help` lists them (`--flag <V>  doc [env: NAME=]
+/// [default: X]`, one line each): the settings as the binary defines them, not as a document
+/// claims.
+fn settings_of_every_command() -> Vec<Setting> {
     let help = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_streamsink")).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
@@ -46,12 +55,22 @@ fn settings_of_every_command() -> Vec<String> {
         .filter(|c| *c != "help")
         .collect();
     assert!(commands.contains(&"run") && commands.contains(&"migrate"), "{top}");
-    let mut settings: Vec<String> = Vec::new();
+    let between = |line: &str, open: &str| {
+        line.split(open).nth(1).and_then(|r| r.split(']').next()).map(str::to_string)
+    };
+    let mut settings: Vec<Setting> = Vec::new();
     for command in commands {
-        for rest in help(&[command, "--help"]).split("[env: ").skip(1) {
-            let name = rest.split(['=', ']']).next().unwrap().to_string();
-            if !settings.contains(&name) {
-                settings.push(name);
+        for line in help(&[command, "--help"]).lines().filter(|l| l.contains("[env: ")) {
+            let env = between(line, "[env: ").unwrap().trim_end_matches('=').to_string();
+            let flag = line.split_whitespace().next().unwrap().to_string();
+            let setting = Setting { env, flag, default: between(line, "[default: ") };
+            if !settings.contains(&setting) {
+                assert!(
+                    !settings.iter().any(|s| s.env == setting.env),
+                    "{} differs between commands",
+                    setting.env
+                );
+                settings.push(setting);
             }
         }
     }
@@ -59,18 +78,40 @@ fn settings_of_every_command() -> Vec<String> {
 }
 
 #[test]
-fn the_env_example_and_the_readme_document_every_setting() {
+fn the_env_example_and_the_readme_document_every_setting_as_the_binary_defines_it() {
     let settings = settings_of_every_command();
     assert!(settings.len() >= 15, "{settings:?}");
     let example = std::fs::read_to_string("systemd/streamsink.env.example").unwrap();
     let readme = std::fs::read_to_string("README.md").unwrap();
-    for name in &settings {
-        assert!(example.contains(&format!("{name}=")), "{name} missing from the env example");
-        assert!(readme.contains(&format!("| `{name}` |")), "{name} missing from the README's settings table");
+    for s in &settings {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", s.env)))
+            .unwrap_or_else(|| panic!("{} missing from the README's settings table", s.env));
+        assert!(
+            row.contains(&format!("| `{}` |", s.flag)),
+            "README row of {} lacks {}: {row}",
+            s.env,
+            s.flag
+        );
+        let line = example
+            .lines()
+            .find(|l| l.trim_start_matches('#').starts_with(&format!("{}=", s.env)))
+            .unwrap_or_else(|| panic!("{} missing from the env example", s.env));
+        if let Some(default) = &s.default {
+            assert!(
+                row.contains(&format!("| `{default}` |")),
+                "README's default of {} is not {default}: {row}",
+                s.env
+            );
+            if !default.contains('<') {
+                assert_eq!(line, format!("#{}={default}", s.env), "the env example's default of {}", s.env);
+            }
+        }
     }
     // And nothing documented that the binary does not read.
     for line in readme.lines().filter(|l| l.starts_with("| `") && l.contains("| `--")) {
         let name = line.trim_start_matches("| `").split('`').next().unwrap();
-        assert!(settings.iter().any(|s| s == name), "README documents {name}, which no command reads");
+        assert!(settings.iter().any(|s| s.env == name), "README documents {name}, which no command reads");
     }
 }
