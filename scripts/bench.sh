@@ -17,6 +17,7 @@ source scripts/services.sh
 if [ -n "${STREAMSINK_BENCH_BIN:-}" ]; then
     exec "$STREAMSINK_BENCH_BIN" "$@"
 fi
-# The naive baseline is a test hook (src/hooks.rs): build the binaries with it.
-cargo build --release --quiet --bins --features test-hooks
-exec ./target/release/streamsink-bench "$@"
+# The naive baseline is a test hook (src/hooks.rs): build the binaries with it, in a target
+# directory of their own, so target/release/streamsink (what README installs) never has hooks.
+cargo build --release --quiet --bins --features test-hooks --target-dir target/bench
+exec ./target/bench/release/streamsink-bench "$@"
