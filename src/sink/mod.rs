@@ -41,12 +41,13 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    /// Whose fault this is: a failed connect is Postgres being unreachable.
-    pub(crate) fn fault(&self) -> fault::Fault {
+    /// True when waiting can cure it: no connection could be had, or the statement met an
+    /// unreachable server or a conflict (`fault::Fault::is_infrastructure`). A bad URL never is.
+    pub(crate) fn is_infrastructure(&self) -> bool {
         match self {
-            SinkError::Url { .. } => fault::Fault::StatementRefused,
-            SinkError::Connect(_) => fault::Fault::Unreachable,
-            SinkError::Query { source, .. } => fault::classify(source),
+            SinkError::Url { .. } => false,
+            SinkError::Connect(_) => true,
+            SinkError::Query { source, .. } => fault::classify(source).is_infrastructure(),
         }
     }
 }
