@@ -127,6 +127,15 @@ pub struct WorkerSettings {
         value_parser = duration
     )]
     pub consumer_prune_idle: Duration,
+    /// Bytes of entries the process may hold at once (read, queued or being written): 64MiB, 512KiB, 1GiB.
+    #[arg(
+        long,
+        env = "STREAMSINK_MAX_INFLIGHT",
+        value_name = "BYTES",
+        default_value = "64MiB",
+        value_parser = byte_size
+    )]
+    pub max_inflight: u64,
 }
 
 impl WorkerSettings {
@@ -266,6 +275,8 @@ pub(crate) enum InvalidValue {
     NotADuration(String),
     #[error("'{0}' must be longer than zero")]
     ZeroDuration(String),
+    #[error("'{0}' is not a size (like 64MiB, 512KiB, 1GiB, or bytes) of at least 64KiB")]
+    NotASize(String),
     #[error("'{0}' is not 0, $ or a stream entry id")]
     NotAGroupStart(String),
     /// The URL, masked, and why it does not parse.
@@ -349,6 +360,33 @@ fn parse_duration(value: &str) -> Option<Duration> {
     Some(Duration::from_millis(millis))
 }
 
+fn byte_size(value: &str) -> Result<u64, InvalidValue> {
+    match parse_byte_size(value) {
+        Some(n) if n >= 64 * 1024 => Ok(n),
+        _ => Err(InvalidValue::NotASize(value.to_string())),
+    }
+}
+
+/// Parses a byte count: a whole number and an optional unit. `KiB`/`MiB`/`GiB` and systemd's
+/// `K`/`M`/`G` are powers of 1024, `KB`/`MB`/`GB` powers of 1000, `B` or none plain bytes.
+fn parse_byte_size(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let digits = v.len() - v.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (number, unit) = v.split_at(digits);
+    let n: u64 = number.parse().ok()?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
 fn group_start(value: &str) -> Result<String, InvalidValue> {
     let v = value.trim();
     let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
@@ -397,6 +435,7 @@ mod tests {
         assert_eq!(w.claim_interval, Duration::from_secs(30));
         assert_eq!(w.claim_min_idle, Duration::from_secs(60));
         assert_eq!(w.consumer_prune_idle, Duration::from_secs(3600));
+        assert_eq!(w.max_inflight, 64 << 20);
         assert!(w.consumer_name().ends_with(&format!("-{}", std::process::id())));
     }
 
@@ -426,6 +465,19 @@ mod tests {
             assert!(line.starts_with(&format!("invalid setting {expected}")), "{flag} {value}: {line}");
             assert!(!line.contains('\n') && !line.contains("hunter2"), "{line}");
         }
+    }
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(parse_byte_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_byte_size("64M"), Some(64 << 20));
+        assert_eq!(parse_byte_size("512KiB"), Some(512 << 10));
+        assert_eq!(parse_byte_size("1GB"), Some(1_000_000_000));
+        assert_eq!(parse_byte_size("100000"), Some(100_000));
+        assert_eq!(parse_byte_size("64 MiB"), Some(64 << 20));
+        assert_eq!(parse_byte_size("lots"), None);
+        assert_eq!(parse_byte_size("1TiB"), None);
+        assert!(byte_size("1KiB").is_err(), "too small to hold a batch");
     }
 
     #[test]
