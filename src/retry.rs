@@ -58,6 +58,9 @@ pub enum Failure<E> {
     Again,
     /// A transient fault: wait out the backoff, then try again.
     Wait(E),
+    /// A fault that clears by itself in moments (a conflict between transactions): wait a
+    /// short, growing delay (10 ms → 500 ms), then try again.
+    Shortly(E),
     /// Retrying cannot help.
     Fatal(E),
 }
@@ -72,7 +75,7 @@ pub enum GaveUp<E> {
 }
 
 /// Runs `attempt` until it succeeds or fails fatally, waiting out [`Backoff::standard`]
-/// after each [`Failure::Wait`]. `on_wait` is told of each such failure (with the attempt's
+/// after each [`Failure::Wait`] (and a short backoff after each [`Failure::Shortly`]). `on_wait` is told of each such failure (with the attempt's
 /// number, from 1, and the delay about to be slept) so the caller can log it its own way.
 ///
 /// The stop flag is checked only while waiting, never before an attempt: a worker draining
@@ -83,19 +86,19 @@ pub fn retry<T, E>(
     mut on_wait: impl FnMut(&E, u32, Duration),
 ) -> Result<T, GaveUp<E>> {
     let mut backoff = Backoff::standard();
+    let mut short = Backoff::new(Duration::from_millis(10), Duration::from_millis(500));
     let mut n = 1;
+    let mut wait = |e: E, delay: Duration, n: &mut u32| {
+        on_wait(&e, *n, delay);
+        *n += 1;
+        if sleep_unless(stop, delay) { Ok(()) } else { Err(GaveUp::Stopped(e)) }
+    };
     loop {
         match attempt() {
             Ok(v) => return Ok(v),
             Err(Failure::Again) => {}
-            Err(Failure::Wait(e)) => {
-                let delay = backoff.next_delay();
-                on_wait(&e, n, delay);
-                if !sleep_unless(stop, delay) {
-                    return Err(GaveUp::Stopped(e));
-                }
-                n += 1;
-            }
+            Err(Failure::Wait(e)) => wait(e, backoff.next_delay(), &mut n)?,
+            Err(Failure::Shortly(e)) => wait(e, short.next_delay(), &mut n)?,
             Err(Failure::Fatal(e)) => return Err(GaveUp::Fatal(e)),
         }
     }
@@ -131,6 +134,30 @@ impl Staleness {
         let had_served = !self.fresh;
         self.fresh = true;
         had_served
+    }
+}
+
+/// A fault that lasts (a refused statement, a refused dead letter), logged once when it starts
+/// and once when it ends, however many attempts meet it meanwhile.
+#[derive(Debug, Default)]
+pub struct Episode {
+    since: Mutex<Option<Instant>>,
+}
+
+impl Episode {
+    /// Records a failed attempt: true if it starts the episode (the caller logs it loudly).
+    pub fn begin(&self) -> bool {
+        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        if since.is_some() {
+            return false;
+        }
+        *since = Some(Instant::now());
+        true
+    }
+
+    /// Records a success: how long the episode lasted, if one was under way.
+    pub fn end(&self) -> Option<Duration> {
+        self.since.lock().unwrap_or_else(|p| p.into_inner()).take().map(|t| t.elapsed())
     }
 }
 
@@ -230,6 +257,33 @@ mod tests {
             |_, _, _| {},
         );
         assert!(matches!(result, Err(GaveUp::Stopped(1))), "one attempt even when stopped, then give up");
+    }
+
+    #[test]
+    fn an_episode_starts_once_and_ends_once() {
+        let e = Episode::default();
+        assert!(e.begin());
+        assert!(!e.begin(), "already under way");
+        assert!(e.end().is_some());
+        assert!(e.end().is_none());
+        assert!(e.begin(), "a new episode");
+    }
+
+    #[test]
+    fn conflicts_wait_briefly() {
+        let stop = AtomicBool::new(false);
+        let mut calls = 0;
+        let mut waits = Vec::new();
+        let result: Result<(), GaveUp<&str>> = retry(
+            &stop,
+            || {
+                calls += 1;
+                if calls < 3 { Err(Failure::Shortly("conflict")) } else { Ok(()) }
+            },
+            |_, n, d| waits.push((n, d.as_millis())),
+        );
+        assert!(result.is_ok());
+        assert_eq!(waits, vec![(1, 10), (2, 20)]);
     }
 
     #[test]

@@ -10,18 +10,20 @@
 //! Where to add a thread: spawn it in [`Supervisor::start`] with a clone of `Shared`, and
 //! join it in [`Supervisor::wait`] in the order its inputs stop.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::broker::{self, BrokerError, group};
 use crate::config::Config;
 use crate::handlers::Registry;
 use crate::hooks::Hooks;
+use crate::ingest::inflight::Inflight;
 use crate::ingest::{reader, worker};
 use crate::observe::{Counters, Snapshot, stats};
-use crate::retry::{Failure, GaveUp, Outage, retry};
+use crate::retry::{Episode, Failure, GaveUp, Outage, retry};
+use crate::sink::cancel::Queries;
 use crate::sink::{SinkError, migrate, pool};
 
 /// Why the pipeline could not start or did not stop cleanly.
@@ -60,10 +62,44 @@ pub(crate) struct Shared {
     pub counters: Arc<Counters>,
     pub redis_outage: Outage,
     pub postgres_outage: Outage,
+    /// What the process holds, against `STREAMSINK_MAX_INFLIGHT`.
+    pub inflight: Arc<Inflight>,
+    /// Postgres refusing batch writes (class 42 and the like): logged once per episode.
+    pub statement_refused: Episode,
+    /// Statements the workers are running, to cancel at the stop deadline.
+    pub queries: Queries,
     stop: Arc<AtomicBool>,
+    /// When a stop must be complete (set when the stop is first noticed).
+    stop_deadline: OnceLock<Instant>,
 }
 
+/// How long after a stop request the in-flight statements are cancelled, so that the
+/// process exits within 10 s whatever Postgres is doing.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(7);
+
+/// The longest a worker waits for a pooled connection (r2d2's timeout) outside a stop.
+const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Shared {
+    /// Time left before the stop deadline; `None` while no stop is requested.
+    pub fn time_left(&self) -> Option<Duration> {
+        if !self.stopping() {
+            return None;
+        }
+        let deadline = *self.stop_deadline.get_or_init(|| Instant::now() + STOP_GRACE);
+        Some(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// How long a worker may wait for a connection now: the pool's timeout, capped by the stop
+    /// deadline; `None` once the deadline has passed (give the batch up: it stays pending).
+    pub fn pool_timeout(&self) -> Option<Duration> {
+        match self.time_left() {
+            None => Some(POOL_TIMEOUT),
+            Some(left) if left < Duration::from_millis(10) => None,
+            Some(left) => Some(left.min(POOL_TIMEOUT)),
+        }
+    }
+
     /// The stop flag, for stop-aware waits.
     pub fn stop_flag(&self) -> &AtomicBool {
         &self.stop
@@ -125,15 +161,21 @@ impl Supervisor {
             counters: Arc::new(Counters::default()),
             redis_outage: Outage::new("Redis"),
             postgres_outage: Outage::new("Postgres"),
+            inflight: Arc::new(Inflight::new(config.worker.max_inflight, config.worker.batch)),
+            statement_refused: Episode::default(),
+            queries: Queries::default(),
             stop,
+            stop_deadline: OnceLock::new(),
         });
         log::info!(
-            "Event consumer started: streams={} group={} consumer={} workers={} batch={} handlers={}",
+            "Event consumer started: streams={} group={} consumer={} workers={} batch={} max_inflight={} \
+             handlers={}",
             config.group.streams.join(","),
             config.group.name,
             shared.consumer,
             config.worker.workers,
             config.worker.batch,
+            config.worker.max_inflight,
             registry.types().join(",")
         );
 
@@ -181,6 +223,7 @@ impl Supervisor {
             std::thread::sleep(Duration::from_millis(100));
         }
         log::info!("stopping: finishing batches already read");
+        self.finish_or_cancel();
         let mut panicked = Vec::new();
         let mut join = |h: JoinHandle<()>| {
             let name = h.thread().name().unwrap_or("?").to_string();
@@ -197,6 +240,28 @@ impl Supervisor {
         match died.or_else(|| panicked.into_iter().next()) {
             Some(name) => Err(SupervisorError::ThreadDied(name)),
             None => Ok(last),
+        }
+    }
+}
+
+impl Supervisor {
+    /// Waits for the reader and the workers to finish; at the stop deadline, cancels the
+    /// statements still running (a lock or a stalled server would hold them indefinitely),
+    /// whose batches then stay pending in Redis.
+    fn finish_or_cancel(&self) {
+        let mut cancelled = false;
+        while !(self.reader.is_finished() && self.workers.iter().all(JoinHandle::is_finished)) {
+            if !cancelled && self.shared.time_left().is_some_and(|left| left.is_zero()) {
+                let n = self.shared.queries.cancel_all();
+                if n > 0 {
+                    log::warn!(
+                        "stopping: {n} batch writes still running after {STOP_GRACE:?}; cancelled \
+                         (their entries stay pending and are redelivered)"
+                    );
+                }
+                cancelled = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

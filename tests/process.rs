@@ -304,7 +304,7 @@ fn the_stats_line_reports_counters_pending_and_lag() {
     let counts = "processed=4 inserted=2 duplicates=1 handler_errors=0 dead_lettered=1 acknowledged=4";
     let line = p.wait_for_line(&format!("stats: {counts}"), Duration::from_secs(20));
     assert!(line.contains(" rate="), "{line}");
-    assert!(line.ends_with("pending=0 lag=0"), "{line}");
+    assert!(line.ends_with("pending=0 lag=0 held=0.0MiB"), "{line}");
     p.signal("TERM");
     assert_eq!(p.wait_exit(Duration::from_secs(10)).0, Some(0));
     p.wait_for_line(&format!("final stats: {counts}"), Duration::from_secs(1));

@@ -21,7 +21,8 @@ pub struct Claimed {
 
 /// XAUTOCLAIM: takes over up to `count` entries idle longer than `min_idle`, scanning from
 /// `cursor` (`0-0` to start). Redis ≥ 7 lists entries deleted while pending (it drops them
-/// from the pending list itself).
+/// from the pending list itself); Redis 6.2 answers nil in their place and keeps them pending,
+/// now with this consumer: they are found and reported as deleted too, to be acknowledged.
 pub fn autoclaim(
     con: &mut Connection,
     stream: &str,
@@ -51,16 +52,36 @@ pub fn autoclaim(
     let deleted_ids = if parts.len() >= 3 { parts.pop() } else { None };
     let entries = parts.pop().unwrap_or(Value::Nil);
     let next = parts.pop().and_then(text).ok_or_else(|| bad("cursor is not text".into()))?;
-    let (entries, mut deleted) = reply::entries_of(entries).map_err(bad)?;
+    let decoded = reply::entries_of(entries).map_err(bad)?;
+    let (entries, mut deleted) = (decoded.entries, decoded.deleted);
     if let Some(Value::Array(ids)) = deleted_ids {
         deleted.extend(ids.into_iter().filter_map(text));
     }
     let next = (next != "0-0").then_some(next);
+    if decoded.nils > 0 {
+        // Redis 6.2: the claimed entries that no longer exist are now pending with this
+        // consumer, in the range scanned, and answered as bare nils.
+        let end = next.as_ref().map_or_else(|| "+".to_string(), |n| format!("({n}"));
+        let mine: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(group)
+            .arg(cursor)
+            .arg(&end)
+            .arg(count.saturating_mul(10))
+            .arg(consumer)
+            .query(con)
+            .map_err(|e| BrokerError::new("XPENDING", stream, e))?;
+        let returned: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let candidates: Vec<String> =
+            mine.into_iter().map(|(id, ..)| id).filter(|id| !returned.contains(&id.as_str())).collect();
+        deleted.extend(missing(con, stream, candidates)?);
+    }
     Ok(Claimed { entries, deleted, next })
 }
 
 /// The XAUTOCLAIM of Redis < 6.2: XPENDING from `start`, then XCLAIM of the entries idle
-/// longer than `min_idle`. Entries deleted while pending are not reported by old servers.
+/// longer than `min_idle`. Redis < 7 answers nil for an entry deleted while pending: those of
+/// the ids claimed that no longer exist are reported as deleted, to be acknowledged.
 pub fn fallback(
     con: &mut Connection,
     stream: &str,
@@ -93,9 +114,60 @@ pub fn fallback(
         .arg(&stale)
         .query(con)
         .map_err(|e| BrokerError::new("XCLAIM", stream, e))?;
-    let (entries, deleted) =
-        reply::entries_of(reply).map_err(|d| BrokerError::bad_reply("XCLAIM", stream, d))?;
+    let decoded = reply::entries_of(reply).map_err(|d| BrokerError::bad_reply("XCLAIM", stream, d))?;
+    let (entries, mut deleted) = (decoded.entries, decoded.deleted);
+    if decoded.nils > 0 {
+        // Redis < 7: an entry deleted while pending is claimed and answered as a bare nil.
+        let candidates: Vec<String> = stale
+            .iter()
+            .filter(|id| !entries.iter().any(|e| e.id == **id))
+            .map(|id| id.to_string())
+            .collect();
+        deleted.extend(missing(con, stream, candidates)?);
+    }
     Ok(Claimed { entries, deleted, next })
+}
+
+/// Those of `ids` that no longer exist in `stream` (one XRANGE each, pipelined).
+fn missing(con: &mut Connection, stream: &str, ids: Vec<String>) -> Result<Vec<String>, BrokerError> {
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.cmd("XRANGE").arg(stream).arg(id).arg(id).arg("COUNT").arg(1);
+    }
+    let found: Vec<Value> = pipe.query(con).map_err(|e| BrokerError::new("XRANGE", stream, e))?;
+    Ok(ids
+        .into_iter()
+        .zip(found)
+        .filter(|(_, reply)| matches!(reply, Value::Array(items) if items.is_empty()))
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// Resets the idle time of `ids`, pending with this consumer, to zero (`XCLAIM … 0 … JUSTID`
+/// to itself), without counting a delivery: entries the process still holds must not look
+/// stuck to any XAUTOCLAIM. Ids no longer pending are skipped by Redis.
+pub fn refresh(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    ids: &[String],
+) -> Result<(), BrokerError> {
+    for chunk in ids.chunks(1000) {
+        redis::cmd("XCLAIM")
+            .arg(stream)
+            .arg(group)
+            .arg(consumer)
+            .arg(0)
+            .arg(chunk)
+            .arg("JUSTID")
+            .query::<Value>(con)
+            .map_err(|e| BrokerError::new("XCLAIM JUSTID (refresh)", stream, e))?;
+    }
+    Ok(())
 }
 
 /// The smallest id after `id` (exclusive ranges need Redis 6.2, which the fallback lacks).

@@ -33,24 +33,39 @@ pub(super) fn read_reply(reply: Value) -> Result<Vec<StreamReply>, String> {
     let mut batches = Vec::with_capacity(per_stream.len());
     for (name, entries) in per_stream {
         let stream = text(name).ok_or("stream name is not text")?;
-        let (entries, deleted) = entries_of(entries)?;
-        batches.push((Arc::from(stream), entries, deleted));
+        let decoded = entries_of(entries)?;
+        batches.push((Arc::from(stream), decoded.entries, decoded.deleted));
     }
     Ok(batches)
 }
 
-/// Decodes `[[id, [field, value, ...]], ...]` into entries (delivered once, as far as a
-/// plain read knows) and the ids whose fields are nil: entries deleted (trimmed) while pending.
-pub(super) fn entries_of(entries: Value) -> Result<(Vec<Entry>, Vec<String>), String> {
+/// Entries decoded from a stream reply.
+#[derive(Debug, Default)]
+pub(super) struct Decoded {
+    /// Entries with their fields, delivered once as far as a plain read knows.
+    pub entries: Vec<Entry>,
+    /// Ids whose fields are nil: entries deleted (trimmed) while pending.
+    pub deleted: Vec<String>,
+    /// Bare nils in place of an entry: XCLAIM and XAUTOCLAIM before Redis 7 answer so for an
+    /// entry deleted while pending, without its id.
+    pub nils: usize,
+}
+
+/// Decodes `[[id, [field, value, ...]], ...]`.
+pub(super) fn entries_of(entries: Value) -> Result<Decoded, String> {
     let Value::Array(entries) = entries else {
         return Err(format!("entry list is not an array: {entries:?}"));
     };
     let mut out = Vec::with_capacity(entries.len());
     let mut deleted = Vec::new();
+    let mut nils = 0;
     for entry in entries {
         let mut parts = match entry {
             Value::Array(parts) => parts,
-            Value::Nil => continue, // XCLAIM before Redis 7 answers nil for a deleted entry
+            Value::Nil => {
+                nils += 1;
+                continue;
+            }
             other => return Err(format!("entry is not an array: {other:?}")),
         };
         if parts.len() != 2 {
@@ -80,7 +95,7 @@ pub(super) fn entries_of(entries: Value) -> Result<(Vec<Entry>, Vec<String>), St
         };
         out.push(Entry { id, fields, deliveries: 1 });
     }
-    Ok((out, deleted))
+    Ok(Decoded { entries: out, deleted, nils })
 }
 
 /// Pairs of a flat `[k1, v1, k2, v2, ...]` array or a RESP3 map; anything else gives none.
@@ -130,11 +145,13 @@ mod tests {
                 Value::Array(vec![bulk("b"), Value::BulkString(vec![0xff]), bulk("a"), bulk("x")]),
             ]),
             Value::Array(vec![bulk("2-0"), Value::Nil]),
+            Value::Nil,
         ]);
-        let (entries, deleted) = entries_of(reply).unwrap();
+        let Decoded { entries, deleted, nils } = entries_of(reply).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].fields, vec![(b"b".to_vec(), vec![0xff]), (b"a".to_vec(), b"x".to_vec())]);
         assert_eq!(deleted, vec!["2-0"]);
+        assert_eq!(nils, 1, "a bare nil (Redis < 7) is counted, not dropped");
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct Event {
     pub id: String,
     pub event_type: String,
     pub occurred_at: Timestamp,
+    /// The producer gave no timestamp: `occurred_at` is the stream entry's time, which differs
+    /// between two publications of one event, so it says nothing about the event's content.
+    pub occurred_at_from_entry: bool,
     pub session_id: Option<String>,
     pub workspace_id: Option<String>,
     pub device_id: Option<String>,
@@ -157,6 +160,7 @@ fn build(stream: &str, entry: &Entry, p: Parts, attributes: String) -> Result<Ev
             check_text(name, v)?;
         }
     }
+    let occurred_at_from_entry = p.occurred_at.is_none();
     let occurred_at = match p.occurred_at {
         Some(t) => t,
         None => time::entry_timestamp(&entry.id)
@@ -166,6 +170,7 @@ fn build(stream: &str, entry: &Entry, p: Parts, attributes: String) -> Result<Ev
         id,
         event_type: p.event_type,
         occurred_at,
+        occurred_at_from_entry,
         session_id: p.session_id,
         workspace_id: p.workspace_id,
         device_id: p.device_id,

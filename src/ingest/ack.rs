@@ -2,8 +2,10 @@
 //! the last-error record of entries that may come back.
 //!
 //! Invariant: [`Acker::acknowledge`] is called only after the batch's events are committed;
-//! it retries while Redis is unreachable and gives up only at shutdown or on a refused
-//! command, leaving the entries pending (they are redelivered, as duplicates, later).
+//! it retries every Redis error (unreachable, OOM, READONLY, WRONGTYPE on the dead-letter
+//! key...) with backoff and gives up only at shutdown, leaving the entries pending (they are
+//! redelivered, as duplicates, later). No entry is acknowledged unless its dead letter is
+//! written: both happen in one script that stops at the first failure.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use crate::broker::ack::{self, Acknowledger, DeadLetter};
 use crate::broker::{self, Batch, BrokerError, errors};
 use crate::event::Entry;
 use crate::observe::Counters;
-use crate::retry::{Failure, GaveUp, Staleness, retry};
+use crate::retry::{Episode, Failure, GaveUp, Staleness, retry};
 use crate::supervisor::Shared;
 
 /// A worker's own Redis connection and what it does with it.
@@ -30,6 +32,9 @@ enum AckFault {
     Connect(redis::RedisError),
     #[error(transparent)]
     Broker(BrokerError),
+    /// Redis answered with an error (not a lost connection).
+    #[error(transparent)]
+    Refused(BrokerError),
 }
 
 impl Acker {
@@ -51,12 +56,13 @@ impl Acker {
         Ok(self.con.insert(con))
     }
 
-    /// Acknowledges `ids` and dead-letters `dead` in one call, retrying while Redis is
-    /// unreachable. Returns false if it gave up (shutdown, or Redis refused the command).
+    /// Acknowledges `ids` and dead-letters `dead` in one call, retrying every failure with
+    /// backoff. Returns false if it gave up (shutdown): the entries stay pending.
     pub(crate) fn acknowledge(&mut self, stream: &str, ids: &[&str], dead: &[DeadLetter<'_>]) -> bool {
         let shared = Arc::clone(&self.shared);
         let by = Acknowledger { group: &shared.config.group.name, consumer: &shared.consumer };
         let mut staleness = Staleness::new(self.con.is_none());
+        let refused = Episode::default();
         let attempt = || {
             if self.con.is_none() {
                 staleness.connected();
@@ -72,12 +78,32 @@ impl Acker {
                         Err(Failure::Wait(AckFault::Broker(e)))
                     }
                 }
-                Err(e) => Err(Failure::Fatal(AckFault::Broker(e))),
+                Err(e) => {
+                    // A new connection may reach a new primary (READONLY after a failover).
+                    self.con = None;
+                    Err(Failure::Wait(AckFault::Refused(e)))
+                }
             }
         };
-        match retry(shared.stop_flag(), attempt, |e, _, _| shared.redis_outage.fault("worker", e)) {
+        let what = if dead.is_empty() { "acknowledge" } else { "dead-letter and acknowledge" };
+        let on_wait = |e: &AckFault, _, _| match e {
+            AckFault::Refused(e) if refused.begin() => log::error!(
+                "redis refused to {what} {} entries of {stream}: {e}; retrying with backoff, \
+                 they stay pending until it succeeds",
+                ids.len()
+            ),
+            AckFault::Refused(e) => log::debug!("redis still refuses: {e}"),
+            e => shared.redis_outage.fault("worker", e),
+        };
+        match retry(shared.stop_flag(), attempt, on_wait) {
             Ok(acked) => {
                 shared.redis_outage.cleared();
+                if let Some(lasted) = refused.end() {
+                    log::info!(
+                        "redis accepted to {what} the entries of {stream} after {:.1}s",
+                        lasted.as_secs_f64()
+                    );
+                }
                 Counters::add(&shared.counters.acknowledged, acked);
                 true
             }
@@ -89,8 +115,8 @@ impl Acker {
         }
     }
 
-    /// Dead letters for entries delivered more often than the budget allows, carrying the
-    /// last error recorded for each (by this or another process).
+    /// Dead letters for entries delivered more often than the budget allows and than their
+    /// lone try, carrying the last error recorded for each (by this or another process).
     pub(crate) fn over_budget<'b>(&mut self, stream: &str, entries: &[&'b Entry]) -> Vec<DeadLetter<'b>> {
         if entries.is_empty() {
             return Vec::new();
@@ -106,7 +132,8 @@ impl Acker {
                     "none recorded (each consumer it was delivered to stopped before finishing it)".into()
                 });
                 let error = format!(
-                    "delivered {} times (STREAMSINK_MAX_DELIVERIES={max}); last error: {last_error}",
+                    "delivered {} times (STREAMSINK_MAX_DELIVERIES={max}, then once alone); last error: \
+                     {last_error}",
                     entry.deliveries
                 );
                 log::warn!("entry {} on {stream}: {error}; dead-lettering", entry.id);

@@ -13,6 +13,8 @@
 //! dead-letter stream. The reader acknowledges nothing but ids whose entries no longer exist.
 
 pub(crate) mod ack;
+mod handoff;
+pub(crate) mod inflight;
 pub(crate) mod reader;
 mod reclaim;
 mod triage;

@@ -10,13 +10,15 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use super::Flow;
+use super::handoff;
+use super::inflight::HeldBatch;
 use super::reclaim::Reclaim;
-use crate::broker::{self, Batch, BrokerError, group, read};
+use crate::broker::{self, BrokerError, group, read};
 use crate::retry::{Failure, GaveUp, Staleness, retry};
 use crate::supervisor::Shared;
 
 /// Runs the reader until a stop is requested; returns after dropping the channel's sender.
-pub(crate) fn run(shared: Arc<Shared>, tx: Sender<Batch>) {
+pub(crate) fn run(shared: Arc<Shared>, tx: Sender<HeldBatch>) {
     let reclaim = Reclaim::new(shared.hooks.force_claim_fallback);
     let mut reader =
         Reader { shared: Arc::clone(&shared), tx, con: None, staleness: Staleness::new(true), reclaim };
@@ -50,7 +52,7 @@ enum ReaderFault {
 
 struct Reader {
     shared: Arc<Shared>,
-    tx: Sender<Batch>,
+    tx: Sender<HeldBatch>,
     /// The reader's own connection; `None` until (re)connected.
     con: Option<redis::Connection>,
     staleness: Staleness,
@@ -73,11 +75,13 @@ impl Reader {
             }
         };
         let con = self.con.insert(con);
-        let result = if self.reclaim.is_due(&self.shared) {
-            self.reclaim.run(con, &self.shared, &self.tx)
-        } else {
-            read_new(con, &self.shared, &self.tx)
-        };
+        let result = handoff::refresh(con, &self.shared).and_then(|()| {
+            if self.reclaim.is_due(&self.shared) {
+                self.reclaim.run(con, &self.shared, &self.tx)
+            } else {
+                read_new(con, &self.shared, &self.tx)
+            }
+        });
         match result {
             Ok(flow) => {
                 self.shared.redis_outage.cleared();
@@ -114,15 +118,24 @@ impl Reader {
     }
 }
 
-/// Reads new entries from every stream and hands each stream's batch to the workers (blocking
-/// while they are behind).
-fn read_new(con: &mut redis::Connection, shared: &Shared, tx: &Sender<Batch>) -> Result<Flow, BrokerError> {
+/// Reads new entries from every stream, as many as the byte budget allows, and hands each
+/// stream's batch to the workers (waiting while they are behind). While the process holds
+/// entries, the read blocks no longer than a refresh tick.
+fn read_new(
+    con: &mut redis::Connection,
+    shared: &Shared,
+    tx: &Sender<HeldBatch>,
+) -> Result<Flow, BrokerError> {
     let (group, worker) = (&shared.config.group, &shared.config.worker);
-    let batches =
-        read::new_entries(con, &group.name, &shared.consumer, &group.streams, worker.batch, worker.block)?;
+    let Some(count) = handoff::admit(con, shared, group.streams.len())? else {
+        return Ok(Flow::Continue);
+    };
+    let block =
+        if shared.inflight.is_empty() { worker.block } else { worker.block.min(handoff::tick(shared)) };
+    let batches = read::new_entries(con, &group.name, &shared.consumer, &group.streams, count, block)?;
     for batch in batches {
         log::debug!("read {} entries from {}", batch.entries.len(), batch.stream);
-        if tx.send(batch).is_err() {
+        if handoff::send(con, shared, tx, batch, count)? == Flow::WorkersGone {
             return Ok(Flow::WorkersGone);
         }
     }

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use super::Flow;
+use super::inflight::HeldBatch;
+use super::{Flow, handoff};
 use crate::broker::{Batch, BrokerError, ack, claim, claim::Claimed, group, read};
 use crate::observe::Counters;
 use crate::supervisor::Shared;
@@ -42,13 +43,13 @@ impl Reclaim {
         &mut self,
         c: &mut redis::Connection,
         shared: &Shared,
-        tx: &Sender<Batch>,
+        tx: &Sender<HeldBatch>,
     ) -> Result<Flow, BrokerError> {
         let (group_name, worker) = (&shared.config.group.name, &shared.config.worker);
         for s in shared.config.group.streams.iter() {
             if !self.own_done {
-                let fetch = |c: &mut redis::Connection, after: &str| {
-                    read::own_pending(c, group_name, &shared.consumer, s, after, worker.batch)
+                let fetch = |c: &mut redis::Connection, after: &str, count: usize| {
+                    read::own_pending(c, group_name, &shared.consumer, s, after, count)
                 };
                 if follow(c, shared, tx, s, "0", "own pending", fetch)? == Flow::WorkersGone {
                     return Ok(Flow::WorkersGone);
@@ -75,17 +76,19 @@ impl Reclaim {
     }
 
     /// Takes over entries idle longer than `claim_min_idle`, following the cursor to the end.
+    /// The entries this process holds were refreshed just before (by `follow`), so none of
+    /// them is idle that long.
     fn stuck(
         &mut self,
         c: &mut redis::Connection,
         shared: &Shared,
-        tx: &Sender<Batch>,
+        tx: &Sender<HeldBatch>,
         s: &str,
     ) -> Result<Flow, BrokerError> {
         let fallback = &mut self.fallback;
         let (group, me) = (&shared.config.group.name, &shared.consumer);
-        let (idle, count) = (shared.config.worker.claim_min_idle, shared.config.worker.batch);
-        follow(c, shared, tx, s, "0-0", "reclaimed", |c, cursor| {
+        let idle = shared.config.worker.claim_min_idle;
+        follow(c, shared, tx, s, "0-0", "reclaimed", |c, cursor, count| {
             if !*fallback {
                 match claim::autoclaim(c, s, group, me, idle, cursor, count) {
                     Err(e) if e.is_unknown_command() => {
@@ -103,21 +106,26 @@ impl Reclaim {
 }
 
 /// Follows a pending-list cursor from `start` to its end, handing each chunk `fetch` returns
-/// to the workers.
+/// to the workers. Each fetch asks for as many entries as the byte budget allows, after the
+/// held entries are refreshed.
 fn follow(
     c: &mut redis::Connection,
     shared: &Shared,
-    tx: &Sender<Batch>,
+    tx: &Sender<HeldBatch>,
     s: &str,
     start: &str,
     what: &str,
-    mut fetch: impl FnMut(&mut redis::Connection, &str) -> Result<Claimed, BrokerError>,
+    mut fetch: impl FnMut(&mut redis::Connection, &str, usize) -> Result<Claimed, BrokerError>,
 ) -> Result<Flow, BrokerError> {
     let mut cursor = start.to_string();
     loop {
-        let claimed = fetch(c, &cursor)?;
+        let Some(count) = handoff::admit(c, shared, 1)? else {
+            return Ok(Flow::Continue);
+        };
+        handoff::refresh(c, shared)?;
+        let claimed = fetch(c, &cursor, count)?;
         let next = claimed.next.clone();
-        if hand_over(c, shared, tx, s, claimed, what)? == Flow::WorkersGone {
+        if hand_over(c, shared, tx, s, claimed, what, count)? == Flow::WorkersGone {
             return Ok(Flow::WorkersGone);
         }
         match next {
@@ -129,14 +137,16 @@ fn follow(
 
 /// Loads the delivery counts of taken-over entries and sends them to the workers. Deleted ids
 /// are counted and logged as lost upstream, and acknowledged at once (there is nothing of them
-/// to commit, and the next XAUTOCLAIM would report them again).
+/// to commit, and the next XAUTOCLAIM would report them again). An entry the process already
+/// holds is not sent twice.
 fn hand_over(
     c: &mut redis::Connection,
     shared: &Shared,
-    tx: &Sender<Batch>,
+    tx: &Sender<HeldBatch>,
     s: &str,
     claimed: Claimed,
     what: &str,
+    asked: usize,
 ) -> Result<Flow, BrokerError> {
     let Claimed { mut entries, deleted, .. } = claimed;
     let group = &shared.config.group.name;
@@ -150,6 +160,14 @@ fn hand_over(
         );
     }
     ack::ack_deleted(c, s, group, &deleted)?;
+    if !entries.is_empty() && !shared.inflight.is_empty() {
+        let held = shared.inflight.held_ids(s);
+        let before = entries.len();
+        entries.retain(|e| !held.contains(&e.id));
+        if entries.len() < before {
+            log::debug!("{what}: {} entries of {s} already held here", before - entries.len());
+        }
+    }
     if entries.is_empty() {
         return Ok(Flow::Continue);
     }
@@ -157,8 +175,5 @@ fn hand_over(
     Counters::add(&shared.counters.reclaimed, entries.len() as u64);
     let most = entries.iter().map(|e| e.deliveries).max().unwrap_or(0);
     log::info!("{what}: {} entries of {s} (up to {most} deliveries each)", entries.len());
-    if tx.send(Batch { stream: Arc::from(s), entries }).is_err() {
-        return Ok(Flow::WorkersGone);
-    }
-    Ok(Flow::Continue)
+    handoff::send(c, shared, tx, Batch { stream: Arc::from(s), entries }, asked)
 }

@@ -1,6 +1,9 @@
 //! Sorting a batch before and while it is written: entries over their delivery budget and
-//! malformed entries become dead letters; events Postgres rejects are isolated by splitting
-//! the batch in halves until the rejected one stands alone, so its neighbours still commit.
+//! malformed entries become dead letters; events Postgres rejects, and events whose handler
+//! panics, are isolated by splitting the batch in halves until the failing one stands alone,
+//! so its neighbours still commit.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::broker::Batch;
 use crate::broker::ack::DeadLetter;
@@ -12,27 +15,34 @@ use crate::sink::pool::PooledClient;
 
 /// A batch sorted by what happens to each entry next.
 pub(super) struct Sorted<'b> {
-    /// Parsed events, in stream order: to be written.
+    /// Parsed events, in stream order: to be written together.
     pub events: Vec<Event>,
+    /// Events of entries delivered once more than the budget allows: each is tried once
+    /// alone, so that an entry that brought down its batch cannot do it again.
+    pub alone: Vec<Event>,
     /// Malformed entries, with why: to be dead-lettered.
     pub malformed: Vec<DeadLetter<'b>>,
-    /// Entries delivered more often than the budget allows: to be dead-lettered unprocessed.
+    /// Entries delivered more often still (their lone try did not finish either): to be
+    /// dead-lettered unprocessed.
     pub over_budget: Vec<&'b Entry>,
 }
 
-/// Sorts `batch`: over budget first (such an entry is not even parsed), then parse.
+/// Sorts `batch`: entries past their lone try first (such an entry is not even parsed), then
+/// parse.
 pub(super) fn sort<'b>(batch: &'b Batch, max_deliveries: u64, event_field: &str) -> Sorted<'b> {
     let mut sorted = Sorted {
         events: Vec::with_capacity(batch.entries.len()),
+        alone: Vec::new(),
         malformed: Vec::new(),
         over_budget: Vec::new(),
     };
     for entry in &batch.entries {
-        if entry.deliveries > max_deliveries {
+        if entry.deliveries > max_deliveries + 1 {
             sorted.over_budget.push(entry);
             continue;
         }
         match event::parse(&batch.stream, entry, event_field) {
+            Ok(e) if entry.deliveries > max_deliveries => sorted.alone.push(e),
             Ok(e) => sorted.events.push(e),
             Err(m) => {
                 log::warn!("malformed entry {} on {}: {m}; dead-lettering", entry.id, batch.stream);
@@ -43,37 +53,67 @@ pub(super) fn sort<'b>(batch: &'b Batch, max_deliveries: u64, event_field: &str)
     sorted
 }
 
-/// What writing a batch's events did, rejected rows included.
+/// Why one event could not be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Failed {
+    /// Position in the events written.
+    pub index: usize,
+    /// The dead letter's `dlq_reason`.
+    pub reason: &'static str,
+    pub error: String,
+}
+
+/// Dead-letter reason of an event Postgres rejects.
+pub(super) const REJECTED: &str = "rejected by postgres";
+/// Dead-letter reason of an event whose handler panics.
+pub(super) const PANICKED: &str = "handler panicked";
+/// Dead-letter reason of an event whose id is stored with other content.
+pub(super) const REUSED: &str = "id reused with different content";
+
+/// What writing a batch's events did, failed events included.
 #[derive(Debug, Default)]
 pub(super) struct Outcome {
     pub written: Written,
-    /// Events Postgres rejected: (index into the events written, Postgres's message).
-    pub rejected: Vec<(usize, String)>,
+    /// Events that cannot be written, by position among the events written.
+    pub failed: Vec<Failed>,
 }
 
 impl Outcome {
-    /// Dead letters for the rejected events, found among `batch`'s entries.
-    pub(super) fn dead_letters<'b>(&self, batch: &'b Batch, events: &[Event]) -> Vec<DeadLetter<'b>> {
-        let mut dead = Vec::with_capacity(self.rejected.len());
-        for (index, error) in &self.rejected {
-            let e = &events[*index];
+    /// Adds `other`, an outcome of the events from position `offset` on.
+    pub(super) fn merge(&mut self, other: Outcome, offset: usize) {
+        self.written += other.written;
+        self.failed.extend(other.failed.into_iter().map(|f| Failed { index: f.index + offset, ..f }));
+    }
+
+    /// Events whose id is stored with other content.
+    pub(super) fn reused(&self) -> u64 {
+        self.failed.iter().filter(|f| f.reason == REUSED).count() as u64
+    }
+
+    /// Dead letters for the failed events, found among `batch`'s entries.
+    pub(super) fn dead_letters<'b>(&self, batch: &'b Batch, events: &[&Event]) -> Vec<DeadLetter<'b>> {
+        let mut dead = Vec::with_capacity(self.failed.len());
+        for f in &self.failed {
+            let e = events[f.index];
             log::warn!(
-                "postgres rejected event {} (entry {} on {}): {error}; dead-lettering",
+                "event {} (entry {} on {}): {}: {}; dead-lettering",
                 e.id,
                 e.entry_id,
-                batch.stream
+                batch.stream,
+                f.reason,
+                f.error
             );
             if let Some(entry) = batch.entries.iter().find(|en| en.id == e.entry_id) {
-                dead.push(DeadLetter { entry, reason: "rejected by postgres".into(), error: error.clone() });
+                dead.push(DeadLetter { entry, reason: f.reason.into(), error: f.error.clone() });
             }
         }
         dead
     }
 }
 
-/// Commits `events`, isolating the rows Postgres rejects. Any other error is returned (nothing
-/// of the failing part committed) for the caller to retry: committed halves then come back as
-/// duplicates and change nothing.
+/// Commits `events`, isolating the rows Postgres rejects and the events whose handler panics.
+/// Any other error is returned (nothing of the failing part committed) for the caller to
+/// retry: committed halves then come back as duplicates and change nothing.
 pub(super) fn write_isolating(
     client: &mut PooledClient,
     registry: &Registry,
@@ -85,7 +125,7 @@ pub(super) fn write_isolating(
     Ok(outcome)
 }
 
-/// `offset` is the position of `events` in the whole batch, to report rejected events by index.
+/// `offset` is the position of `events` in the whole batch, to report failed events by index.
 fn split(
     client: &mut PooledClient,
     registry: &Registry,
@@ -94,20 +134,39 @@ fn split(
     offset: usize,
     outcome: &mut Outcome,
 ) -> Result<(), postgres::Error> {
-    match batch::write(client, registry, stream, events) {
-        Ok(w) => {
-            outcome.written += w;
-            Ok(())
+    // A panicking handler unwinds out of the transaction, which rolls back as it is dropped.
+    let result = catch_unwind(AssertUnwindSafe(|| batch::write(client, registry, stream, events)));
+    let failure = match result {
+        Ok(Ok(wrote)) => {
+            outcome.written += wrote.written;
+            outcome.failed.extend(wrote.reused.into_iter().map(|i| Failed {
+                index: offset + i,
+                reason: REUSED,
+                error: format!("event id '{}' is stored with another type, timestamp or data", events[i].id),
+            }));
+            return Ok(());
         }
-        Err(e) if fault::classify(&e) == Fault::RejectedRow => {
-            if events.len() == 1 {
-                outcome.rejected.push((offset, fault::describe(&e)));
-                return Ok(());
-            }
-            let mid = events.len() / 2;
-            split(client, registry, stream, &events[..mid], offset, outcome)?;
-            split(client, registry, stream, &events[mid..], offset + mid, outcome)
-        }
-        Err(e) => Err(e),
+        Ok(Err(e)) if fault::classify(&e) == Fault::RejectedRow => (REJECTED, fault::describe(&e)),
+        Ok(Err(e)) => return Err(e),
+        Err(panic) => (PANICKED, panic_message(panic.as_ref())),
+    };
+    if events.len() == 1 {
+        outcome.failed.push(Failed { index: offset, reason: failure.0, error: failure.1 });
+        return Ok(());
     }
+    if failure.0 == PANICKED {
+        log::warn!("a handler panicked in a batch of {} events ({}); isolating it", events.len(), failure.1);
+    }
+    let mid = events.len() / 2;
+    split(client, registry, stream, &events[..mid], offset, outcome)?;
+    split(client, registry, stream, &events[mid..], offset + mid, outcome)
+}
+
+/// The text a panic was raised with.
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }

@@ -1,16 +1,18 @@
 //! A worker thread: takes a batch off the channel, sorts it ([`super::triage`]), writes its
-//! events in one transaction (retrying while Postgres is unreachable), then acknowledges it in
-//! Redis in one call ([`super::ack`]).
+//! events in one transaction (retrying while Postgres is unreachable or refuses), then
+//! acknowledges it in Redis in one call ([`super::ack`]).
 //!
 //! Invariant: nothing is acknowledged that is not committed to Postgres or written to the
 //! dead-letter stream. A batch abandoned at shutdown stays pending in Redis, with why recorded
-//! as its entries' last error.
+//! as its entries' last error. The batch is released from the byte budget when the worker is
+//! done with it, on every path.
 
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
 use super::ack::Acker;
+use super::inflight::HeldBatch;
 use super::triage::{self, Outcome};
 use crate::broker::Batch;
 use crate::event::Event;
@@ -22,23 +24,20 @@ use crate::sink::fault::{self, Fault};
 use crate::sink::pool::Pool;
 use crate::supervisor::Shared;
 
-/// Runs one worker until the channel is closed and drained. A panic while processing a batch
-/// is recorded as its entries' last error (so the dead letter written when their delivery
-/// budget runs out says why), then ends the thread, which stops the process for a restart.
-pub(crate) fn run(shared: Arc<Shared>, pool: Pool, registry: Arc<Registry>, rx: Receiver<Batch>) {
+/// Runs one worker until the channel is closed and drained. A panic outside a handler (which
+/// triage isolates) is recorded as its entries' last error (so the dead letter written when
+/// their delivery budget runs out says why), then ends the thread, which stops the process for
+/// a restart.
+pub(crate) fn run(shared: Arc<Shared>, pool: Pool, registry: Arc<Registry>, rx: Receiver<HeldBatch>) {
     let per_event = shared.hooks.per_event;
     let mut worker = Worker { acker: Acker::new(Arc::clone(&shared)), shared, pool, registry };
-    for batch in rx.iter() {
-        for unit in units(batch, per_event) {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.process(&unit)));
+    for held in rx.iter() {
+        for unit in units(&held.batch, per_event).iter() {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.process(unit)));
             if let Err(panic) = outcome {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
+                let message = triage::panic_message(panic.as_ref());
                 worker.acker.reset();
-                worker.acker.record_errors(&unit, &format!("worker panicked: {message}"));
+                worker.acker.record_errors(unit, &format!("worker panicked: {message}"));
                 std::panic::resume_unwind(panic);
             }
         }
@@ -47,12 +46,12 @@ pub(crate) fn run(shared: Arc<Shared>, pool: Pool, registry: Arc<Registry>, rx: 
 
 /// What one transaction and one acknowledgement cover: the whole batch, or (the benchmark's
 /// naive baseline, a test hook) each entry on its own.
-fn units(batch: Batch, per_event: bool) -> Vec<Batch> {
+fn units(batch: &Batch, per_event: bool) -> std::borrow::Cow<'_, [Batch]> {
     if !per_event {
-        return vec![batch];
+        return std::borrow::Cow::Borrowed(std::slice::from_ref(batch));
     }
-    let stream = batch.stream;
-    batch.entries.into_iter().map(|e| Batch { stream: Arc::clone(&stream), entries: vec![e] }).collect()
+    let one = |e: &crate::event::Entry| Batch { stream: Arc::clone(&batch.stream), entries: vec![e.clone()] };
+    std::borrow::Cow::Owned(batch.entries.iter().map(one).collect())
 }
 
 struct Worker {
@@ -62,29 +61,53 @@ struct Worker {
     acker: Acker,
 }
 
+/// Why a batch write is being retried; each kind is logged its own way.
+#[derive(Debug, thiserror::Error)]
+enum WriteFault {
+    /// No connection, or the server is not serving: an outage.
+    #[error(transparent)]
+    Unreachable(SinkError),
+    /// A deadlock or serialization failure: retried shortly.
+    #[error("{}", fault::describe(.0))]
+    Conflict(postgres::Error),
+    /// The statement itself was refused (class 42 and the like): an operator must act.
+    #[error("{}", fault::describe(.0))]
+    Refused(postgres::Error),
+    /// The stop deadline passed before a connection could be had.
+    #[error("stop deadline passed")]
+    Deadline,
+}
+
 impl Worker {
     fn process(&mut self, batch: &Batch) {
         let worker = &self.shared.config.worker;
-        let sorted = triage::sort(batch, worker.max_deliveries as u64, &worker.event_field);
+        let max = worker.max_deliveries as u64;
+        let sorted = triage::sort(batch, max, &worker.event_field);
         let mut dead = sorted.malformed;
         dead.extend(self.acker.over_budget(&batch.stream, &sorted.over_budget));
-        let outcome = match self.write(&batch.stream, &sorted.events) {
+        let mut outcome = match self.write(&batch.stream, &sorted.events) {
             Ok(outcome) => outcome,
-            Err(last_error) => {
-                log::warn!(
-                    "stopping with a batch of {} entries of {} unwritten; they stay pending in Redis",
-                    batch.entries.len(),
-                    batch.stream
-                );
-                self.acker.record_errors(batch, &format!("not written before shutdown: {last_error}"));
-                return;
-            }
+            Err(last_error) => return self.abandon(batch, &last_error),
         };
-        dead.extend(outcome.dead_letters(batch, &sorted.events));
+        let n = sorted.events.len();
+        for (i, event) in sorted.alone.iter().enumerate() {
+            log::info!(
+                "entry {} on {}: delivered more than {max} times; trying it once alone before dead-lettering",
+                event.entry_id,
+                batch.stream
+            );
+            match self.write(&batch.stream, std::slice::from_ref(event)) {
+                Ok(alone) => outcome.merge(alone, n + i),
+                Err(last_error) => return self.abandon(batch, &last_error),
+            }
+        }
+        let all: Vec<&Event> = sorted.events.iter().chain(&sorted.alone).collect();
+        dead.extend(outcome.dead_letters(batch, &all));
         let c = &self.shared.counters;
         Counters::add(&c.inserted, outcome.written.inserted);
         Counters::add(&c.duplicates, outcome.written.duplicates);
         Counters::add(&c.handler_errors, outcome.written.handler_errors);
+        Counters::add(&c.reused_ids, outcome.reused());
         let ids: Vec<&str> = batch.entries.iter().map(|e| e.id.as_str()).collect();
         if self.acker.acknowledge(&batch.stream, &ids, &dead) {
             Counters::add(&c.processed, batch.entries.len() as u64);
@@ -93,23 +116,37 @@ impl Worker {
         }
     }
 
-    /// Writes `events` in one transaction (isolating rejected rows), retrying while Postgres
-    /// is unreachable. Fails with the last error only if shutdown came first (then nothing is
-    /// committed that the caller would acknowledge).
-    fn write(&self, stream: &str, events: &[Event]) -> Result<Outcome, SinkError> {
+    /// Leaves `batch` pending in Redis at shutdown, recording why.
+    fn abandon(&mut self, batch: &Batch, last_error: &WriteFault) {
+        log::warn!(
+            "stopping with a batch of {} entries of {} unwritten ({last_error}); they stay pending in Redis",
+            batch.entries.len(),
+            batch.stream
+        );
+        self.acker.record_errors(batch, &format!("not written before shutdown: {last_error}"));
+    }
+
+    /// Writes `events` in one transaction (isolating rejected rows and panicking handlers),
+    /// retrying while Postgres is unreachable, conflicts or refuses the statement. Fails with
+    /// the last error only if shutdown came first (then nothing is committed that the caller
+    /// would acknowledge).
+    fn write(&self, stream: &str, events: &[Event]) -> Result<Outcome, WriteFault> {
         if events.is_empty() {
             return Ok(Outcome::default());
         }
+        let shared = &self.shared;
         // A pooled connection may have served before, so may be stale.
         let mut staleness = Staleness::new(false);
         let attempt = || {
-            let mut client = self.pool.get().map_err(|e| Failure::Wait(SinkError::Connect(e)))?;
+            let timeout = shared.pool_timeout().ok_or(Failure::Fatal(WriteFault::Deadline))?;
+            let mut client = self
+                .pool
+                .get_timeout(timeout)
+                .map_err(|e| Failure::Wait(WriteFault::Unreachable(SinkError::Connect(e))))?;
+            let _running = shared.queries.register(client.cancel_token());
             triage::write_isolating(&mut client, &self.registry, stream, events).map_err(|source| {
                 match fault::classify(&source) {
-                    Fault::Conflict => {
-                        log::debug!("batch write conflicted ({}); retrying", fault::describe(&source));
-                        Failure::Again
-                    }
+                    Fault::Conflict => Failure::Shortly(WriteFault::Conflict(source)),
                     Fault::Unreachable if source.code().is_none() && staleness.retry_at_once() => {
                         // The connection itself failed: Postgres may have restarted since this
                         // pooled connection was opened (the pool discards it now): one
@@ -117,14 +154,36 @@ impl Worker {
                         log::debug!("batch write failed on a pooled connection ({source}); retrying");
                         Failure::Again
                     }
-                    _ => Failure::Wait(SinkError::Query { op: "batch write", source }),
+                    Fault::Unreachable => {
+                        Failure::Wait(WriteFault::Unreachable(SinkError::Query { op: "batch write", source }))
+                    }
+                    // Rejected rows are isolated by triage; one reaching here is not a row's.
+                    Fault::StatementRefused | Fault::RejectedRow => {
+                        Failure::Wait(WriteFault::Refused(source))
+                    }
                 }
             })
         };
-        let outage = &self.shared.postgres_outage;
-        match retry(self.shared.stop_flag(), attempt, |e, _, _| outage.fault("worker", e)) {
+        let on_wait = |e: &WriteFault, _, _| match e {
+            WriteFault::Unreachable(e) => shared.postgres_outage.fault("worker", e),
+            WriteFault::Conflict(e) => {
+                log::debug!("batch write conflicted ({}); retrying shortly", fault::describe(e))
+            }
+            WriteFault::Refused(e) if shared.statement_refused.begin() => log::error!(
+                "postgres refused the write of {} events of {stream}: {}: the schema or permissions \
+                 need attention; retrying with backoff, nothing is acknowledged meanwhile",
+                events.len(),
+                fault::describe(e)
+            ),
+            WriteFault::Refused(e) => log::debug!("postgres still refuses: {}", fault::describe(e)),
+            WriteFault::Deadline => {}
+        };
+        match retry(shared.stop_flag(), attempt, on_wait) {
             Ok(outcome) => {
-                outage.cleared();
+                shared.postgres_outage.cleared();
+                if let Some(lasted) = shared.statement_refused.end() {
+                    log::info!("postgres accepts the writes again after {:.1}s", lasted.as_secs_f64());
+                }
                 Ok(outcome)
             }
             Err(GaveUp::Stopped(e) | GaveUp::Fatal(e)) => Err(e),

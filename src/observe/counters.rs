@@ -22,6 +22,8 @@ pub struct Counters {
     pub reclaimed: AtomicU64,
     /// Pending entries deleted from the stream (trimmed) before anyone processed them.
     pub lost_upstream: AtomicU64,
+    /// Events whose id was already stored with other content: dead-lettered.
+    pub reused_ids: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -35,6 +37,7 @@ pub struct Snapshot {
     pub acknowledged: u64,
     pub reclaimed: u64,
     pub lost_upstream: u64,
+    pub reused_ids: u64,
 }
 
 impl Counters {
@@ -56,6 +59,7 @@ impl Counters {
             acknowledged: get(&self.acknowledged),
             reclaimed: get(&self.reclaimed),
             lost_upstream: get(&self.lost_upstream),
+            reused_ids: get(&self.reused_ids),
         }
     }
 }
@@ -65,7 +69,7 @@ impl fmt::Display for Snapshot {
         write!(
             f,
             "processed={} inserted={} duplicates={} handler_errors={} dead_lettered={} acknowledged={} \
-             reclaimed={} lost_upstream={}",
+             reclaimed={} lost_upstream={} reused_ids={}",
             self.processed,
             self.inserted,
             self.duplicates,
@@ -73,7 +77,8 @@ impl fmt::Display for Snapshot {
             self.dead_lettered,
             self.acknowledged,
             self.reclaimed,
-            self.lost_upstream
+            self.lost_upstream,
+            self.reused_ids
         )
     }
 }

@@ -1,5 +1,5 @@
-//! The stats thread: every interval, one line of counters, rate, and the group's pending
-//! count and lag as Redis reports them; a final line at shutdown comes from the supervisor.
+//! The stats thread: every interval, one line of counters, rate, the group's pending count
+//! and lag as Redis reports them, and the bytes of entries held in the process; a final line at shutdown comes from the supervisor.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +24,8 @@ pub(crate) fn run(shared: Arc<Shared>, done: Receiver<()>) {
         let secs = last_at.elapsed().as_secs_f64().max(0.001);
         let rate = (now.processed - last.processed) as f64 / secs;
         let (pending, lag) = group_figures(&mut redis, &shared);
-        log::info!("stats: {now} rate={rate:.1}/s pending={pending} lag={lag}");
+        let held_mib = shared.inflight.bytes() as f64 / (1024.0 * 1024.0);
+        log::info!("stats: {now} rate={rate:.1}/s pending={pending} lag={lag} held={held_mib:.1}MiB");
         last = now;
         last_at = Instant::now();
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use postgres::Transaction;
 
 use super::fault;
-use super::insert::insert_events;
+use super::insert::{insert_events, reused_ids};
 use super::pool::PooledClient;
 use super::statements::StatementCache;
 use crate::event::Event;
@@ -37,6 +37,14 @@ impl std::ops::AddAssign for Written {
     }
 }
 
+/// What writing a batch did, and which of its events could not be written.
+#[derive(Debug, Default)]
+pub(crate) struct Wrote {
+    pub written: Written,
+    /// Positions of events whose id is stored with other content: not written, not handled.
+    pub reused: Vec<usize>,
+}
+
 /// Writes `events` of `stream` in one transaction and commits it. On error nothing is
 /// committed; [`fault::classify`] says whose fault it was.
 pub(crate) fn write(
@@ -44,11 +52,11 @@ pub(crate) fn write(
     registry: &Registry,
     stream: &str,
     events: &[Event],
-) -> Result<Written, postgres::Error> {
+) -> Result<Wrote, postgres::Error> {
     let mut statements = StatementCache::take(client);
-    let written = write_with(client, &mut statements, registry, stream, events)?;
+    let wrote = write_with(client, &mut statements, registry, stream, events)?;
     statements.put_back(client); // only after success: an error may have left one stale
-    Ok(written)
+    Ok(wrote)
 }
 
 fn write_with(
@@ -57,14 +65,19 @@ fn write_with(
     registry: &Registry,
     stream: &str,
     events: &[Event],
-) -> Result<Written, postgres::Error> {
+) -> Result<Wrote, postgres::Error> {
     let mut tx = client.transaction()?;
     let handled_types = registry.types();
     let inserted = insert_events(&mut tx, statements, stream, events, &handled_types)?;
     let new_ids = inserted.to_handle;
+    let reused = if inserted.count < events.len() as u64 {
+        reused_ids(&mut tx, statements, events)?
+    } else {
+        Vec::new()
+    };
     let mut written = Written {
         inserted: inserted.count,
-        duplicates: events.len() as u64 - inserted.count,
+        duplicates: (events.len() as u64 - inserted.count).saturating_sub(reused.len() as u64),
         handler_errors: 0,
     };
     // Each handler gets one call with all its new events, in stream order; an id repeated
@@ -85,7 +98,7 @@ fn write_with(
         written.handler_errors += run_handler(&mut tx, statements, handler.as_ref(), &evs)?;
     }
     tx.commit()?;
-    Ok(written)
+    Ok(Wrote { written, reused })
 }
 
 /// Runs `handler` on `events` under a savepoint. If it fails, retries each event under its own

@@ -46,6 +46,17 @@ ORDER BY u.id -- one lock order for every batch: concurrent batches cannot deadl
 ON CONFLICT (id) DO NOTHING
 RETURNING CASE WHEN type = ANY($11::text[]) THEN id END";
 
+/// Events of a batch whose id is stored with another type, time or data: an id reused by the
+/// producer for a different event, not a redelivery. Run only when the insert found
+/// duplicates, so a batch of new events never pays for it. A time the producer did not give
+/// (null here) is not compared.
+const REUSED_IDS: &str = "\
+SELECT u.n
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[]) WITH ORDINALITY
+     AS u(id, type, occurred_at, data, n)
+JOIN events e ON e.id = u.id
+WHERE e.type <> u.type OR e.occurred_at <> u.occurred_at OR e.data <> u.data";
+
 /// What one insert did.
 #[derive(Debug, Default)]
 pub(crate) struct Inserted {
@@ -95,4 +106,24 @@ pub(crate) fn insert_events(
         count: rows.len() as u64,
         to_handle: rows.iter().filter_map(|r| r.get::<_, Option<String>>(0)).collect(),
     })
+}
+
+/// Positions in `events` of the events whose id is already stored with a different type,
+/// timestamp or data (compared as jsonb, so key order and spacing do not matter).
+pub(crate) fn reused_ids(
+    tx: &mut Transaction<'_>,
+    cache: &mut StatementCache,
+    events: &[Event],
+) -> Result<Vec<usize>, postgres::Error> {
+    let statement = cache.prepare(tx, REUSED_IDS)?;
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let times: Vec<Option<jiff::Timestamp>> =
+        events.iter().map(|e| (!e.occurred_at_from_entry).then_some(e.occurred_at)).collect();
+    let data: Vec<RawJson> = events.iter().map(|e| RawJson(&e.data)).collect();
+    let rows = tx.query(&statement, &[&ids, &types, &times, &data])?;
+    let mut positions: Vec<usize> =
+        rows.iter().map(|r| r.get::<_, i64>(0)).filter_map(|n| usize::try_from(n - 1).ok()).collect();
+    positions.sort_unstable();
+    Ok(positions)
 }

@@ -7,6 +7,7 @@
 //! not at all. These functions do not retry or log; the workers in `ingest` do.
 
 pub(crate) mod batch;
+pub(crate) mod cancel;
 pub(crate) mod fault;
 mod insert;
 pub mod migrate;

@@ -1,0 +1,90 @@
+//! The reader's side of the byte budget ([`super::inflight`]): how many entries it may read
+//! next, handing a read batch to the workers, and keeping the entries the process holds fresh
+//! in Redis while it waits for either.
+//!
+//! Invariant: the reader never waits longer than [`tick`] without refreshing the entries the
+//! process holds, so none of them reaches `claim_min_idle` while it is queued or being written.
+
+use std::time::Duration;
+
+use crossbeam_channel::{SendTimeoutError, Sender};
+
+use super::Flow;
+use super::inflight::HeldBatch;
+use crate::broker::{Batch, BrokerError, claim};
+use crate::supervisor::Shared;
+
+/// Held entries are refreshed once they are this old in Redis: a third of `claim_min_idle`,
+/// so that a refresh late by a whole read still comes in time.
+pub(super) fn refresh_age(shared: &Shared) -> Duration {
+    (shared.config.worker.claim_min_idle / 3).max(Duration::from_millis(50))
+}
+
+/// The longest the reader waits on anything (budget, channel, a blocking read while entries
+/// are held) before refreshing.
+pub(super) fn tick(shared: &Shared) -> Duration {
+    refresh_age(shared).min(Duration::from_secs(1))
+}
+
+/// Entries to ask for per stream of `streams`, waiting while the budget is used up (and
+/// refreshing meanwhile). `None` if a stop came first.
+pub(super) fn admit(
+    c: &mut redis::Connection,
+    shared: &Shared,
+    streams: usize,
+) -> Result<Option<usize>, BrokerError> {
+    loop {
+        if let Some(n) = shared.inflight.admit(streams, tick(shared)) {
+            return Ok(Some(n));
+        }
+        refresh(c, shared)?;
+        if shared.stopping() {
+            return Ok(None);
+        }
+    }
+}
+
+/// Holds `batch` (read with COUNT `asked`) and sends it to the workers, refreshing while the
+/// channel is full. At a stop, a batch the workers cannot take within a tick is dropped
+/// unprocessed: its entries stay pending with this consumer and are read again at next start.
+pub(super) fn send(
+    c: &mut redis::Connection,
+    shared: &Shared,
+    tx: &Sender<HeldBatch>,
+    batch: Batch,
+    asked: usize,
+) -> Result<Flow, BrokerError> {
+    let mut held = shared.inflight.hold(batch, asked);
+    loop {
+        match tx.send_timeout(held, tick(shared)) {
+            Ok(()) => return Ok(Flow::Continue),
+            Err(SendTimeoutError::Disconnected(_)) => return Ok(Flow::WorkersGone),
+            Err(SendTimeoutError::Timeout(back)) => {
+                if shared.stopping() {
+                    log::info!(
+                        "stopping: {} entries of {} read but not started stay pending",
+                        back.batch.entries.len(),
+                        back.batch.stream
+                    );
+                    return Ok(Flow::Continue);
+                }
+                held = back;
+                refresh(c, shared)?;
+            }
+        }
+    }
+}
+
+/// Re-claims to this consumer, without counting a delivery, every held entry whose idle time
+/// in Redis is older than [`refresh_age`].
+pub(super) fn refresh(c: &mut redis::Connection, shared: &Shared) -> Result<(), BrokerError> {
+    let (group, me) = (&shared.config.group.name, &shared.consumer);
+    for (stream, ids) in shared.inflight.due_refresh(refresh_age(shared)) {
+        log::debug!("refreshing {} held entries of {stream}", ids.len());
+        if let Err(e) = claim::refresh(c, &stream, group, me, &ids) {
+            shared.inflight.refresh_failed();
+            return Err(e);
+        }
+    }
+    Ok(())
+}
