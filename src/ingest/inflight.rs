@@ -24,6 +24,11 @@ use crate::event::Entry;
 /// Bytes an entry costs beyond its id, names and values: the `Entry` and its vectors.
 const ENTRY_OVERHEAD: u64 = 64;
 
+/// Copies of an entry the process makes while it writes one: the entry as read, the parsed
+/// event, and the statement's parameters on their way to Postgres. The budget counts them
+/// all, so that it bounds the memory the entries cost, not only their size.
+const COPIES: u64 = 3;
+
 /// The first reads ask for this many entries at most, then twice as many each time a read
 /// comes back full, up to `STREAMSINK_BATCH`: a stream of 1 MB entries is not first read a
 /// thousand at a time, before their size is known.
@@ -79,10 +84,11 @@ impl Drop for HeldBatch {
     }
 }
 
-/// The bytes `entry` occupies, as the budget counts them.
+/// The bytes `entry` costs, as the budget counts them: every copy made of it while it is
+/// written.
 pub(crate) fn entry_bytes(entry: &Entry) -> u64 {
     let fields: usize = entry.fields.iter().map(|(k, v)| k.len() + v.len()).sum();
-    (entry.id.len() + fields) as u64 + ENTRY_OVERHEAD
+    ((entry.id.len() + fields) as u64 + ENTRY_OVERHEAD) * COPIES
 }
 
 impl Inflight {
@@ -226,10 +232,10 @@ mod tests {
 
     #[test]
     fn large_entries_shrink_the_count_and_a_full_budget_stops_reading() {
-        let inflight = Arc::new(Inflight::new(8 << 20, 1000));
+        let inflight = Arc::new(Inflight::new(24 << 20, 1000));
         let first = inflight.admit(1, Duration::ZERO).unwrap();
         let held = inflight.hold(batch(2, 1 << 20), first);
-        // Two 1 MiB entries held of 8 MiB: six more fit.
+        // Two 1 MiB entries (3 MiB each with their copies) held of 24 MiB: five more fit.
         assert_eq!(inflight.admit(1, Duration::ZERO), Some(5));
         let more = inflight.hold(batch(6, 1 << 20), 5);
         assert_eq!(inflight.admit(1, Duration::from_millis(10)), None, "budget used up");
@@ -242,7 +248,7 @@ mod tests {
     #[test]
     fn an_entry_larger_than_the_budget_is_still_read_alone() {
         let inflight = Arc::new(Inflight::new(1 << 20, 1000));
-        let held = inflight.hold(batch(1, 4 << 20), 1);
+        let held = inflight.hold(batch(1, 1 << 20), 1);
         assert_eq!(inflight.admit(1, Duration::ZERO), None, "nothing more while it is held");
         drop(held);
         assert_eq!(inflight.admit(1, Duration::ZERO), Some(1), "one at a time while they are this large");
