@@ -153,8 +153,9 @@ fn an_entry_delivered_too_often_is_dead_lettered_with_its_last_error() {
     let id = publish(&mut r, &p.stream.name, &[("id", "poison-loop"), ("type", "t")]);
     let ok_id = publish(&mut r, &p.stream.name, &[("id", "second-try"), ("type", "t")]);
     read_as(&mut r, &p.stream.name, "crashed-1", 2);
-    // Two more deliveries of the first (as if two more consumers took it and crashed).
-    for name in ["crashed-2", "crashed-3"] {
+    // Three more deliveries of the first (as if three more consumers took it and crashed, the
+    // last in its lone try).
+    for name in ["crashed-2", "crashed-3", "crashed-4"] {
         let _: redis::Value = redis::cmd("XCLAIM")
             .arg(&p.stream.name)
             .arg(GROUP)
@@ -167,15 +168,15 @@ fn an_entry_delivered_too_often_is_dead_lettered_with_its_last_error() {
     streamsink::broker::errors::record_errors(&mut r, &p.stream.name, &[&id], "worker panicked: boom")
         .unwrap();
 
-    let running = Running::start(fast_reclaim(&p)); // max deliveries 3: the reclaim is the 4th
+    let running = Running::start(fast_reclaim(&p)); // max deliveries 3: the reclaim is the 5th
     running.wait_processed(2);
     let dead = entries(&mut r, &p.stream.dlq());
     assert_eq!(dead.len(), 1, "{dead:?}");
     let f = &dead[0].1;
     assert_eq!(f["dlq_original_id"], id);
     assert_eq!(f["dlq_reason"], "max deliveries exceeded");
-    assert_eq!(f["dlq_deliveries"], "4");
-    assert!(f["dlq_error"].contains("delivered 4 times"), "{f:?}");
+    assert_eq!(f["dlq_deliveries"], "5");
+    assert!(f["dlq_error"].contains("delivered 5 times"), "{f:?}");
     assert!(f["dlq_error"].contains("worker panicked: boom"), "{f:?}");
     assert_eq!(f["id"], "poison-loop");
     // The entry delivered twice was still within its budget: processed normally.

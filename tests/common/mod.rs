@@ -283,6 +283,7 @@ pub struct PrivateRedis {
     child: Child,
     password: Option<String>,
     extra: Vec<String>,
+    program: PathBuf,
 }
 
 impl PrivateRedis {
@@ -292,12 +293,18 @@ impl PrivateRedis {
 
     /// Starts with extra server arguments (e.g. `--appendonly yes`).
     pub fn start_with(password: Option<&str>, extra: &[&str]) -> PrivateRedis {
+        PrivateRedis::start_program("redis-server".as_ref(), password, extra)
+    }
+
+    /// Starts `program` (another redis-server build, e.g. an older series).
+    pub fn start_program(program: &std::path::Path, password: Option<&str>, extra: &[&str]) -> PrivateRedis {
         let port = free_port();
         let dir = std::env::temp_dir().join(unique("ss-redis"));
         std::fs::create_dir_all(&dir).expect("redis dir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = spawn_redis(port, &dir, password, &extra);
-        let r = PrivateRedis { port, dir, child, password: password.map(str::to_string), extra };
+        let program = program.to_path_buf();
+        let child = spawn_redis(&program, port, &dir, password, &extra);
+        let r = PrivateRedis { port, dir, child, password: password.map(str::to_string), extra, program };
         r.wait_ready();
         r
     }
@@ -324,13 +331,19 @@ impl PrivateRedis {
 
     /// Starts it again on the same port and directory (its AOF, if on, is reloaded).
     pub fn start_again(&mut self) {
-        self.child = spawn_redis(self.port, &self.dir, self.password.as_deref(), &self.extra);
+        self.child = spawn_redis(&self.program, self.port, &self.dir, self.password.as_deref(), &self.extra);
         self.wait_ready();
     }
 }
 
-fn spawn_redis(port: u16, dir: &std::path::Path, password: Option<&str>, extra: &[String]) -> Child {
-    let mut cmd = Command::new("redis-server");
+fn spawn_redis(
+    program: &std::path::Path,
+    port: u16,
+    dir: &std::path::Path,
+    password: Option<&str>,
+    extra: &[String],
+) -> Child {
+    let mut cmd = Command::new(program);
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
         .arg("--dir")
         .arg(dir)
