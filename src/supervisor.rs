@@ -75,10 +75,18 @@ pub(crate) struct Shared {
 
 /// How long after a stop request the in-flight statements are cancelled, so that the
 /// process exits within 10 s whatever Postgres is doing.
-pub(crate) const STOP_GRACE: Duration = Duration::from_secs(7);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(6);
+
+/// How long after a stop request the supervisor waits for its threads at most; one still
+/// blocked then is left behind (the process exits; its batch stays pending).
+const STOP_LIMIT: Duration = Duration::from_secs(8);
 
 /// The longest a worker waits for a pooled connection (r2d2's timeout) outside a stop.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a worker waits for a pooled connection once a stop is requested: a healthy
+/// pool answers at once, and an unreachable server must not hold each remaining batch 5 s.
+const POOL_TIMEOUT_STOPPING: Duration = Duration::from_secs(1);
 
 impl Shared {
     /// Time left before the stop deadline; `None` while no stop is requested.
@@ -96,7 +104,7 @@ impl Shared {
         match self.time_left() {
             None => Some(POOL_TIMEOUT),
             Some(left) if left < Duration::from_millis(10) => None,
-            Some(left) => Some(left.min(POOL_TIMEOUT)),
+            Some(left) => Some(left.min(POOL_TIMEOUT_STOPPING)),
         }
     }
 
@@ -227,6 +235,11 @@ impl Supervisor {
         let mut panicked = Vec::new();
         let mut join = |h: JoinHandle<()>| {
             let name = h.thread().name().unwrap_or("?").to_string();
+            if !h.is_finished() {
+                // Still blocked past the stop limit (a server that swallowed even the cancel
+                // request): left behind; its batch stays pending in Redis.
+                return;
+            }
             if h.join().is_err() {
                 panicked.push(name);
             }
@@ -247,10 +260,23 @@ impl Supervisor {
 impl Supervisor {
     /// Waits for the reader and the workers to finish; at the stop deadline, cancels the
     /// statements still running (a lock or a stalled server would hold them indefinitely),
-    /// whose batches then stay pending in Redis.
+    /// whose batches then stay pending in Redis. At [`STOP_LIMIT`] it stops waiting: a thread
+    /// still blocked then (the server did not even answer the cancel request) is left behind.
     fn finish_or_cancel(&self) {
         let mut cancelled = false;
+        let limit =
+            Instant::now() + (STOP_LIMIT - STOP_GRACE) + self.shared.time_left().unwrap_or(STOP_GRACE);
         while !(self.reader.is_finished() && self.workers.iter().all(JoinHandle::is_finished)) {
+            if Instant::now() >= limit {
+                let stuck = std::iter::once(&self.reader).chain(&self.workers).filter(|t| !t.is_finished());
+                let names: Vec<&str> = stuck.map(|t| t.thread().name().unwrap_or("?")).collect();
+                log::error!(
+                    "stopping: {} still blocked after {STOP_LIMIT:?} (a server that does not answer); \
+                     exiting without them: their entries stay pending and are redelivered",
+                    names.join(", ")
+                );
+                return;
+            }
             if !cancelled && self.shared.time_left().is_some_and(|left| left.is_zero()) {
                 let n = self.shared.queries.cancel_all();
                 if n > 0 {
