@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::secret::SecretUrl;
+use crate::secret::{SecretUrl, UrlError};
 
 /// Where Redis is: for every command that reads or writes streams.
 #[derive(Args, Debug, Clone)]
@@ -279,33 +279,20 @@ pub(crate) enum InvalidValue {
     NotASize(String),
     #[error("'{0}' is not 0, $ or a stream entry id")]
     NotAGroupStart(String),
-    /// The URL, masked, and why it does not parse.
-    #[error("'{url}' is not a redis:// URL")]
-    NotARedisUrl { url: SecretUrl },
-    #[error("'{url}': {reason}")]
-    BadUrl { url: SecretUrl, reason: String },
+    /// A URL that does not parse; the message never quotes it (`secret::UrlError`).
+    #[error(transparent)]
+    Url(#[from] UrlError),
 }
 
+/// `REDIS_URL`, parsed into the client's connection info at once: nothing of the raw text is
+/// kept, so nothing of it can be printed.
 fn redis_url(value: &str) -> Result<SecretUrl, InvalidValue> {
-    let url = SecretUrl::new(value);
-    let scheme_ok =
-        ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|s| value.starts_with(s));
-    if !scheme_ok {
-        return Err(InvalidValue::NotARedisUrl { url });
-    }
-    match redis::Client::open(value) {
-        // The redis error text never contains the URL; the URL is shown masked.
-        Err(e) => Err(InvalidValue::BadUrl { url, reason: e.to_string() }),
-        Ok(_) => Ok(url),
-    }
+    Ok(SecretUrl::redis(value)?)
 }
 
+/// `DATABASE_URL`, parsed into the client's configuration at once (see [`redis_url`]).
 fn database_url(value: &str) -> Result<SecretUrl, InvalidValue> {
-    let url = SecretUrl::new(value);
-    match value.parse::<postgres::Config>() {
-        Ok(_) => Ok(url),
-        Err(e) => Err(InvalidValue::BadUrl { url, reason: e.to_string() }),
-    }
+    Ok(SecretUrl::postgres(value)?)
 }
 
 fn stream_list(value: &str) -> Result<StreamList, InvalidValue> {
@@ -445,7 +432,7 @@ mod tests {
             (
                 "--redis-url",
                 "http://:hunter2@x",
-                "REDIS_URL (--redis-url): 'http://:***@x' is not a redis:// URL",
+                "REDIS_URL (--redis-url): not a Redis URL (the scheme is 'http')",
             ),
             ("--block", "5", "STREAMSINK_BLOCK (--block): '5' is not a duration"),
             ("--block", "0s", "STREAMSINK_BLOCK (--block): '0s' must be longer than zero"),
