@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::secret::SecretUrl;
+use crate::secret::{SecretUrl, UrlError};
 
 /// Where Redis is: for every command that reads or writes streams.
 #[derive(Args, Debug, Clone)]
@@ -199,17 +199,39 @@ impl Config {
 }
 
 /// A command line that was refused, as one line: a bad or missing setting is named by its
-/// environment variable and its flag (an operator may have set either), and the value shown
-/// is the parser's (URLs masked), never clap's echo of the raw value.
+/// environment variable and its flag (an operator may have set either), and the reason is the
+/// value parser's, which never quotes a URL.
+///
+/// Invariant: no text the operator typed reaches this line except a flag's name. clap's own
+/// messages echo raw arguments ("unexpected argument 'redis://:pw@h' found" for a URL given
+/// without its flag), so they are used only for the kinds whose text is built from our own
+/// argument definitions; the others are rendered here.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct SettingsError(String);
+
+/// Said in place of an argument that is not echoed.
+const NOT_SHOWN: &str = "not shown: it may hold a secret";
 
 impl SettingsError {
     /// Renders clap's error `e` about `cmd` (whose arguments, its subcommands' included, are
     /// the settings).
     pub fn new(e: &clap::Error, cmd: &clap::Command) -> SettingsError {
-        use clap::error::ErrorKind;
+        use clap::error::{ContextKind, ContextValue, ErrorKind};
+        let context = |kind| match e.get(kind) {
+            Some(ContextValue::String(s)) => vec![s.clone()],
+            Some(ContextValue::Strings(v)) => v.clone(),
+            _ => Vec::new(),
+        };
+        let did_you_mean = |kind| match context(kind).first() {
+            Some(s) => format!(" (did you mean '{s}'?)"),
+            None => String::new(),
+        };
+        let commands = || {
+            let names: Vec<&str> =
+                cmd.get_subcommands().map(|c| c.get_name()).filter(|n| *n != "help").collect();
+            names.join(", ")
+        };
         let line = match e.kind() {
             ErrorKind::ValueValidation | ErrorKind::MissingRequiredArgument => {
                 let problem = match std::error::Error::source(e) {
@@ -218,15 +240,57 @@ impl SettingsError {
                 };
                 format!("invalid setting {}: {problem}", setting_name(e, cmd))
             }
-            _ => {
+            ErrorKind::UnknownArgument => {
+                let arg = context(ContextKind::InvalidArg).into_iter().next().unwrap_or_default();
+                let flag = arg.split('=').next().unwrap_or_default();
+                let shown = if is_flag_shaped(flag) { format!("'{flag}'") } else { format!("({NOT_SHOWN})") };
+                format!(
+                    "unexpected argument {shown}{}; settings are flags like --database-url or variables like DATABASE_URL",
+                    did_you_mean(ContextKind::SuggestedArg)
+                )
+            }
+            ErrorKind::InvalidSubcommand => format!(
+                "unknown command ({NOT_SHOWN}){}; the commands are {}",
+                did_you_mean(ContextKind::SuggestedSubcommand),
+                commands()
+            ),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+                format!("no command given; the commands are {}", commands())
+            }
+            ErrorKind::InvalidValue | ErrorKind::TooManyValues => {
+                let empty = context(ContextKind::InvalidValue).first().is_none_or(String::is_empty);
+                let problem = if empty {
+                    "a value is required".to_string()
+                } else {
+                    format!("value refused ({NOT_SHOWN})")
+                };
+                format!("invalid setting {}: {problem}", setting_name(e, cmd))
+            }
+            // Built from our argument definitions and counts only.
+            ErrorKind::ArgumentConflict
+            | ErrorKind::NoEquals
+            | ErrorKind::TooFewValues
+            | ErrorKind::WrongNumberOfValues
+            | ErrorKind::InvalidUtf8 => {
                 // One readable line, not clap's multi-line usage block.
                 let text = e.render().to_string();
                 let first = text.lines().next().unwrap_or("invalid command line");
                 first.strip_prefix("error: ").unwrap_or(first).to_string()
             }
+            _ => format!("the command line was refused ({NOT_SHOWN})"),
         };
         SettingsError(line)
     }
+}
+
+/// `--name` with a name such as a flag has: shown back to the operator. Anything else (a URL, a
+/// word, a short option glued to a value like `-s3cret`) may be a secret typed in the wrong
+/// place, and is not.
+fn is_flag_shaped(arg: &str) -> bool {
+    arg.strip_prefix("--").is_some_and(|name| {
+        (1..=40).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
 }
 
 /// `ENV (--flag)` of the setting an error is about.
@@ -279,33 +343,20 @@ pub(crate) enum InvalidValue {
     NotASize(String),
     #[error("'{0}' is not 0, $ or a stream entry id")]
     NotAGroupStart(String),
-    /// The URL, masked, and why it does not parse.
-    #[error("'{url}' is not a redis:// URL")]
-    NotARedisUrl { url: SecretUrl },
-    #[error("'{url}': {reason}")]
-    BadUrl { url: SecretUrl, reason: String },
+    /// A URL that does not parse; the message never quotes it (`secret::UrlError`).
+    #[error(transparent)]
+    Url(#[from] UrlError),
 }
 
+/// `REDIS_URL`, parsed into the client's connection info at once: nothing of the raw text is
+/// kept, so nothing of it can be printed.
 fn redis_url(value: &str) -> Result<SecretUrl, InvalidValue> {
-    let url = SecretUrl::new(value);
-    let scheme_ok =
-        ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|s| value.starts_with(s));
-    if !scheme_ok {
-        return Err(InvalidValue::NotARedisUrl { url });
-    }
-    match redis::Client::open(value) {
-        // The redis error text never contains the URL; the URL is shown masked.
-        Err(e) => Err(InvalidValue::BadUrl { url, reason: e.to_string() }),
-        Ok(_) => Ok(url),
-    }
+    Ok(SecretUrl::redis(value)?)
 }
 
+/// `DATABASE_URL`, parsed into the client's configuration at once (see [`redis_url`]).
 fn database_url(value: &str) -> Result<SecretUrl, InvalidValue> {
-    let url = SecretUrl::new(value);
-    match value.parse::<postgres::Config>() {
-        Ok(_) => Ok(url),
-        Err(e) => Err(InvalidValue::BadUrl { url, reason: e.to_string() }),
-    }
+    Ok(SecretUrl::postgres(value)?)
 }
 
 fn stream_list(value: &str) -> Result<StreamList, InvalidValue> {
@@ -445,7 +496,7 @@ mod tests {
             (
                 "--redis-url",
                 "http://:hunter2@x",
-                "REDIS_URL (--redis-url): 'http://:***@x' is not a redis:// URL",
+                "REDIS_URL (--redis-url): not a Redis URL (the scheme is 'http')",
             ),
             ("--block", "5", "STREAMSINK_BLOCK (--block): '5' is not a duration"),
             ("--block", "0s", "STREAMSINK_BLOCK (--block): '0s' must be longer than zero"),
@@ -489,6 +540,27 @@ mod tests {
     #[test]
     fn stream_names_are_trimmed_and_deduplicated() {
         assert_eq!(stream_list(" a, b ,a").unwrap().0, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn an_unexpected_argument_is_never_echoed_but_a_flag_name_is() {
+        for (args, shown) in [
+            (vec!["redis://:s3cret@h:6379"], "unexpected argument (not shown: it may hold a secret)"),
+            (vec!["--", "host=h password=s3cret"], "unexpected argument (not shown: it may hold a secret)"),
+            (vec!["-s3cret"], "unexpected argument (not shown: it may hold a secret)"),
+            (vec!["--bogus=s3cret"], "unexpected argument '--bogus';"),
+            (
+                vec!["--redis-ulr=redis://:s3cret@h"],
+                "unexpected argument '--redis-ulr' (did you mean '--redis-url'?)",
+            ),
+        ] {
+            let line = with(&args).unwrap_err().to_string();
+            assert!(line.starts_with(shown), "{args:?}: {line}");
+            assert!(!line.contains("s3cret") && !line.contains('\n'), "{args:?}: {line}");
+        }
+        let line =
+            with(&["--redis-url", "redis://:s3cret@a", "--redis-url", "redis://:s3cret@b"]).unwrap_err();
+        assert_eq!(line.to_string(), "the argument '--redis-url <URL>' cannot be used multiple times");
     }
 
     #[test]

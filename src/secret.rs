@@ -1,115 +1,431 @@
-//! Connection URLs that may carry a password, wrapped so that printing one cannot leak it.
+//! Connection targets that may carry a password, parsed once so that printing one cannot leak
+//! it.
 //!
-//! Invariant: the raw text of a [`SecretUrl`] leaves this type only through
-//! [`SecretUrl::expose`], which is called where a client configuration is built, never where
-//! something is logged or formatted. `Display` and `Debug` show the masked form.
+//! Masking a URL's text misses forms the client libraries read a password from (redis-rs takes
+//! `?pass=` on a `unix://` URL; libpq allows `password = x` with spaces, quoted values and
+//! escapes). So a [`SecretUrl`] keeps no text at all: it is parsed, when the command line is
+//! read, into the client's own configuration (`redis::ConnectionInfo` or `postgres::Config`),
+//! and the client is built from that configuration.
+//!
+//! Invariants: `Display` and `Debug` are built from the parsed parts an operator needs (scheme,
+//! host, port or socket path, database, user) and print `***` where a password is set, never
+//! the password itself; the configurations leave this module only through
+//! `SecretUrl::redis_connection_info` and `SecretUrl::postgres_config`, where a client is
+//! built; and a `UrlError` never quotes the text it refused, only the parsers' reasons,
+//! reworded where those would quote it.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
 
-/// A Redis or Postgres connection string whose password must never reach a log line.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretUrl(String);
+use postgres::config::Host;
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
+
+/// A parsed Redis or PostgreSQL connection target whose password never reaches a log line.
+/// Shared (`Arc`): cloned into every error that names it, and small in a `Result`.
+#[derive(Clone)]
+pub struct SecretUrl(Arc<Target>);
+
+#[derive(Clone)]
+enum Target {
+    Redis(ConnectionInfo),
+    Postgres(postgres::Config),
+}
+
+/// The schemes redis-rs reads (`redis::parse_redis_url`).
+const REDIS_SCHEMES: [&str; 7] =
+    ["redis", "rediss", "valkey", "valkeys", "unix", "redis+unix", "valkey+unix"];
+
+/// Why a connection string was refused. The text itself is never part of the message: it may
+/// hold a password, and a string that does not parse cannot say where its password is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UrlError {
+    /// Another scheme (or none), e.g. `http://` given for Redis.
+    #[error("not a {expected} URL{}", scheme_note(.scheme.as_deref()))]
+    WrongScheme {
+        expected: &'static str,
+        /// The scheme, when the text starts with something shaped like one.
+        scheme: Option<String>,
+    },
+    /// redis-rs refused the URL; `reason` is its message (which never quotes the URL).
+    #[error(
+        "not a valid Redis URL ({reason}); a password holding '/', '?', '#' or '%' must be \
+         percent-encoded"
+    )]
+    Redis { reason: String },
+    /// An '@' after a Redis URL's host: a password holding '/', '?' or '#' ended the host part
+    /// early, so part of the password would be read as host, port or database.
+    #[error("an '@' after the host: a password holding '/', '?' or '#' must be percent-encoded")]
+    AtAfterHost,
+    /// rust-postgres refused the string; `reason` is its message, reworded where it would quote
+    /// a key or character of the string.
+    #[error("not a valid PostgreSQL URL or key=value string ({reason})")]
+    Postgres { reason: String },
+    /// A host holding '@': libpq ends the user part at the first '@', so the rest of a password
+    /// holding one would be taken for the host. `target` is where the string points once that
+    /// '@' is percent-encoded (rendered by [`SecretUrl`]'s `Display`), if it then parses.
+    #[error("{}the password holds an '@' that is not percent-encoded: write it as %40", at_prefix(.target.as_deref()))]
+    AtInHost { target: Option<String> },
+}
+
+fn scheme_note(scheme: Option<&str>) -> String {
+    scheme.map(|s| format!(" (the scheme is '{s}')")).unwrap_or_default()
+}
+
+fn at_prefix(target: Option<&str>) -> String {
+    target.map(|t| format!("{t}: ")).unwrap_or_default()
+}
 
 impl SecretUrl {
-    /// Wraps `url` as given; nothing is checked here (the settings' parsers do that).
-    pub fn new(url: impl Into<String>) -> SecretUrl {
-        SecretUrl(url.into())
+    /// Parses a Redis URL (`redis://`, `rediss://`, `unix://` and the other forms redis-rs
+    /// reads) into its connection info.
+    pub(crate) fn redis(text: &str) -> Result<SecretUrl, UrlError> {
+        let scheme = scheme_of(text);
+        if !scheme.is_some_and(|s| REDIS_SCHEMES.contains(&s)) {
+            return Err(UrlError::WrongScheme { expected: "Redis", scheme: scheme.map(str::to_string) });
+        }
+        let info = text
+            .into_connection_info()
+            .map_err(|e| UrlError::Redis { reason: e.to_string().replace(" - InvalidClientConfig", "") })?;
+        if matches!(info.addr(), ConnectionAddr::Tcp(..) | ConnectionAddr::TcpTls { .. })
+            && at_after_host(text)
+        {
+            return Err(UrlError::AtAfterHost);
+        }
+        Ok(SecretUrl(Arc::new(Target::Redis(info))))
     }
 
-    /// The raw text, password included: for handing to a client library only.
-    pub fn expose(&self) -> &str {
-        &self.0
+    /// Parses a PostgreSQL URL (`postgres://`, `postgresql://`) or libpq key=value string into
+    /// its configuration.
+    pub(crate) fn postgres(text: &str) -> Result<SecretUrl, UrlError> {
+        if let Some(scheme) = scheme_of(text).filter(|s| !["postgres", "postgresql"].contains(s)) {
+            return Err(UrlError::WrongScheme { expected: "PostgreSQL", scheme: Some(scheme.to_string()) });
+        }
+        let config: postgres::Config =
+            text.parse().map_err(|e| UrlError::Postgres { reason: postgres_reason(&e) })?;
+        if has_at_in_host(&config) {
+            let target = at_encoded(text)
+                .and_then(|t| t.parse::<postgres::Config>().ok())
+                .filter(|c| !has_at_in_host(c))
+                .map(|c| SecretUrl(Arc::new(Target::Postgres(c))).to_string());
+            return Err(UrlError::AtInHost { target });
+        }
+        Ok(SecretUrl(Arc::new(Target::Postgres(config))))
+    }
+
+    /// The Redis connection info, password included: for building a client only. `None` for
+    /// a PostgreSQL target.
+    pub(crate) fn redis_connection_info(&self) -> Option<&ConnectionInfo> {
+        match &*self.0 {
+            Target::Redis(info) => Some(info),
+            Target::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL configuration, password included: for building a client only. `None`
+    /// for a Redis target.
+    pub(crate) fn postgres_config(&self) -> Option<&postgres::Config> {
+        match &*self.0 {
+            Target::Postgres(config) => Some(config),
+            Target::Redis(_) => None,
+        }
+    }
+}
+
+/// The scheme of `text` (before `://`), if it is shaped like one.
+fn scheme_of(text: &str) -> Option<&str> {
+    let (scheme, _) = text.split_once("://")?;
+    let mut chars = scheme.chars();
+    let shaped = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    (shaped && scheme.len() <= 20).then_some(scheme)
+}
+
+/// True when an '@' follows the host part (which ends at the first '/', '?' or '#' after
+/// `://`, as the URL standard redis-rs follows has it).
+fn at_after_host(text: &str) -> bool {
+    let rest = text.split_once("://").map_or(text, |(_, rest)| rest);
+    rest.find(['/', '?', '#']).is_some_and(|end| rest[end..].contains('@'))
+}
+
+fn has_at_in_host(config: &postgres::Config) -> bool {
+    config.get_hosts().iter().any(|h| matches!(h, Host::Tcp(name) if name.contains('@')))
+}
+
+/// `text` with every '@' but the last one before the query percent-encoded: what the operator
+/// meant when a password holds an '@'.
+fn at_encoded(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    let end = rest.find('?').unwrap_or(rest.len());
+    let last = rest[..end].rfind('@')?;
+    Some(format!("{scheme}://{}{}", rest[..last].replace('@', "%40"), &rest[last..]))
+}
+
+/// rust-postgres's reason for refusing a connection string (its `Display` says only "invalid
+/// connection string"; the cause says why). Causes that would quote the string (an unknown
+/// key, which may be the second half of an unquoted password holding a space; an unexpected
+/// character) are reworded; a cause not known here is not shown.
+fn postgres_reason(e: &postgres::Error) -> String {
+    const QUOTE: &str = "quote a value holding spaces: password='a b'";
+    let cause = std::error::Error::source(e).map(ToString::to_string).unwrap_or_default();
+    if cause.starts_with("invalid value for option `") {
+        cause // names one of rust-postgres's own options
+    } else if cause == "unexpected EOF" {
+        format!("a key without a value; {QUOTE}")
+    } else if cause == "unterminated quoted connection parameter value" || cause == "unterminated parameter" {
+        cause
+    } else if cause.starts_with("unknown option `") {
+        format!("an unknown key (not shown: it may be part of a password); {QUOTE}")
+    } else if let Some(rest) = cause.strip_prefix("unexpected character at byte ") {
+        let at: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        format!("a key not followed by '=' at byte {at}; {QUOTE}")
+    } else if cause.starts_with("invalid utf-8") || cause.starts_with("incomplete utf-8") {
+        "not UTF-8 once percent-decoded".to_string()
+    } else {
+        "its form is not recognised".to_string()
     }
 }
 
 impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&mask_url(&self.0))
+        match &*self.0 {
+            Target::Redis(info) => fmt_redis(info, f),
+            Target::Postgres(config) => fmt_postgres(config, f),
+        }
     }
 }
 
 impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretUrl({:?})", mask_url(&self.0))
+        write!(f, "SecretUrl({:?})", self.to_string())
     }
 }
 
-/// Hides the password of a URL (`scheme://user:***@host/...`), of a `password=` query
-/// parameter, and of a `password=` key in a Postgres key/value string.
-fn mask_url(url: &str) -> String {
-    let out = match url.find("://") {
-        Some(scheme_end) => {
-            let rest_start = scheme_end + 3;
-            let rest = &url[rest_start..];
-            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            // The last '@' before the path separates userinfo from host.
-            match rest[..authority_end].rfind('@').or_else(|| {
-                // A password holding an unencoded '/' or '?' would end the authority early;
-                // fall back to the last '@' anywhere before the query.
-                rest[..rest.find('?').unwrap_or(rest.len())].rfind('@')
-            }) {
-                Some(at) => {
-                    let userinfo = &rest[..at];
-                    let masked = match userinfo.find(':') {
-                        Some(colon) => format!("{}:***", &userinfo[..colon]),
-                        None => userinfo.to_string(),
-                    };
-                    format!("{}{}{}", &url[..rest_start], masked, &rest[at..])
-                }
-                None => url.to_string(),
+/// `user:***@`, `:***@`, `user@` or nothing.
+fn userinfo(user: Option<&str>, has_password: bool) -> String {
+    let mut out = user.unwrap_or_default().to_string();
+    if has_password {
+        out.push_str(":***");
+    }
+    if !out.is_empty() {
+        out.push('@');
+    }
+    out
+}
+
+/// A host as it stands before `:port` (IPv6 literals in brackets).
+fn bracketed(host: &str) -> String {
+    if host.contains(':') { format!("[{host}]") } else { host.to_string() }
+}
+
+/// `redis://[user][:***@]host:port/db`, `rediss://…`, or `unix:///path?db=N[&user=U][&pass=***]`.
+fn fmt_redis(info: &ConnectionInfo, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let r = info.redis_settings();
+    let resp3 = r.protocol() == ProtocolVersion::RESP3;
+    match info.addr() {
+        ConnectionAddr::Unix(path) => {
+            write!(f, "unix://{}?db={}", path.display(), r.db())?;
+            if let Some(user) = r.username() {
+                write!(f, "&user={user}")?;
+            }
+            if r.password().is_some() {
+                f.write_str("&pass=***")?;
+            }
+            if resp3 {
+                f.write_str("&protocol=resp3")?;
+            }
+            Ok(())
+        }
+        addr => {
+            let (scheme, host, port) = match addr {
+                ConnectionAddr::Tcp(host, port) => ("redis", host, port),
+                ConnectionAddr::TcpTls { host, port, .. } => ("rediss", host, port),
+                _ => return f.write_str("redis (an address of a kind unknown here)"),
+            };
+            let user = userinfo(r.username(), r.password().is_some());
+            write!(f, "{scheme}://{user}{}:{port}/{}", bracketed(host), r.db())?;
+            if resp3 {
+                f.write_str("?protocol=resp3")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `postgres://[user][:***@]host:port[,host:port…][/dbname]`; socket directories (and
+/// `hostaddr`) go to the query, as libpq reads them: `postgres://user@/db?host=/run/postgresql&port=5432`.
+fn fmt_postgres(config: &postgres::Config, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let ports = config.get_ports();
+    let port = |i: usize| match ports {
+        [] => 5432,
+        [one] => *one,
+        many => many.get(i).copied().unwrap_or(5432),
+    };
+    let hosts = config.get_hosts();
+    let any_socket = hosts.iter().any(|h| !matches!(h, Host::Tcp(_)));
+    let user = userinfo(config.get_user(), config.get_password().is_some());
+    let mut authority = String::new();
+    let mut query = Vec::new();
+    if any_socket {
+        let names: Vec<String> = hosts
+            .iter()
+            .map(|h| match h {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(dir) => dir.display().to_string(),
+            })
+            .collect();
+        let ports: Vec<String> = (0..hosts.len()).map(|i| port(i).to_string()).collect();
+        query.push(format!("host={}", names.join(",")));
+        query.push(format!("port={}", ports.join(",")));
+    } else {
+        for (i, h) in hosts.iter().enumerate() {
+            if let Host::Tcp(name) = h {
+                let sep = if i > 0 { "," } else { "" };
+                let _ = write!(authority, "{sep}{}:{}", bracketed(name), port(i));
             }
         }
-        None => url.to_string(),
-    };
-    mask_password_pairs(&out)
-}
-
-/// Masks `password=value` wherever it appears (URL query or key/value connection string).
-fn mask_password_pairs(s: &str) -> String {
-    let lower = s.to_ascii_lowercase();
-    let mut out = String::with_capacity(s.len());
-    let mut pos = 0;
-    while let Some(found) = lower[pos..].find("password=") {
-        let value_start = pos + found + "password=".len();
-        out.push_str(&s[pos..value_start]);
-        out.push_str("***");
-        let rest = &s[value_start..];
-        let value_len = if let Some(quoted) = rest.strip_prefix('\'') {
-            quoted.find('\'').map_or(rest.len(), |e| e + 2)
-        } else {
-            rest.find(['&', ' ', '#']).unwrap_or(rest.len())
-        };
-        pos = value_start + value_len;
     }
-    out.push_str(&s[pos..]);
-    out
+    let addrs = config.get_hostaddrs();
+    if !addrs.is_empty() {
+        let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        query.push(format!("hostaddr={}", addrs.join(",")));
+        if hosts.is_empty() {
+            let ports: Vec<String> = (0..addrs.len()).map(|i| port(i).to_string()).collect();
+            query.push(format!("port={}", ports.join(",")));
+        }
+    }
+    write!(f, "postgres://{user}{authority}")?;
+    if let Some(db) = config.get_dbname() {
+        write!(f, "/{db}")?;
+    }
+    if !query.is_empty() {
+        write!(f, "{}?{}", if config.get_dbname().is_none() { "/" } else { "" }, query.join("&"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(mask_url("redis://:s3cret@host:6379/0"), "redis://:***@host:6379/0");
-        assert_eq!(mask_url("redis://user:s3cret@host"), "redis://user:***@host");
-        assert_eq!(mask_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
-        assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            mask_url("postgres://h/db?user=u&password=s3cret&sslmode=disable"),
-            "postgres://h/db?user=u&password=***&sslmode=disable"
-        );
-        assert_eq!(mask_url("host=h password=s3cret user=u"), "host=h password=*** user=u");
-        assert_eq!(mask_url("host=h password='a b' user=u"), "host=h password=*** user=u");
+    /// Display and Debug of `url`: both must equal `expected` (Debug quoted) and hold no piece
+    /// of `secrets`.
+    fn shows(url: &SecretUrl, expected: &str, secrets: &[&str]) {
+        let (display, debug) = (url.to_string(), format!("{url:?}"));
+        assert_eq!(display, expected);
+        assert_eq!(debug, format!("SecretUrl({expected:?})"));
+        for s in secrets {
+            assert!(!display.contains(s) && !debug.contains(s), "{s} in {display} / {debug}");
+        }
     }
 
     #[test]
-    fn display_and_debug_never_show_the_password() {
-        let url = SecretUrl::new("redis://:hunter2@host:6379");
-        for shown in [url.to_string(), format!("{url:?}"), format!("{:?}", Some(&url))] {
-            assert!(!shown.contains("hunter2"), "{shown}");
-            assert!(shown.contains("host:6379"), "{shown}");
+    fn redis_forms_show_where_and_never_the_password() {
+        let cases: [(&str, &str, &[&str]); 7] = [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379/0", &[]),
+            ("redis://:s3cret@h:6379/2", "redis://:***@h:6379/2", &["s3cret"]),
+            ("redis://:s3cret%40B@127.0.0.1:1", "redis://:***@127.0.0.1:1/0", &["s3cret", "%40B"]),
+            (
+                "redis://user:p@ss:w0rd@127.0.0.1:1",
+                "redis://user:***@127.0.0.1:1/0",
+                &["p@ss", "w0rd", "ss:"],
+            ),
+            ("redis://alice@[::1]:7000/3?protocol=resp3", "redis://alice@[::1]:7000/3?protocol=resp3", &[]),
+            ("unix:///tmp/x.sock?pass=s3cretA", "unix:///tmp/x.sock?db=0&pass=***", &["s3cretA"]),
+            (
+                "redis+unix:///run/r.sock?db=4&user=u&pass=s3cret",
+                "unix:///run/r.sock?db=4&user=u&pass=***",
+                &["s3cret"],
+            ),
+        ];
+        for (text, expected, secrets) in cases {
+            let url = SecretUrl::redis(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            shows(&url, expected, secrets);
         }
-        assert_eq!(url.expose(), "redis://:hunter2@host:6379");
+        let info = SecretUrl::redis("redis://user:p@ss:w0rd@127.0.0.1:1").unwrap();
+        let info = info.redis_connection_info().unwrap().redis_settings();
+        assert_eq!((info.username(), info.password()), (Some("user"), Some("p@ss:w0rd")));
+    }
+
+    #[test]
+    fn postgres_forms_show_where_and_never_the_password() {
+        let cases: [(&str, &str, &[&str]); 8] = [
+            ("postgres://u:s3cret@h/db", "postgres://u:***@h:5432/db", &["s3cret"]),
+            (
+                "host=127.0.0.1 port=1 password = s3cretC user=u dbname=d",
+                "postgres://u:***@127.0.0.1:1/d",
+                &["s3cretC"],
+            ),
+            ("host=127.0.0.1 password='s3cret D' port=1", "postgres://:***@127.0.0.1:1", &["s3cret", " D"]),
+            (r"host=h password='it\'s s3cret' user=u", "postgres://u:***@h:5432", &["s3cret", "it"]),
+            (
+                "postgres://127.0.0.1:1/db?user=u&password=s3cretE",
+                "postgres://u:***@127.0.0.1:1/db",
+                &["s3cretE"],
+            ),
+            ("postgresql://u@a:1,b:2/db", "postgres://u@a:1,b:2/db", &[]),
+            ("host=/run/postgresql user=u dbname=d", "postgres://u@/d?host=/run/postgresql&port=5432", &[]),
+            ("hostaddr=::1 port=6 user=u password=x", "postgres://u:***@/?hostaddr=::1&port=6", &[]),
+        ];
+        for (text, expected, secrets) in cases {
+            let url = SecretUrl::postgres(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            shows(&url, expected, secrets);
+        }
+        let config = SecretUrl::postgres("host=h password='it\\'s s3cret'").unwrap();
+        assert_eq!(config.postgres_config().unwrap().get_password(), Some(&b"it's s3cret"[..]));
+    }
+
+    #[test]
+    fn refusals_never_quote_the_text() {
+        let cases: [(Result<SecretUrl, UrlError>, &str, &[&str]); 10] = [
+            (SecretUrl::redis("http://:s3cret@x"), "not a Redis URL (the scheme is 'http')", &["s3cret"]),
+            (SecretUrl::redis("s3cret@host:6379"), "not a Redis URL", &["s3cret"]),
+            (
+                SecretUrl::redis("redis://:s3cret@h:notaport"),
+                "not a valid Redis URL",
+                &["s3cret", "notaport"],
+            ),
+            (SecretUrl::redis("redis://u:12#s3cret@host"), "an '@' after the host", &["s3cret", "12"]),
+            (
+                SecretUrl::postgres("redis://:s3cret@h"),
+                "not a PostgreSQL URL (the scheme is 'redis')",
+                &["s3cret"],
+            ),
+            (
+                SecretUrl::postgres("host=h password=s3cret two=x"),
+                "an unknown key (not shown: it may be part of a password)",
+                &["s3cret", "two"],
+            ),
+            (
+                SecretUrl::postgres("host=h password=s3cret tw xyz"),
+                "a key not followed by '=' at byte 26",
+                &["tw", "xyz"],
+            ),
+            (SecretUrl::postgres("host=h password"), "a key without a value", &[]),
+            (
+                SecretUrl::postgres("postgres://u:s3c:r@t@127.0.0.1:1/db"),
+                "postgres://u:***@127.0.0.1:1/db: the password holds an '@' that is not percent-encoded",
+                &["s3c", ":r", "t@"],
+            ),
+            (
+                SecretUrl::postgres("host=a@b password=s3cret"),
+                "the password holds an '@' that is not percent-encoded",
+                &["s3cret", "a@b"],
+            ),
+        ];
+        for (result, expected, secrets) in cases {
+            let message = result.map(|u| u.to_string()).unwrap_err().to_string();
+            assert!(message.contains(expected), "{message:?} should contain {expected:?}");
+            for s in secrets {
+                assert!(!message.contains(s), "{s} in {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn each_target_gives_only_its_own_configuration() {
+        let redis = SecretUrl::redis("redis://h").unwrap();
+        let postgres = SecretUrl::postgres("postgres://h/db").unwrap();
+        assert!(redis.redis_connection_info().is_some() && redis.postgres_config().is_none());
+        assert!(postgres.postgres_config().is_some() && postgres.redis_connection_info().is_none());
     }
 }

@@ -11,9 +11,14 @@ use crate::secret::SecretUrl;
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens one connection with connect, read and write timeouts, so no call can hang forever.
-/// `read_timeout` must exceed any BLOCK the connection will be used for.
+/// `read_timeout` must exceed any BLOCK the connection will be used for. The client is built
+/// from the parsed connection info `url` holds, never from text.
 pub fn connect(url: &SecretUrl, read_timeout: Duration) -> redis::RedisResult<Connection> {
-    let client = redis::Client::open(url.expose())?;
+    let info = url.redis_connection_info().ok_or((
+        redis::ErrorKind::InvalidClientConfig,
+        "a PostgreSQL URL was given where a Redis URL belongs",
+    ))?;
+    let client = redis::Client::open(info.clone())?;
     let con = client.get_connection_with_timeout(COMMAND_TIMEOUT)?;
     con.set_read_timeout(Some(read_timeout))?;
     con.set_write_timeout(Some(COMMAND_TIMEOUT))?;

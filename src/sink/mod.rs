@@ -22,13 +22,10 @@ use crate::secret::SecretUrl;
 /// What went wrong in Postgres, and where.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// The URL does not parse as a Postgres configuration.
-    #[error("invalid database URL '{url}': {source}")]
-    Url {
-        url: SecretUrl,
-        #[source]
-        source: postgres::Error,
-    },
+    /// The URL given for Postgres is a Redis URL (a caller's mistake: the settings parse
+    /// `DATABASE_URL` as a Postgres configuration, so a bad one never gets this far).
+    #[error("'{url}' is not a PostgreSQL URL")]
+    Url { url: SecretUrl },
     /// No connection could be had from the pool.
     #[error("cannot connect to Postgres: {0}")]
     Connect(#[source] r2d2::Error),

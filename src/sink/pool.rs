@@ -17,10 +17,10 @@ pub type PooledClient = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>
 /// Builds the pool without connecting: connections are made on first use, so start-up can
 /// retry an unreachable database with its own backoff and logging.
 pub fn pool(database_url: &SecretUrl, size: usize) -> Result<Pool, SinkError> {
-    let mut config: postgres::Config = database_url
-        .expose()
-        .parse()
-        .map_err(|source| SinkError::Url { url: database_url.clone(), source })?;
+    let mut config = database_url
+        .postgres_config()
+        .cloned()
+        .ok_or_else(|| SinkError::Url { url: database_url.clone() })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
