@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432) are running locally:
 # starts them if stopped, installs them with apt-get if missing. Idempotent; safe to re-run.
-# Also installs redis-server/initdb binaries the fault tests use for private instances.
+# Also installs redis-server/initdb binaries the fault tests use for private instances, and
+# systemd-analyze, which the unit file test needs (it fails without it).
 #
 # Sourced by run.sh and test.sh; run directly to just bring the services up.
 # Exports TEST_REDIS_URL and TEST_DATABASE_URL for the test suite.
@@ -43,6 +44,9 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
         --dir /tmp/streamsink-redis --logfile /tmp/streamsink-redis/redis.log
     wait_for "redis" 10 redis-cli -h 127.0.0.1 -p 6379 ping
 fi
+
+# --- systemd-analyze (tests/systemd.rs verifies the unit with it) ------------------------
+command -v systemd-analyze >/dev/null || apt_install systemd
 
 # --- PostgreSQL --------------------------------------------------------------------------
 pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }

@@ -26,6 +26,9 @@ fn env(p: &Private, claim_min_idle: &str) -> Vec<(String, String)> {
         ("STREAMSINK_CLAIM_INTERVAL", "250ms"),
         ("STREAMSINK_CLAIM_MIN_IDLE", claim_min_idle),
         ("STREAMSINK_STATS_INTERVAL", "1s"),
+        // Each failed attempt during an outage as a debug line ("… still unavailable"), so
+        // tests can see that many attempts made one warning.
+        ("RUST_LOG", "info,streamsink::retry=debug"),
     ] {
         env.push((k.into(), v.into()));
     }
@@ -87,17 +90,51 @@ fn assert_alive(worker: &mut Process) {
     }
 }
 
-/// Keeps checking that the worker stays up for `outage`.
-fn stays_up_for(worker: &mut Process, outage: Duration) {
-    let until = Instant::now() + outage;
-    while Instant::now() < until {
-        assert_alive(worker);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn count_lines(worker: &Process, needle: &str) -> usize {
     worker.output().iter().filter(|l| l.contains(needle)).count()
+}
+
+/// While `dependency` ("Redis", "Postgres") is down: checks that the worker stays up, and
+/// waits until it has logged the outage and failed `attempts` more times (at least `down`
+/// from now), so the restart comes after many attempts. Nothing can clear the outage while
+/// the server is down, so at this point the count is exact: one warning, however many
+/// attempts.
+fn hold_outage(worker: &mut Process, dependency: &str, down: Duration, attempts: usize) {
+    let warned = format!("{dependency} unavailable (");
+    let failed_again = format!("{dependency} still unavailable (");
+    let since = Instant::now();
+    let what = format!("the {dependency} outage logged and {attempts} more attempts failed");
+    wait_until(Duration::from_secs(60), &what, || {
+        assert_alive(worker);
+        let logged = count_lines(worker, &warned) > 0;
+        (logged && count_lines(worker, &failed_again) >= attempts && since.elapsed() >= down).then_some(())
+    });
+    assert_eq!(count_lines(worker, &warned), 1, "one warning, not one per attempt: {:?}", worker.output());
+    assert_eq!(count_lines(worker, &format!("{dependency} available again")), 0, "{:?}", worker.output());
+}
+
+/// Once `dependency` is back and used: its outage lines are a warning and then one info line
+/// with the outage's length. A thread whose attempt failed just before the restart may
+/// report it only after another thread has logged the end, which starts and ends a second
+/// outage; what never happens is a warning without its end, or two warnings in a row.
+fn assert_outage_logged_once(worker: &Process, dependency: &str) {
+    let (warned, cleared) =
+        (format!("{dependency} unavailable ("), format!("{dependency} available again after"));
+    let outage_lines = || -> Vec<String> {
+        worker.output().into_iter().filter(|l| l.contains(&warned) || l.contains(&cleared)).collect()
+    };
+    let lines =
+        wait_until(Duration::from_secs(10), &format!("the {dependency} outage logged as over"), || {
+            let lines = outage_lines();
+            lines.last().is_some_and(|l| l.contains(&cleared)).then_some(lines)
+        });
+    assert!(lines.len() >= 2, "{lines:?}");
+    for pair in lines.chunks(2) {
+        assert!(
+            pair.len() == 2 && pair[0].contains(&warned) && pair[1].contains(&cleared),
+            "each warning is followed by one line saying it is over: {lines:?}"
+        );
+    }
 }
 
 #[test]
@@ -112,8 +149,7 @@ fn postgres_stopped_mid_drain_the_worker_waits_and_every_event_lands_once() {
     p.postgres.stop();
     let before = p.db.count_or_zero("SELECT 1");
     assert_eq!(before, 0, "postgres is down");
-    worker.wait_for_line("Postgres unavailable", Duration::from_secs(10));
-    stays_up_for(&mut worker, Duration::from_secs(4));
+    hold_outage(&mut worker, "Postgres", Duration::from_secs(4), 2);
     p.postgres.start_again();
     let back = Instant::now();
     let resumed_from = rows(&p);
@@ -121,9 +157,7 @@ fn postgres_stopped_mid_drain_the_worker_waits_and_every_event_lands_once() {
     eprintln!("work resumed {:?} after postgres accepted connections again", back.elapsed());
 
     assert_drained_exactly_once(&p, total, Duration::from_secs(90));
-    worker.wait_for_line("Postgres available again after", Duration::from_secs(5));
-    assert_eq!(count_lines(&worker, "Postgres unavailable"), 1, "logged once, not per attempt");
-    assert_eq!(count_lines(&worker, "Postgres available again"), 1);
+    assert_outage_logged_once(&worker, "Postgres");
     worker.signal("TERM");
     assert_eq!(worker.wait_exit(Duration::from_secs(10)).0, Some(0));
 }
@@ -141,14 +175,11 @@ fn redis_restarted_mid_drain_the_worker_reconnects_and_every_event_lands_once() 
     wait_until(Duration::from_secs(60), "the drain to be under way", || (rows(&p) >= 2_000).then_some(()));
 
     p.redis.stop();
-    worker.wait_for_line("Redis unavailable", Duration::from_secs(10));
-    stays_up_for(&mut worker, Duration::from_secs(3));
+    hold_outage(&mut worker, "Redis", Duration::from_secs(3), 3);
     p.redis.start_again();
 
     assert_drained_exactly_once(&p, total, Duration::from_secs(90));
-    worker.wait_for_line("Redis available again after", Duration::from_secs(5));
-    assert_eq!(count_lines(&worker, "Redis unavailable"), 1, "logged once, not per attempt");
-    assert_eq!(count_lines(&worker, "Redis available again"), 1);
+    assert_outage_logged_once(&worker, "Redis");
     worker.signal("TERM");
     assert_eq!(worker.wait_exit(Duration::from_secs(10)).0, Some(0));
 }

@@ -167,6 +167,9 @@ fn an_entry_delivered_too_often_is_dead_lettered_with_its_last_error() {
     }
     streamsink::broker::errors::record_errors(&mut r, &p.stream.name, &[&id], "worker panicked: boom")
         .unwrap();
+    let errors_key = format!("{}:errors", p.stream.name);
+    let recorded: usize = redis::cmd("HLEN").arg(&errors_key).query(&mut r).unwrap();
+    assert_eq!(recorded, 1);
 
     let running = Running::start(fast_reclaim(&p)); // max deliveries 3: the reclaim is the 5th
     running.wait_processed(2);
@@ -183,8 +186,12 @@ fn an_entry_delivered_too_often_is_dead_lettered_with_its_last_error() {
     assert_eq!(p.db.count("SELECT count(*) FROM events WHERE id = 'second-try'"), 1);
     assert_eq!(p.db.count("SELECT count(*) FROM events WHERE id = 'poison-loop'"), 0);
     assert_eq!(pending(&mut r, &p.stream.name, GROUP), 0);
-    let errors: usize = redis::cmd("HLEN").arg(format!("{}:errors", p.stream.name)).query(&mut r).unwrap();
-    assert_eq!(errors, 0, "recorded errors are dropped once their entries are acknowledged");
+    // Recorded errors are dropped once their entries are acknowledged: just after the
+    // processed count, so waited for.
+    wait_until(Duration::from_secs(5), "the recorded errors to be dropped", || {
+        let left: usize = redis::cmd("HLEN").arg(&errors_key).query(&mut r).unwrap();
+        (left == 0).then_some(())
+    });
     let _ = ok_id;
 }
 
@@ -230,6 +237,7 @@ fn idle_consumers_are_pruned_only_once_nothing_is_pending() {
     let mut r = p.con();
     publish_many(&mut r, &p.stream.name, 2, "prune");
     read_as(&mut r, &p.stream.name, "dead-with-entries", 2);
+    // Created after the read, so idle for less time than the consumer holding entries.
     let _: i64 = redis::cmd("XGROUP")
         .arg("CREATECONSUMER")
         .arg(&p.stream.name)
@@ -239,16 +247,22 @@ fn idle_consumers_are_pruned_only_once_nothing_is_pending() {
         .unwrap();
     let mut config = fast_reclaim(&p);
     config.worker.consumer_prune_idle = ms(200);
-    config.worker.claim_min_idle = ms(2000);
-    let running = Running::start(config);
 
-    // The empty one goes first; the one holding entries stays until they are reclaimed.
+    // First run: the entries never get old enough to reclaim, so only the "nothing pending"
+    // rule can keep their holder. The cycle that prunes the empty consumer saw the other one
+    // idle even longer.
+    config.worker.claim_min_idle = Duration::from_secs(3600);
+    let running = Running::start(config.clone());
     wait_until(Duration::from_secs(5), "the empty consumer to be pruned", || {
         (!consumers(&mut r, &p.stream.name).contains(&"dead-and-empty".to_string())).then_some(())
     });
     assert!(consumers(&mut r, &p.stream.name).contains(&"dead-with-entries".to_string()));
     assert_eq!(pending_of(&mut r, &p.stream.name, "dead-with-entries").len(), 2);
+    assert_eq!(running.stop().reclaimed, 0);
 
+    // Second run: the entries are reclaimed; their former holder, now empty, goes too.
+    config.worker.claim_min_idle = ms(300);
+    let running = Running::start(config);
     running.wait_processed(2);
     wait_until(Duration::from_secs(5), "the reclaimed-from consumer to be pruned", || {
         (!consumers(&mut r, &p.stream.name).contains(&"dead-with-entries".to_string())).then_some(())

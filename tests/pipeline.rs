@@ -372,11 +372,16 @@ fn ensuring_the_group_twice_is_not_an_error() {
 #[test]
 fn two_instances_migrating_at_once_both_succeed() {
     let db = TestDb::create();
+    // Both connect first, then start migrating together: neither can finish before the other
+    // has begun.
+    let together = Arc::new(std::sync::Barrier::new(2));
     let handles: Vec<_> = (0..2)
         .map(|_| {
             let url = db.url.clone();
+            let together = Arc::clone(&together);
             std::thread::spawn(move || {
                 let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                together.wait();
                 streamsink::sink::migrate::migrate(&mut c).map_err(|e| e.to_string())
             })
         })

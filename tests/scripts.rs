@@ -5,21 +5,47 @@ use std::process::Command;
 
 #[test]
 fn a_small_chaos_run_completes_and_reports_nothing_lost() {
+    // Both phases: kills and restarts, then 750 events published over 6 s while a lock on
+    // `events` comes and goes under a worker with a delivery budget of 1.
     let out = Command::new("bash")
         .arg("scripts/chaos.sh")
         .arg("3000")
         .env("CHAOS_BIN", env!("CARGO_BIN_EXE_streamsink"))
+        .env("CHAOS_STALL_SECONDS", "6")
+        .env_remove("CHAOS_PHASES")
         .output()
         .expect("run scripts/chaos.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "chaos.sh failed:\n{stdout}\n{stderr}");
-    let summary = stdout.lines().find(|l| l.starts_with("chaos: published=")).expect("a summary line");
-    for figure in
-        ["published=3000 ", "rows=3000 ", "duplicates=0 ", "lost=0 ", "dead_lettered=0 ", "pending=0 "]
-    {
-        assert!(summary.contains(figure), "{summary}");
+    let summary = stdout.lines().find(|l| l.starts_with("chaos: published=")).unwrap_or_else(|| {
+        panic!("no summary line; chaos.sh exited with {}:\n{stdout}\n{stderr}", out.status)
+    });
+    let figures: std::collections::HashMap<&str, u64> = summary
+        .trim_start_matches("chaos: ")
+        .split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k, v.parse().unwrap_or_else(|_| panic!("{k}={v} in {summary}"))))
+        .collect();
+    let expected = [
+        ("published", 3000),
+        ("rows", 3000),
+        ("duplicates", 0),
+        ("lost", 0),
+        ("dead_lettered", 0),
+        ("pending", 0),
+    ];
+    for (figure, value) in expected {
+        assert_eq!(figures.get(figure), Some(&value), "{figure} in {summary}\n{stderr}");
     }
+    assert!(figures.contains_key("seconds"), "{summary}");
+    // The stall phase really ran, and at least one lock met the worker.
+    let stall = stderr
+        .lines()
+        .find(|l| l.starts_with("chaos: stall phase: ") && l.contains(" lock cycles"))
+        .unwrap_or_else(|| panic!("no stall phase report:\n{stderr}"));
+    let cycles: u64 = stall["chaos: stall phase: ".len()..].split(' ').next().unwrap().parse().unwrap();
+    assert!(cycles >= 1, "{stall}");
+    assert!(out.status.success(), "chaos.sh failed:\n{stdout}\n{stderr}");
 }
 
 #[test]
