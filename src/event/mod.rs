@@ -296,6 +296,117 @@ mod tests {
         assert_eq!(json(&e.attributes), serde_json::json!({"region": "eu"}));
     }
 
+    /// An entry as fuel-code's `serializeEvent()` writes it, in its field order.
+    fn fuel_code(
+        session_id: &str,
+        data: &str,
+        blob_refs: &str,
+        ingested_at: &str,
+    ) -> Result<Event, Malformed> {
+        parse_one(&[
+            ("id", "01JN8Z3Q7R2W4X6Y8A0B1C2D3E"),
+            ("type", "git.commit"),
+            ("timestamp", "2026-02-27T10:15:30.123Z"),
+            ("device_id", "dev-1"),
+            ("workspace_id", "github.com/user/repo"),
+            ("session_id", session_id),
+            ("data", data),
+            ("blob_refs", blob_refs),
+            ("ingested_at", ingested_at),
+        ])
+    }
+
+    #[test]
+    fn flat_empty_entity_ids_are_null() {
+        let e = fuel_code("", r#"{"hash":"abc"}"#, "[]", "").unwrap();
+        assert_eq!(e.session_id, None);
+        assert_eq!(e.workspace_id.as_deref(), Some("github.com/user/repo"));
+        assert_eq!(e.device_id.as_deref(), Some("dev-1"));
+        let none =
+            parse_one(&[("type", "t"), ("session_id", ""), ("workspace_id", ""), ("device_id", "")]).unwrap();
+        assert_eq!((none.session_id, none.workspace_id, none.device_id), (None, None, None));
+        // Not an attribute either: the column is simply null.
+        assert_eq!(none.attributes, "{}");
+    }
+
+    #[test]
+    fn flat_empty_timestamp_is_the_entry_time() {
+        let e = parse_one(&[("type", "t"), ("timestamp", "")]).unwrap();
+        assert_eq!(e.occurred_at, Timestamp::from_millisecond(1_700_000_000_000).unwrap());
+        let set = fuel_code("s", "{}", "[]", "").unwrap();
+        assert_eq!(set.occurred_at.to_string(), "2026-02-27T10:15:30.123Z");
+    }
+
+    #[test]
+    fn flat_ingested_at_is_an_attribute_null_when_empty() {
+        let empty = fuel_code("", "{}", "[]", "").unwrap();
+        assert_eq!(json(&empty.attributes)["ingested_at"], Value::Null);
+        assert!(json(&empty.attributes).as_object().unwrap().contains_key("ingested_at"));
+        let set = fuel_code("", "{}", "[]", "2026-02-27T10:15:31.000Z").unwrap();
+        assert_eq!(json(&set.attributes)["ingested_at"], "2026-02-27T10:15:31.000Z");
+        // Only the optional fields read "" as null; another empty attribute stays text.
+        let other = parse_one(&[("type", "t"), ("note", "")]).unwrap();
+        assert_eq!(json(&other.attributes), serde_json::json!({"note": ""}));
+    }
+
+    #[test]
+    fn flat_empty_data_or_payload_is_an_empty_object() {
+        for name in ["data", "payload"] {
+            let e = parse_one(&[("type", "t"), (name, "")]).unwrap();
+            assert_eq!(e.data, "{}", "{name}");
+            assert_eq!(e.data_value(), serde_json::json!({}));
+        }
+        let e = fuel_code("", "", "[]", "").unwrap();
+        assert_eq!(e.data, "{}");
+    }
+
+    #[test]
+    fn flat_json_arrays_and_objects_are_kept_as_json() {
+        let refs = r#"[{"key":"blobs/ab12","content_type":"text/plain","size_bytes":42}]"#;
+        let e = fuel_code("", "{}", refs, "").unwrap();
+        let attributes = json(&e.attributes);
+        assert_eq!(attributes["blob_refs"], json(refs));
+        let e = fuel_code("", "{}", "[]", "").unwrap();
+        assert_eq!(json(&e.attributes)["blob_refs"], serde_json::json!([]));
+
+        let e = parse_one(&[
+            ("type", "t"),
+            ("meta", r#"{"a": {"b": [1, null]}}"#),
+            ("padded", " \n[1, 2] "),
+            ("broken", "[not json"),
+            ("half", r#"{"a": 1} trailing"#),
+            ("number", "42"),
+            ("quoted", r#""text""#),
+            ("word", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            json(&e.attributes),
+            serde_json::json!({
+                "meta": {"a": {"b": [1, null]}},
+                "padded": [1, 2],
+                "broken": "[not json",
+                "half": "{\"a\": 1} trailing",
+                "number": "42",
+                "quoted": "\"text\"",
+                "word": "true",
+            })
+        );
+        // Kept as the text received, without the surrounding whitespace.
+        assert!(e.attributes.contains(r#""padded":[1, 2]"#), "{}", e.attributes);
+    }
+
+    #[test]
+    fn flat_entry_as_fuel_code_writes_it() {
+        let data = r#"{"hash":"9f2c1e7","message":"Fix parser","files_changed":2,"file_list":[{"path":"a.rs","status":"M"}]}"#;
+        let e = fuel_code("", data, "[]", "").unwrap();
+        assert_eq!(e.id, "01JN8Z3Q7R2W4X6Y8A0B1C2D3E");
+        assert_eq!(e.event_type, "git.commit");
+        assert_eq!(e.data, data);
+        assert_eq!(e.session_id, None);
+        assert_eq!(json(&e.attributes), serde_json::json!({"blob_refs": [], "ingested_at": null}));
+    }
+
     #[test]
     fn missing_id_and_timestamp_come_from_the_entry() {
         let e = parse_one(&[("type", "t")]).unwrap();
