@@ -76,5 +76,7 @@ fn a_small_benchmark_run_prints_every_figure() {
             figures.get(key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{key} in {line}"));
         assert!(value > 0.0, "{key} = {value} in {line}");
     }
-    assert!(figures.contains_key("rss_mb"), "{line}");
+    for key in ["rss_mb", "rss_large_mb"] {
+        assert!(figures.contains_key(key), "{key} in {line}");
+    }
 }

@@ -1,6 +1,7 @@
 //! streamsink-bench: measures, in one run on the same generated events, PostgreSQL's own
 //! ingest ceiling (binary COPY), the streamsink binary draining a stream, the naive per-event
-//! configuration, end-to-end latency at a fixed rate, and (with --rss) peak memory.
+//! configuration, end-to-end latency at a fixed rate, and (with --rss) peak memory, draining
+//! many small events and a few large ones.
 //! `scripts/bench.sh` runs it; BENCHMARKS.md explains the method and the figures.
 
 use std::collections::HashMap;
@@ -38,11 +39,20 @@ struct Args {
     /// disturbed round on a shared machine does not decide the ratio.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Also measure peak RSS while draining --rss-events events.
+    /// Also measure peak RSS while draining --rss-events events, and while draining
+    /// --rss-large-events events of --rss-large-bytes each.
     #[arg(long)]
     rss: bool,
+    /// Small events for the memory run.
     #[arg(long, default_value_t = 1_000_000)]
     rss_events: usize,
+    /// Large events for the memory run.
+    #[arg(long, default_value_t = 200)]
+    rss_large_events: usize,
+    /// Size of the string in each large event's `data` (its envelope is a few hundred bytes
+    /// more).
+    #[arg(long, default_value_t = 1_000_000)]
+    rss_large_bytes: usize,
     /// Redis to use (streams are created and deleted).
     #[arg(long, env = "TEST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
@@ -121,20 +131,32 @@ fn run(args: &Args) -> BenchResult<()> {
         args.latency_rate, args.latency_seconds, lat.p50, lat.p99, lat.max, lat.count
     ));
 
-    let rss = if args.rss {
-        let big = generate(args.rss_events, 0xb16);
-        let r = measure_drain(args, &binary, &big, &[])?;
+    let (rss, rss_large) = if args.rss {
+        let many = generate(args.rss_events, 0xb16);
+        let r = measure_drain(args, &binary, &many, &[])?;
         say(&format!(
             "memory: peak RSS {:.1} MB draining {} events ({:.0} events/s)",
             r.peak_rss_mb, args.rss_events, r.rate
         ));
-        format!("{:.1}", r.peak_rss_mb)
+        drop(many);
+        let large = generate_large(args.rss_large_events, args.rss_large_bytes, 0x1a46e);
+        let bytes: usize = large.iter().map(String::len).sum();
+        let l = measure_drain(args, &binary, &large, &[])?;
+        say(&format!(
+            "memory: peak RSS {:.1} MB draining {} events of {:.2} MB ({:.1} MB/s)",
+            l.peak_rss_mb,
+            large.len(),
+            bytes as f64 / large.len().max(1) as f64 / 1e6,
+            bytes as f64 / 1e6 / l.wall_seconds
+        ));
+        (format!("{:.1}", r.peak_rss_mb), format!("{:.1}", l.peak_rss_mb))
     } else {
-        format!("skipped(peak {:.1} at {} events)", drain.peak_rss_mb, args.events)
+        (format!("skipped(peak {:.1} at {} events)", drain.peak_rss_mb, args.events), "skipped".to_string())
     };
 
     println!(
-        "bench: streamsink={:.0} ceiling={:.0} naive={:.0} ratio_ceiling={:.2} ratio_naive={:.1} p50_ms={:.1} p99_ms={:.1} rss_mb={rss}",
+        "bench: streamsink={:.0} ceiling={:.0} naive={:.0} ratio_ceiling={:.2} ratio_naive={:.1} p50_ms={:.1} p99_ms={:.1} rss_mb={rss} \
+         rss_large_mb={rss_large}",
         drain.rate,
         ceiling,
         naive.rate,
@@ -220,6 +242,35 @@ fn generate(n: usize, seed: u64) -> Vec<String> {
     out
 }
 
+/// `n` envelopes whose `data.content` is a string of `bytes` characters (letters, digits,
+/// spaces and newlines, which JSON escapes), different in every event: a transcript or file
+/// upload. The envelopes are valid JSON and do not compress to nothing.
+fn generate_large(n: usize, bytes: usize, seed: u64) -> Vec<String> {
+    const ALPHABET: &[u8; 64] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \n";
+    let mut rng = Rng(seed | 1);
+    let base_ms: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    (0..n as u64)
+        .map(|i| {
+            let ms = base_ms + i * 1000;
+            let ts = jiff::Timestamp::from_millisecond(ms as i64).map(|t| t.to_string()).unwrap_or_default();
+            let mut content = String::with_capacity(bytes);
+            while content.len() < bytes {
+                let take = (bytes - content.len()).min(8);
+                content.extend(
+                    rng.next().to_le_bytes()[..take]
+                        .iter()
+                        .map(|b| char::from(ALPHABET[usize::from(b & 63)])),
+                );
+            }
+            serde_json::json!({"id": rng.ulid(ms), "type": "transcript.upload", "timestamp": ts,
+                "session_id": format!("ses_{}", i % 7), "workspace_id": "github.com/user/repo",
+                "device_id": format!("dev_{}", i % 3),
+                "data": {"seq": i, "content_type": "text/plain", "content": content}})
+            .to_string()
+        })
+        .collect()
+}
+
 // --- scratch resources --------------------------------------------------------------------
 
 /// A fresh database on the benchmark server, dropped afterwards.
@@ -272,14 +323,26 @@ impl ScratchStream {
         Ok(redis::Client::open(self.url.as_str())?.get_connection()?)
     }
 
+    /// XADDs the events in pipelines of at most 1000 entries or about 16 MB, so large events
+    /// are not sent as one huge request.
     fn publish(&self, events: &[String]) -> BenchResult<()> {
+        const PIPELINE_BYTES: usize = 16 << 20;
         let mut con = self.con()?;
-        for chunk in events.chunks(1000) {
+        let mut rest = events;
+        while !rest.is_empty() {
+            // At least one entry, then as many as fit in 1000 entries and PIPELINE_BYTES.
+            let (mut count, mut bytes) = (1, rest[0].len());
+            while count < rest.len().min(1000) && bytes + rest[count].len() <= PIPELINE_BYTES {
+                bytes += rest[count].len();
+                count += 1;
+            }
+            let (chunk, tail) = rest.split_at(count);
             let mut pipe = redis::pipe();
             for ev in chunk {
                 pipe.cmd("XADD").arg(&self.name).arg("*").arg("event").arg(ev).ignore();
             }
             pipe.query::<()>(&mut con)?;
+            rest = tail;
         }
         Ok(())
     }
@@ -459,6 +522,10 @@ fn measure_drain(args: &Args, binary: &str, events: &[String], env: &[(&str, &st
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    // VmHWM is a high-water mark: this last reading covers everything up to the final ack.
+    if let Some(kb) = peak_rss_kb(pid) {
+        peak_kb = peak_kb.max(kb);
+    }
     let cpu = cpu_seconds(pid).unwrap_or(0.0);
     drop(child);
     let rows: i64 = db.client()?.query_one("SELECT count(*) FROM events", &[])?.get(0);
