@@ -100,7 +100,7 @@ pub struct WorkerSettings {
         value_parser = duration
     )]
     pub claim_interval: Duration,
-    /// How long an entry sits unacknowledged before it is reclaimed (keep it above the slowest batch).
+    /// How long an entry of a stopped or stuck consumer sits idle before it is reclaimed (live consumers keep theirs fresh).
     #[arg(
         long,
         env = "STREAMSINK_CLAIM_MIN_IDLE",

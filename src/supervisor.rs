@@ -66,6 +66,12 @@ pub(crate) struct Shared {
     pub inflight: Arc<Inflight>,
     /// Postgres refusing batch writes (class 42 and the like): logged once per episode.
     pub statement_refused: Episode,
+    /// Redis refusing acknowledgements (OOM, READONLY), and refusing dead letters (the same,
+    /// or WRONGTYPE on the dead-letter key): each logged once per episode, however many
+    /// workers meet it. Two episodes, so that plain acknowledgements going through do not end
+    /// (and restart) an episode of refused dead letters.
+    pub ack_refused: Episode,
+    pub dead_letter_refused: Episode,
     /// Statements the workers are running, to cancel at the stop deadline.
     pub queries: Queries,
     stop: Arc<AtomicBool>,
@@ -171,6 +177,8 @@ impl Supervisor {
             postgres_outage: Outage::new("Postgres"),
             inflight: Arc::new(Inflight::new(config.worker.max_inflight, config.worker.batch)),
             statement_refused: Episode::default(),
+            ack_refused: Episode::default(),
+            dead_letter_refused: Episode::default(),
             queries: Queries::default(),
             stop,
             stop_deadline: OnceLock::new(),

@@ -160,6 +160,11 @@ fn an_entry_over_its_budget_is_tried_once_alone_before_it_is_dead_lettered() {
     );
     let lone = publish_event(&mut r, &stream.name, json!({"id": "lone", "type": "t"}));
     let spent = publish_event(&mut r, &stream.name, json!({"id": "spent", "type": "t"}));
+    let spent_committed = publish_event(
+        &mut r,
+        &stream.name,
+        json!({"id": "committed", "type": "t", "timestamp": 1_700_000_000}),
+    );
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg(GROUP)
@@ -170,16 +175,18 @@ fn an_entry_over_its_budget_is_tried_once_alone_before_it_is_dead_lettered() {
         .query(&mut r)
         .unwrap();
     // max_deliveries 3: the reclaim makes `committed` and `lone` delivery 4 (over by one:
-    // tried alone), `spent` delivery 5 (its lone try did not finish either).
+    // tried alone), `spent` and `spent_committed` delivery 5 (their lone try did not finish
+    // either; the second's event is stored, so it is a duplicate, not a dead letter).
     deliver(&mut r, &stream.name, &committed, 2);
     deliver(&mut r, &stream.name, &lone, 2);
     deliver(&mut r, &stream.name, &spent, 3);
+    deliver(&mut r, &stream.name, &spent_committed, 3);
 
     let mut config = settings(&db, &stream);
     config.worker.claim_interval = Duration::from_millis(100);
     config.worker.claim_min_idle = Duration::from_millis(200);
     let running = Running::start(config);
-    running.wait_processed(3);
+    running.wait_processed(4);
 
     let dead = entries(&mut r, &stream.dlq());
     assert_eq!(dead.len(), 1, "{dead:?}");
@@ -191,7 +198,7 @@ fn an_entry_over_its_budget_is_tried_once_alone_before_it_is_dead_lettered() {
     assert_eq!(db.count("SELECT count(*) FROM events WHERE id = 'spent'"), 0);
     assert_eq!(pending(&mut r, &stream.name, GROUP), 0);
     let done = running.stop();
-    assert_eq!((done.inserted, done.duplicates, done.dead_lettered), (1, 1, 1));
+    assert_eq!((done.inserted, done.duplicates, done.dead_lettered), (1, 2, 1));
 }
 
 #[test]
@@ -279,4 +286,47 @@ fn large_entries_are_held_within_the_byte_budget_and_one_larger_than_it_still_la
     assert!(peak < 100 << 20, "peak RSS {} MiB", peak >> 20);
     assert!(entries(&mut r, &stream.dlq()).is_empty());
     assert_eq!(db.count("SELECT count(*) FROM events WHERE id = 'huge'"), 1);
+}
+
+#[test]
+fn a_statement_refused_to_a_handler_acknowledges_nothing_until_it_is_fixed() {
+    let (db, stream) = (TestDb::create(), TestStream::new());
+    let mut r = redis();
+    let mut migrate = Process::spawn(&["migrate"], &[("DATABASE_URL", db.url.as_str())]);
+    assert_eq!(migrate.wait_exit(Duration::from_secs(30)).0, Some(0), "{:?}", migrate.output());
+    // The sessions projection is refused as if its permissions were revoked (the test's user
+    // is a superuser, which REVOKE does not restrict).
+    db.client()
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION 'permission denied for table sessions' USING ERRCODE = '42501'; END $$;
+             CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON sessions FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .unwrap();
+    publish_event(
+        &mut r,
+        &stream.name,
+        json!({"id": "s-start", "type": "session.start", "session_id": "s1"}),
+    );
+    let url = redis_url();
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("DATABASE_URL", db.url.as_str()),
+        ("STREAMSINK_STREAMS", stream.name.as_str()),
+        ("STREAMSINK_BLOCK", "200ms"),
+    ];
+    let mut p = Process::spawn(&["run"], &env);
+    let line = p.wait_for_line("the schema or permissions need attention", Duration::from_secs(20));
+    assert!(line.contains("42501") && line.contains("ERROR"), "{line}");
+    assert_eq!(pending(&mut r, &stream.name, GROUP), 1, "nothing acknowledged while refused");
+    assert_eq!(db.count("SELECT count(*) FROM events"), 0, "the event row waits for its handler");
+
+    db.client().batch_execute("DROP TRIGGER refuse ON sessions").unwrap();
+    wait_until(Duration::from_secs(20), "the event to be acknowledged", || {
+        (pending(&mut r, &stream.name, GROUP) == 0).then_some(())
+    });
+    assert_eq!(db.count("SELECT count(*) FROM sessions WHERE session_id = 's1'"), 1);
+    p.wait_for_line("postgres accepts the writes again", Duration::from_secs(5));
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)).0, Some(0));
 }

@@ -15,7 +15,7 @@ use crate::broker::ack::{self, Acknowledger, DeadLetter};
 use crate::broker::{self, Batch, BrokerError, errors};
 use crate::event::Entry;
 use crate::observe::Counters;
-use crate::retry::{Episode, Failure, GaveUp, Staleness, retry};
+use crate::retry::{Failure, GaveUp, Staleness, retry};
 use crate::supervisor::Shared;
 
 /// A worker's own Redis connection and what it does with it.
@@ -62,7 +62,7 @@ impl Acker {
         let shared = Arc::clone(&self.shared);
         let by = Acknowledger { group: &shared.config.group.name, consumer: &shared.consumer };
         let mut staleness = Staleness::new(self.con.is_none());
-        let refused = Episode::default();
+        let refused = if dead.is_empty() { &shared.ack_refused } else { &shared.dead_letter_refused };
         let attempt = || {
             if self.con.is_none() {
                 staleness.connected();

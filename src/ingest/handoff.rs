@@ -2,10 +2,11 @@
 //! next, handing a read batch to the workers, and keeping the entries the process holds fresh
 //! in Redis while it waits for either.
 //!
-//! Invariant: the reader never waits longer than [`tick`] without refreshing the entries the
-//! process holds, so none of them reaches `claim_min_idle` while it is queued or being written.
+//! Invariant: while Redis answers, the reader never waits longer than [`tick`] without
+//! refreshing the entries the process holds, so none of them reaches `claim_min_idle` while it
+//! is queued or being written. (While Redis does not answer, nobody can claim them either.)
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendTimeoutError, Sender};
 
@@ -44,21 +45,41 @@ pub(super) fn admit(
     }
 }
 
-/// Holds `batch` (read with COUNT `asked`) and sends it to the workers, refreshing while the
-/// channel is full. At a stop, a batch the workers cannot take within a tick is dropped
-/// unprocessed: its entries stay pending with this consumer and are read again at next start.
+/// One read or claim call: the COUNT it asked for, and when it was issued (when Redis made
+/// its entries fresh, at the latest).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Read {
+    pub asked: usize,
+    pub at: Instant,
+}
+
+impl Read {
+    /// A call about to be issued now, asking for `asked` entries.
+    pub(super) fn now(asked: usize) -> Read {
+        Read { asked, at: Instant::now() }
+    }
+}
+
+/// Holds `batch`, got by `read`: from then on its entries are refreshed while they wait.
+pub(super) fn hold(shared: &Shared, batch: Batch, read: Read) -> HeldBatch {
+    shared.inflight.hold(batch, read.asked, read.at)
+}
+
+/// Sends `held` to the workers, refreshing while the channel is full (a failed refresh is
+/// retried at the next tick; the batch is never given up for it). At a stop, a batch the
+/// workers cannot take within a tick is dropped unprocessed: its entries stay pending with this
+/// consumer and are read again at next start.
 pub(super) fn send(
     c: &mut redis::Connection,
     shared: &Shared,
     tx: &Sender<HeldBatch>,
-    batch: Batch,
-    asked: usize,
-) -> Result<Flow, BrokerError> {
-    let mut held = shared.inflight.hold(batch, asked);
+    held: HeldBatch,
+) -> Flow {
+    let mut held = held;
     loop {
         match tx.send_timeout(held, tick(shared)) {
-            Ok(()) => return Ok(Flow::Continue),
-            Err(SendTimeoutError::Disconnected(_)) => return Ok(Flow::WorkersGone),
+            Ok(()) => return Flow::Continue,
+            Err(SendTimeoutError::Disconnected(_)) => return Flow::WorkersGone,
             Err(SendTimeoutError::Timeout(back)) => {
                 if shared.stopping() {
                     log::info!(
@@ -66,10 +87,12 @@ pub(super) fn send(
                         back.batch.entries.len(),
                         back.batch.stream
                     );
-                    return Ok(Flow::Continue);
+                    return Flow::Continue;
                 }
                 held = back;
-                refresh(c, shared)?;
+                if let Err(e) = refresh(c, shared) {
+                    log::debug!("{e}; refreshing again at the next tick");
+                }
             }
         }
     }

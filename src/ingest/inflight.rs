@@ -10,7 +10,7 @@
 //! - The reader asks [`Inflight::admit`] before every read; it answers with a COUNT that keeps
 //!   the bytes held under the budget, judged by the largest entries seen recently, and with 1
 //!   when nothing is held, so an entry larger than the whole budget is still read, alone.
-//! - Entries held longer than half of `claim_min_idle` are named by [`Inflight::due_refresh`]
+//! - Entries held longer than a third of `claim_min_idle` are named by [`Inflight::due_refresh`]
 //!   for the reader to re-claim to itself with `XCLAIM … JUSTID` (idle time reset, delivery
 //!   count unchanged), so neither this process's XAUTOCLAIM nor another instance's takes them.
 
@@ -138,9 +138,9 @@ impl Inflight {
         (n.min(state.ramp as u64) as usize).min(self.max_count)
     }
 
-    /// Holds `batch` (just read or claimed, so just made fresh in Redis), and learns its entry
-    /// sizes for the next [`Inflight::admit`]. `asked` is the COUNT the read asked for.
-    pub(crate) fn hold(self: &Arc<Inflight>, batch: Batch, asked: usize) -> HeldBatch {
+    /// Holds `batch`, read or claimed (so made fresh in Redis) at `fresh_at`, and learns its
+    /// entry sizes for the next [`Inflight::admit`]. `asked` is the COUNT the read asked for.
+    pub(crate) fn hold(self: &Arc<Inflight>, batch: Batch, asked: usize, fresh_at: Instant) -> HeldBatch {
         let sizes = batch.entries.iter().map(entry_bytes);
         let (bytes, largest) = sizes.fold((0, 0), |(sum, max), b| (sum + b, u64::max(max, b)));
         let ids = batch.entries.iter().map(|e| e.id.clone()).collect();
@@ -153,7 +153,7 @@ impl Inflight {
         state.bytes += bytes;
         let token = state.next_token;
         state.next_token += 1;
-        let record = Record { stream: Arc::clone(&batch.stream), ids, bytes, fresh_at: Instant::now() };
+        let record = Record { stream: Arc::clone(&batch.stream), ids, bytes, fresh_at };
         state.held.insert(token, record);
         drop(state);
         HeldBatch { batch, inflight: Arc::clone(self), token }
@@ -224,7 +224,7 @@ mod tests {
         for _ in 0..8 {
             let n = inflight.admit(1, Duration::ZERO).unwrap();
             counts.push(n);
-            drop(inflight.hold(batch(n, 300), n));
+            drop(inflight.hold(batch(n, 300), n, Instant::now()));
         }
         assert_eq!(counts, vec![16, 32, 64, 128, 256, 512, 1000, 1000]);
         assert_eq!(inflight.bytes(), 0, "dropping a held batch releases it");
@@ -234,10 +234,10 @@ mod tests {
     fn large_entries_shrink_the_count_and_a_full_budget_stops_reading() {
         let inflight = Arc::new(Inflight::new(24 << 20, 1000));
         let first = inflight.admit(1, Duration::ZERO).unwrap();
-        let held = inflight.hold(batch(2, 1 << 20), first);
+        let held = inflight.hold(batch(2, 1 << 20), first, Instant::now());
         // Two 1 MiB entries (3 MiB each with their copies) held of 24 MiB: five more fit.
         assert_eq!(inflight.admit(1, Duration::ZERO), Some(5));
-        let more = inflight.hold(batch(6, 1 << 20), 5);
+        let more = inflight.hold(batch(6, 1 << 20), 5, Instant::now());
         assert_eq!(inflight.admit(1, Duration::from_millis(10)), None, "budget used up");
         drop(held);
         assert_eq!(inflight.admit(1, Duration::ZERO), Some(1));
@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn an_entry_larger_than_the_budget_is_still_read_alone() {
         let inflight = Arc::new(Inflight::new(1 << 20, 1000));
-        let held = inflight.hold(batch(1, 1 << 20), 1);
+        let held = inflight.hold(batch(1, 1 << 20), 1, Instant::now());
         assert_eq!(inflight.admit(1, Duration::ZERO), None, "nothing more while it is held");
         drop(held);
         assert_eq!(inflight.admit(1, Duration::ZERO), Some(1), "one at a time while they are this large");
@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn entries_held_long_are_named_for_refresh_once_per_interval() {
         let inflight = Arc::new(Inflight::new(64 << 20, 1000));
-        let _held = inflight.hold(batch(3, 10), 16);
+        let _held = inflight.hold(batch(3, 10), 16, Instant::now());
         assert!(inflight.due_refresh(Duration::from_secs(60)).is_empty());
         let due = inflight.due_refresh(Duration::ZERO);
         assert_eq!(due.len(), 1);

@@ -38,6 +38,18 @@ pub(crate) fn run(shared: Arc<Shared>, tx: Sender<HeldBatch>) {
             Err(GaveUp::Stopped(_) | GaveUp::Fatal(_)) => break,
         }
     }
+    // Closing the channel lets the workers finish; until they have (or the stop deadline),
+    // the entries they hold are kept fresh, so that no other instance takes them meanwhile.
+    let Reader { con, tx, .. } = reader;
+    drop(tx);
+    if let Some(mut con) = con {
+        while !shared.inflight.is_empty() && shared.time_left().is_some_and(|left| !left.is_zero()) {
+            if let Err(e) = handoff::refresh(&mut con, &shared) {
+                log::debug!("{e}");
+            }
+            std::thread::sleep(handoff::tick(&shared).min(std::time::Duration::from_millis(100)));
+        }
+    }
     log::info!("reader stopped");
 }
 
@@ -132,10 +144,18 @@ fn read_new(
     };
     let block =
         if shared.inflight.is_empty() { worker.block } else { worker.block.min(handoff::tick(shared)) };
+    let read = handoff::Read::now(count);
     let batches = read::new_entries(con, &group.name, &shared.consumer, &group.streams, count, block)?;
-    for batch in batches {
-        log::debug!("read {} entries from {}", batch.entries.len(), batch.stream);
-        if handoff::send(con, shared, tx, batch, count)? == Flow::WorkersGone {
+    // Every stream's batch is held at once, so none goes unrefreshed while another waits.
+    let held: Vec<HeldBatch> = batches
+        .into_iter()
+        .map(|batch| {
+            log::debug!("read {} entries from {}", batch.entries.len(), batch.stream);
+            handoff::hold(shared, batch, read)
+        })
+        .collect();
+    for batch in held {
+        if handoff::send(con, shared, tx, batch) == Flow::WorkersGone {
             return Ok(Flow::WorkersGone);
         }
     }

@@ -33,7 +33,8 @@ impl Reclaim {
     /// nor until those batches have had `claim_min_idle` to drain after it.
     pub(super) fn is_due(&self, shared: &Shared) -> bool {
         let calm = shared.config.worker.claim_min_idle;
-        Instant::now() >= self.next_at
+        !shared.stopping()
+            && Instant::now() >= self.next_at
             && shared.postgres_outage.is_settled(calm)
             && shared.redis_outage.is_settled(calm)
     }
@@ -119,13 +120,18 @@ fn follow(
 ) -> Result<Flow, BrokerError> {
     let mut cursor = start.to_string();
     loop {
+        if shared.stopping() {
+            // Claiming now would spend deliveries on entries nobody will process.
+            return Ok(Flow::Continue);
+        }
         let Some(count) = handoff::admit(c, shared, 1)? else {
             return Ok(Flow::Continue);
         };
         handoff::refresh(c, shared)?;
+        let read = handoff::Read::now(count);
         let claimed = fetch(c, &cursor, count)?;
         let next = claimed.next.clone();
-        if hand_over(c, shared, tx, s, claimed, what, count)? == Flow::WorkersGone {
+        if hand_over(c, shared, tx, s, claimed, what, read)? == Flow::WorkersGone {
             return Ok(Flow::WorkersGone);
         }
         match next {
@@ -146,10 +152,16 @@ fn hand_over(
     s: &str,
     claimed: Claimed,
     what: &str,
-    asked: usize,
+    read: handoff::Read,
 ) -> Result<Flow, BrokerError> {
-    let Claimed { mut entries, deleted, .. } = claimed;
+    let Claimed { mut entries, mut deleted, .. } = claimed;
     let group = &shared.config.group.name;
+    if !deleted.is_empty() && !shared.inflight.is_empty() {
+        // Trimmed after this process read them: their content is in memory, and their worker
+        // commits and acknowledges them.
+        let held = shared.inflight.held_ids(s);
+        deleted.retain(|id| !held.contains(id));
+    }
     if !deleted.is_empty() {
         Counters::add(&shared.counters.lost_upstream, deleted.len() as u64);
         log::warn!(
@@ -175,5 +187,6 @@ fn hand_over(
     Counters::add(&shared.counters.reclaimed, entries.len() as u64);
     let most = entries.iter().map(|e| e.deliveries).max().unwrap_or(0);
     log::info!("{what}: {} entries of {s} (up to {most} deliveries each)", entries.len());
-    handoff::send(c, shared, tx, Batch { stream: Arc::from(s), entries }, asked)
+    let held = handoff::hold(shared, Batch { stream: Arc::from(s), entries }, read);
+    Ok(handoff::send(c, shared, tx, held))
 }

@@ -19,9 +19,9 @@ use crate::event::Event;
 use crate::handlers::Registry;
 use crate::observe::Counters;
 use crate::retry::{Failure, GaveUp, Staleness, retry};
-use crate::sink::SinkError;
 use crate::sink::fault::{self, Fault};
-use crate::sink::pool::Pool;
+use crate::sink::pool::{Pool, PooledClient};
+use crate::sink::{SinkError, batch};
 use crate::supervisor::Shared;
 
 /// Runs one worker until the channel is closed and drained. A panic outside a handler (which
@@ -84,7 +84,15 @@ impl Worker {
         let max = worker.max_deliveries as u64;
         let sorted = triage::sort(batch, max, &worker.event_field);
         let mut dead = sorted.malformed;
-        dead.extend(self.acker.over_budget(&batch.stream, &sorted.over_budget));
+        // Past their lone try: an event already committed (its consumer died before the
+        // acknowledgement) is a duplicate; only the others are dead-lettered.
+        let committed = match self.already_written(&batch.stream, &sorted.over_budget) {
+            Ok(committed) => committed,
+            Err(last_error) => return self.abandon(batch, &last_error),
+        };
+        let spent: Vec<_> =
+            sorted.over_budget.iter().filter(|e| !committed.contains(&e.id)).copied().collect();
+        dead.extend(self.acker.over_budget(&batch.stream, &spent));
         let mut outcome = match self.write(&batch.stream, &sorted.events) {
             Ok(outcome) => outcome,
             Err(last_error) => return self.abandon(batch, &last_error),
@@ -105,7 +113,7 @@ impl Worker {
         dead.extend(outcome.dead_letters(batch, &all));
         let c = &self.shared.counters;
         Counters::add(&c.inserted, outcome.written.inserted);
-        Counters::add(&c.duplicates, outcome.written.duplicates);
+        Counters::add(&c.duplicates, outcome.written.duplicates + committed.len() as u64);
         Counters::add(&c.handler_errors, outcome.written.handler_errors);
         Counters::add(&c.reused_ids, outcome.reused());
         let ids: Vec<&str> = batch.entries.iter().map(|e| e.id.as_str()).collect();
@@ -116,14 +124,35 @@ impl Worker {
         }
     }
 
-    /// Leaves `batch` pending in Redis at shutdown, recording why.
+    /// Leaves `batch` pending in Redis at shutdown, recording why. (Part of it may be
+    /// committed already; those entries come back as duplicates.)
     fn abandon(&mut self, batch: &Batch, last_error: &WriteFault) {
         log::warn!(
-            "stopping with a batch of {} entries of {} unwritten ({last_error}); they stay pending in Redis",
+            "stopping with a batch of {} entries of {} not finished ({last_error}); they stay pending in Redis",
             batch.entries.len(),
             batch.stream
         );
-        self.acker.record_errors(batch, &format!("not written before shutdown: {last_error}"));
+        self.acker.record_errors(batch, &format!("not finished before shutdown: {last_error}"));
+    }
+
+    /// Entry ids of `entries` whose event is already in `events`.
+    fn already_written(
+        &self,
+        stream: &str,
+        entries: &[&crate::event::Entry],
+    ) -> Result<Vec<String>, WriteFault> {
+        let field = &self.shared.config.worker.event_field;
+        let parsed: Vec<(String, String)> = entries
+            .iter()
+            .filter_map(|entry| crate::event::parse(stream, entry, field).ok().map(|e| (e.id, e.entry_id)))
+            .collect();
+        if parsed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = parsed.iter().map(|(id, _)| id.as_str()).collect();
+        let stored =
+            self.with_postgres("duplicate check", ids.len(), |client| batch::stored_ids(client, &ids))?;
+        Ok(parsed.into_iter().filter(|(id, _)| stored.contains(id)).map(|(_, entry_id)| entry_id).collect())
     }
 
     /// Writes `events` in one transaction (isolating rejected rows and panicking handlers),
@@ -134,6 +163,19 @@ impl Worker {
         if events.is_empty() {
             return Ok(Outcome::default());
         }
+        self.with_postgres("batch write", events.len(), |client| {
+            triage::write_isolating(client, &self.registry, stream, events)
+        })
+    }
+
+    /// Runs `f` (`what`, about `n` events) on a pooled connection until it succeeds, retrying
+    /// each kind of fault its own way; fails only if shutdown came first.
+    fn with_postgres<T>(
+        &self,
+        what: &'static str,
+        n: usize,
+        mut f: impl FnMut(&mut PooledClient) -> Result<T, postgres::Error>,
+    ) -> Result<T, WriteFault> {
         let shared = &self.shared;
         // A pooled connection may have served before, so may be stale.
         let mut staleness = Staleness::new(false);
@@ -144,18 +186,18 @@ impl Worker {
                 .get_timeout(timeout)
                 .map_err(|e| Failure::Wait(WriteFault::Unreachable(SinkError::Connect(e))))?;
             let _running = shared.queries.register(client.cancel_token());
-            triage::write_isolating(&mut client, &self.registry, stream, events).map_err(|source| {
+            f(&mut client).map_err(|source| {
                 match fault::classify(&source) {
                     Fault::Conflict => Failure::Shortly(WriteFault::Conflict(source)),
                     Fault::Unreachable if source.code().is_none() && staleness.retry_at_once() => {
                         // The connection itself failed: Postgres may have restarted since this
                         // pooled connection was opened (the pool discards it now): one
                         // immediate retry on a new one.
-                        log::debug!("batch write failed on a pooled connection ({source}); retrying");
+                        log::debug!("{what} failed on a pooled connection ({source}); retrying");
                         Failure::Again
                     }
                     Fault::Unreachable => {
-                        Failure::Wait(WriteFault::Unreachable(SinkError::Query { op: "batch write", source }))
+                        Failure::Wait(WriteFault::Unreachable(SinkError::Query { op: what, source }))
                     }
                     // Rejected rows are isolated by triage; one reaching here is not a row's.
                     Fault::StatementRefused | Fault::RejectedRow => {
@@ -165,14 +207,15 @@ impl Worker {
             })
         };
         let on_wait = |e: &WriteFault, _, _| match e {
+            // At shutdown, a statement cancelled at the stop deadline is no outage.
+            WriteFault::Unreachable(e) if shared.stopping() => log::debug!("{e}"),
             WriteFault::Unreachable(e) => shared.postgres_outage.fault("worker", e),
             WriteFault::Conflict(e) => {
-                log::debug!("batch write conflicted ({}); retrying shortly", fault::describe(e))
+                log::debug!("{what} conflicted ({}); retrying shortly", fault::describe(e))
             }
             WriteFault::Refused(e) if shared.statement_refused.begin() => log::error!(
-                "postgres refused the write of {} events of {stream}: {}: the schema or permissions \
-                 need attention; retrying with backoff, nothing is acknowledged meanwhile",
-                events.len(),
+                "postgres refused the {what} of {n} events: {}: the schema or permissions need \
+                 attention; retrying with backoff, nothing is acknowledged meanwhile",
                 fault::describe(e)
             ),
             WriteFault::Refused(e) => log::debug!("postgres still refuses: {}", fault::describe(e)),

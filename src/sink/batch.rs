@@ -84,8 +84,11 @@ fn write_with(
     // in the batch is a duplicate and is seen once.
     let mut seen: HashSet<&str> = HashSet::with_capacity(new_ids.len());
     let mut calls: Vec<(&Arc<dyn Handler>, Vec<&Event>)> = Vec::new();
-    for e in events {
+    for (i, e) in events.iter().enumerate() {
         let Some(handler) = registry.get(&e.event_type) else { continue };
+        if reused.binary_search(&i).is_ok() {
+            continue;
+        }
         if !new_ids.contains(&e.id) || !seen.insert(e.id.as_str()) {
             continue;
         }
@@ -99,6 +102,12 @@ fn write_with(
     }
     tx.commit()?;
     Ok(Wrote { written, reused })
+}
+
+/// Which of `ids` are stored in `events`.
+pub(crate) fn stored_ids(client: &mut PooledClient, ids: &[&str]) -> Result<Vec<String>, postgres::Error> {
+    let rows = client.query("SELECT id FROM events WHERE id = ANY($1)", &[&ids])?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Runs `handler` on `events` under a savepoint. If it fails, retries each event under its own
@@ -138,11 +147,13 @@ fn run_handler(
     Ok(failures)
 }
 
-/// Passes a handler's own error through; turns a lost connection or a conflict into `Err`,
-/// which is not the event's fault.
+/// Passes a handler's own error (and a row its statement rejects) through; turns a lost
+/// connection, a conflict or a refused statement into `Err`, which is not the event's fault:
+/// the whole batch is retried, and a refused statement (permissions, a missing column) is
+/// reported as such, with nothing acknowledged, rather than dropping the handler's effects.
 fn infrastructure(e: HandlerError) -> Result<HandlerError, postgres::Error> {
     match e {
-        HandlerError::Db(db) if fault::classify(&db).is_infrastructure() => Err(db),
+        HandlerError::Db(db) if fault::classify(&db) != fault::Fault::RejectedRow => Err(db),
         other => Ok(other),
     }
 }

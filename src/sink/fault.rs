@@ -5,11 +5,12 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// The server is unreachable or not serving: the connection is gone (no SQLSTATE), or
-    /// class 08 (connection), 53 (resources), 57 (operator intervention, e.g. a shutdown).
+    /// class 08 (connection), 53 (resources), 57 (operator intervention, e.g. a shutdown), or
+    /// 25006 (a read-only standby, after a failover).
     /// Back off and retry; not the event's fault.
     Unreachable,
-    /// Class 40: a deadlock or serialization failure with a concurrent transaction. Nobody's
-    /// fault: retry the batch.
+    /// Class 40 (a deadlock or serialization failure with a concurrent transaction) or 55P03
+    /// (a lock timeout). Nobody's fault: retry the batch shortly.
     Conflict,
     /// Class 22 (data exception), 23 (integrity constraint), 54 (program limit, such as an
     /// oversized index row): this row can never be written. Isolate it and dead-letter it.
@@ -32,6 +33,14 @@ pub fn classify(e: &postgres::Error) -> Fault {
     let Some(code) = e.code() else {
         return Fault::Unreachable;
     };
+    match code.code() {
+        // A standby after a failover (read-only transaction): a new connection may reach the
+        // new primary.
+        "25006" => return Fault::Unreachable,
+        // lock_timeout: the lock may be free on the next try.
+        "55P03" => return Fault::Conflict,
+        _ => {}
+    }
     match code.code().get(..2) {
         Some("08" | "53" | "57") => Fault::Unreachable,
         Some("40") => Fault::Conflict,

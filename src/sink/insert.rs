@@ -40,9 +40,11 @@ INSERT INTO events (id, type, occurred_at, session_id, workspace_id, device_id, 
 SELECT u.id, u.type, u.occurred_at, u.session_id, u.workspace_id, u.device_id, u.data,
        u.attributes, $9, u.entry_id
 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
-            $7::jsonb[], $8::jsonb[], $10::text[])
-     AS u(id, type, occurred_at, session_id, workspace_id, device_id, data, attributes, entry_id)
-ORDER BY u.id -- one lock order for every batch: concurrent batches cannot deadlock
+            $7::jsonb[], $8::jsonb[], $10::text[]) WITH ORDINALITY
+     AS u(id, type, occurred_at, session_id, workspace_id, device_id, data, attributes, entry_id, n)
+-- One lock order for every batch (concurrent batches cannot deadlock); of one id repeated in
+-- the batch, the first in stream order is the one inserted (and the one handlers see).
+ORDER BY u.id, u.n
 ON CONFLICT (id) DO NOTHING
 RETURNING CASE WHEN type = ANY($11::text[]) THEN id END";
 
