@@ -3,13 +3,11 @@
 //! panics, are isolated by splitting the batch in halves until the failing one stands alone,
 //! so its neighbours still commit.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use crate::broker::Batch;
 use crate::broker::ack::DeadLetter;
 use crate::event::{self, Entry, Event};
 use crate::handlers::Registry;
-use crate::sink::batch::{self, Written};
+use crate::sink::batch::{self, WriteError, Written};
 use crate::sink::fault::{self, Fault};
 use crate::sink::pool::PooledClient;
 
@@ -134,21 +132,21 @@ fn split(
     offset: usize,
     outcome: &mut Outcome,
 ) -> Result<(), postgres::Error> {
-    // A panicking handler unwinds out of the transaction, which rolls back as it is dropped.
-    let result = catch_unwind(AssertUnwindSafe(|| batch::write(client, registry, stream, events)));
-    let failure = match result {
-        Ok(Ok(wrote)) => {
+    let failure = match batch::write(client, registry, stream, events) {
+        Ok(wrote) => {
             outcome.written += wrote.written;
-            outcome.failed.extend(wrote.reused.into_iter().map(|i| Failed {
-                index: offset + i,
-                reason: REUSED,
-                error: format!("event id '{}' is stored with another type, timestamp or data", events[i].id),
-            }));
+            for i in wrote.reused {
+                let id = events.get(i).map_or("?", |e| e.id.as_str());
+                let error = format!("event id '{id}' is stored with another type, timestamp or data");
+                outcome.failed.push(Failed { index: offset + i, reason: REUSED, error });
+            }
             return Ok(());
         }
-        Ok(Err(e)) if fault::classify(&e) == Fault::RejectedRow => (REJECTED, fault::describe(&e)),
-        Ok(Err(e)) => return Err(e),
-        Err(panic) => (PANICKED, panic_message(panic.as_ref())),
+        Err(WriteError::Db(e)) if fault::classify(&e) == Fault::RejectedRow => {
+            (REJECTED, fault::describe(&e))
+        }
+        Err(WriteError::Db(e)) => return Err(e),
+        Err(WriteError::HandlerPanicked(message)) => (PANICKED, message),
     };
     if events.len() == 1 {
         outcome.failed.push(Failed { index: offset, reason: failure.0, error: failure.1 });
@@ -160,13 +158,4 @@ fn split(
     let mid = events.len() / 2;
     split(client, registry, stream, &events[..mid], offset, outcome)?;
     split(client, registry, stream, &events[mid..], offset + mid, outcome)
-}
-
-/// The text a panic was raised with.
-pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }

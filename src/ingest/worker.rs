@@ -35,7 +35,7 @@ pub(crate) fn run(shared: Arc<Shared>, pool: Pool, registry: Arc<Registry>, rx: 
         for unit in units(&held.batch, per_event).iter() {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.process(unit)));
             if let Err(panic) = outcome {
-                let message = triage::panic_message(panic.as_ref());
+                let message = batch::panic_message(panic.as_ref());
                 worker.acker.reset();
                 worker.acker.record_errors(unit, &format!("worker panicked: {message}"));
                 std::panic::resume_unwind(panic);

@@ -45,14 +45,25 @@ pub(crate) struct Wrote {
     pub reused: Vec<usize>,
 }
 
+/// Why a batch was not committed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError {
+    /// A statement failed; [`fault::classify`] says whose fault it was.
+    #[error("{}", fault::describe(.0))]
+    Db(#[from] postgres::Error),
+    /// A handler panicked (with this message); the transaction was rolled back.
+    #[error("handler panicked: {0}")]
+    HandlerPanicked(String),
+}
+
 /// Writes `events` of `stream` in one transaction and commits it. On error nothing is
-/// committed; [`fault::classify`] says whose fault it was.
+/// committed.
 pub(crate) fn write(
     client: &mut PooledClient,
     registry: &Registry,
     stream: &str,
     events: &[Event],
-) -> Result<Wrote, postgres::Error> {
+) -> Result<Wrote, WriteError> {
     let mut statements = StatementCache::take(client);
     let wrote = write_with(client, &mut statements, registry, stream, events)?;
     statements.put_back(client); // only after success: an error may have left one stale
@@ -65,7 +76,7 @@ fn write_with(
     registry: &Registry,
     stream: &str,
     events: &[Event],
-) -> Result<Wrote, postgres::Error> {
+) -> Result<Wrote, WriteError> {
     let mut tx = client.transaction()?;
     let handled_types = registry.types();
     let inserted = insert_events(&mut tx, statements, stream, events, &handled_types)?;
@@ -113,15 +124,16 @@ pub(crate) fn stored_ids(client: &mut PooledClient, ids: &[&str]) -> Result<Vec<
 /// Runs `handler` on `events` under a savepoint. If it fails, retries each event under its own
 /// savepoint, so one failing event does not undo the others; each failure is logged with the
 /// event's id and type. Returns how many events failed. Infrastructure errors are returned, to
-/// retry the whole batch.
+/// retry the whole batch; a panic is returned as [`WriteError::HandlerPanicked`], for the
+/// caller to isolate (the transaction rolls back as it is dropped).
 fn run_handler(
     tx: &mut Transaction<'_>,
     statements: &mut StatementCache,
     handler: &dyn Handler,
     events: &[&Event],
-) -> Result<u64, postgres::Error> {
+) -> Result<u64, WriteError> {
     let mut sp = tx.savepoint("handler")?;
-    match handler.handle(&mut sp, statements, events) {
+    match guarded(|| handler.handle(&mut sp, statements, events))? {
         Ok(()) => {
             sp.commit()?;
             return Ok(0);
@@ -134,7 +146,7 @@ fn run_handler(
     let mut failures = 0;
     for event in events {
         let mut sp = tx.savepoint("handler")?;
-        match handler.handle(&mut sp, statements, &[*event]) {
+        match guarded(|| handler.handle(&mut sp, statements, &[*event]))? {
             Ok(()) => sp.commit()?,
             Err(e) => {
                 let e = infrastructure(e)?;
@@ -145,6 +157,22 @@ fn run_handler(
         }
     }
     Ok(failures)
+}
+
+/// Runs a handler, turning its panic into [`WriteError::HandlerPanicked`]. Only the handler's
+/// own code is guarded: a panic in streamsink's code is a bug, left to end the worker.
+fn guarded(f: impl FnOnce() -> Result<(), HandlerError>) -> Result<Result<(), HandlerError>, WriteError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|panic| WriteError::HandlerPanicked(panic_message(panic.as_ref())))
+}
+
+/// The text a panic was raised with.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Passes a handler's own error (and a row its statement rejects) through; turns a lost
