@@ -330,3 +330,25 @@ fn a_statement_refused_to_a_handler_acknowledges_nothing_until_it_is_fixed() {
     p.signal("TERM");
     assert_eq!(p.wait_exit(Duration::from_secs(10)).0, Some(0));
 }
+
+#[test]
+fn a_dead_letter_with_more_fields_than_a_script_can_take_is_written_whole() {
+    let (db, stream) = (TestDb::create(), TestStream::new());
+    let mut r = redis();
+    // 5000 fields and no type: malformed, and too many for one Lua unpack.
+    let fields: Vec<(String, String)> = (0..5000).map(|i| (format!("f{i}"), format!("v{i}"))).collect();
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let id = publish(&mut r, &stream.name, &pairs);
+    publish_event(&mut r, &stream.name, json!({"id": "neighbour", "type": "t"}));
+    let running = Running::start(settings(&db, &stream));
+    running.wait_processed(2);
+    let dead = entries(&mut r, &stream.dlq());
+    assert_eq!(dead.len(), 1);
+    let f = &dead[0].1;
+    assert_eq!(f["dlq_original_id"], id);
+    assert_eq!(f["dlq_reason"], "missing type");
+    assert_eq!((f["f0"].as_str(), f["f4999"].as_str()), ("v0", "v4999"));
+    assert_eq!(f.len(), 5000 + 8, "every original field and the eight dlq_ fields");
+    assert_eq!(pending(&mut r, &stream.name, GROUP), 0);
+    assert_eq!(db.count("SELECT count(*) FROM events WHERE id = 'neighbour'"), 1);
+}

@@ -58,28 +58,22 @@ pub fn ack(
             .query(con)
             .map_err(|e| BrokerError::new("XACK", stream, e));
     }
-    let mut inv = ACK_WITH_DEAD_LETTERS.key(stream);
-    inv.key(dead_letter_stream(stream)).arg(by.group).arg(dead.len());
     let failed_at = jiff::Timestamp::now().to_string();
-    for d in dead {
-        let deliveries = d.entry.deliveries.to_string();
-        let extra: [(&str, &str); 8] = [
-            ("dlq_reason", &d.reason),
-            ("dlq_error", &d.error),
-            ("dlq_stream", stream),
-            ("dlq_original_id", &d.entry.id),
-            ("dlq_group", by.group),
-            ("dlq_consumer", by.consumer),
-            ("dlq_deliveries", &deliveries),
-            ("dlq_failed_at", &failed_at),
-        ];
-        inv.arg(2 * (d.entry.fields.len() + extra.len()));
-        for (k, v) in &d.entry.fields {
-            inv.arg(k.as_slice()).arg(v.as_slice());
-        }
-        for (k, v) in extra {
-            inv.arg(k).arg(v);
-        }
+    // Lua cannot unpack that many values into one XADD: such a dead letter is written before
+    // the script, which then acknowledges it (a failure still stops before any XACK).
+    let (large, small): (Vec<_>, Vec<_>) =
+        dead.iter().partition(|d| d.entry.fields.len() > MAX_SCRIPT_FIELDS);
+    for d in &large {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(dead_letter_stream(stream)).arg("*");
+        push_dead_letter(&mut xadd, d, by, stream, &failed_at);
+        xadd.query::<String>(con).map_err(|e| BrokerError::new("XADD (dead letter)", stream, e))?;
+    }
+    let mut inv = ACK_WITH_DEAD_LETTERS.key(stream);
+    inv.key(dead_letter_stream(stream)).arg(by.group).arg(small.len());
+    for d in &small {
+        inv.arg(2 * (d.entry.fields.len() + 8));
+        push_dead_letter(&mut inv, d, by, stream, &failed_at);
     }
     inv.arg(ids);
     for d in dead {
@@ -88,6 +82,56 @@ pub fn ack(
         }
     }
     inv.invoke(con).map_err(|e| BrokerError::new("dead-letter + XACK", stream, e))
+}
+
+/// Field pairs of the largest dead letter written by the script: Lua unpacks at most about 8000
+/// values into one call.
+const MAX_SCRIPT_FIELDS: usize = 3000;
+
+/// Something dead-letter fields can be appended to: an XADD command or a script invocation.
+trait Args {
+    fn push(&mut self, value: &[u8]);
+}
+
+impl Args for redis::Cmd {
+    fn push(&mut self, value: &[u8]) {
+        self.arg(value);
+    }
+}
+
+impl Args for redis::ScriptInvocation<'_> {
+    fn push(&mut self, value: &[u8]) {
+        self.arg(value);
+    }
+}
+
+/// Appends `d`'s original fields, then its eight `dlq_*` fields.
+fn push_dead_letter(
+    out: &mut impl Args,
+    d: &DeadLetter<'_>,
+    by: Acknowledger<'_>,
+    stream: &str,
+    failed_at: &str,
+) {
+    for (k, v) in &d.entry.fields {
+        out.push(k);
+        out.push(v);
+    }
+    let deliveries = d.entry.deliveries.to_string();
+    let extra: [(&str, &str); 8] = [
+        ("dlq_reason", &d.reason),
+        ("dlq_error", &d.error),
+        ("dlq_stream", stream),
+        ("dlq_original_id", &d.entry.id),
+        ("dlq_group", by.group),
+        ("dlq_consumer", by.consumer),
+        ("dlq_deliveries", &deliveries),
+        ("dlq_failed_at", failed_at),
+    ];
+    for (k, v) in extra {
+        out.push(k.as_bytes());
+        out.push(v.as_bytes());
+    }
 }
 
 /// Acknowledges pending ids whose entries no longer exist: there is nothing to process or
