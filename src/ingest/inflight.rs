@@ -58,8 +58,9 @@ struct State {
 
 #[derive(Debug)]
 struct Record {
-    stream: Arc<str>,
-    ids: Vec<String>,
+    /// The batch itself, shared with its `HeldBatch`: its ids are read only when needed
+    /// (a refresh, a reclaim), not copied on the hot path.
+    batch: Arc<Batch>,
     bytes: u64,
     /// When Redis last reset these entries' idle time (delivery, claim or refresh).
     fresh_at: Instant,
@@ -68,7 +69,7 @@ struct Record {
 /// A batch the process holds; dropping it releases its bytes and ids.
 #[derive(Debug)]
 pub(crate) struct HeldBatch {
-    pub batch: Batch,
+    pub batch: Arc<Batch>,
     inflight: Arc<Inflight>,
     token: u64,
 }
@@ -143,7 +144,7 @@ impl Inflight {
     pub(crate) fn hold(self: &Arc<Inflight>, batch: Batch, asked: usize, fresh_at: Instant) -> HeldBatch {
         let sizes = batch.entries.iter().map(entry_bytes);
         let (bytes, largest) = sizes.fold((0, 0), |(sum, max), b| (sum + b, u64::max(max, b)));
-        let ids = batch.entries.iter().map(|e| e.id.clone()).collect();
+        let batch = Arc::new(batch);
         let mut state = self.lock();
         // The largest entry of this read, or the old estimate decaying by a quarter per read.
         state.entry_size = largest.max(state.entry_size - state.entry_size / 4);
@@ -153,7 +154,7 @@ impl Inflight {
         state.bytes += bytes;
         let token = state.next_token;
         state.next_token += 1;
-        let record = Record { stream: Arc::clone(&batch.stream), ids, bytes, fresh_at };
+        let record = Record { batch: Arc::clone(&batch), bytes, fresh_at };
         state.held.insert(token, record);
         drop(state);
         HeldBatch { batch, inflight: Arc::clone(self), token }
@@ -162,7 +163,8 @@ impl Inflight {
     /// Ids of `stream` the process holds now.
     pub(crate) fn held_ids(&self, stream: &str) -> HashSet<String> {
         let state = self.lock();
-        state.held.values().filter(|r| &*r.stream == stream).flat_map(|r| r.ids.iter().cloned()).collect()
+        let held = state.held.values().filter(|r| &*r.batch.stream == stream);
+        held.flat_map(|r| r.batch.entries.iter().map(|e| e.id.clone())).collect()
     }
 
     /// True when nothing is held.
@@ -179,9 +181,10 @@ impl Inflight {
         let mut due: Vec<(Arc<str>, Vec<String>)> = Vec::new();
         for record in state.held.values_mut().filter(|r| now.duration_since(r.fresh_at) >= age) {
             record.fresh_at = now;
-            match due.iter_mut().find(|(s, _)| *s == record.stream) {
-                Some((_, ids)) => ids.extend(record.ids.iter().cloned()),
-                None => due.push((Arc::clone(&record.stream), record.ids.clone())),
+            let ids = record.batch.entries.iter().map(|e| e.id.clone());
+            match due.iter_mut().find(|(s, _)| *s == record.batch.stream) {
+                Some((_, due_ids)) => due_ids.extend(ids),
+                None => due.push((Arc::clone(&record.batch.stream), ids.collect())),
             }
         }
         due
