@@ -192,9 +192,14 @@ impl Outage {
         }
     }
 
-    /// Records a success; logs the outage's length if one was under way.
-    pub fn cleared(&self) {
+    /// Records a success of a call issued at `issued`; logs the outage's length if one was
+    /// under way. A call issued before the outage began proves nothing about it (it may have
+    /// been answered just before the server went away), so it leaves the outage standing.
+    pub fn cleared(&self, issued: Instant) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.since.is_some_and(|start| start > issued) {
+            return;
+        }
         if let Some(start) = state.since.take() {
             state.cleared_at = Some(Instant::now());
             log::info!("{} available again after {:.1}s", self.name, start.elapsed().as_secs_f64());
@@ -257,6 +262,18 @@ mod tests {
             |_, _, _| {},
         );
         assert!(matches!(result, Err(GaveUp::Stopped(1))), "one attempt even when stopped, then give up");
+    }
+
+    #[test]
+    fn only_a_call_issued_during_an_outage_ends_it() {
+        let outage = Outage::new("X");
+        let before = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        outage.fault("t", &"down");
+        outage.cleared(before);
+        assert!(!outage.is_settled(Duration::ZERO), "answered before the outage: still under way");
+        outage.cleared(Instant::now());
+        assert!(outage.is_settled(Duration::ZERO));
     }
 
     #[test]

@@ -63,10 +63,12 @@ impl Acker {
         let by = Acknowledger { group: &shared.config.group.name, consumer: &shared.consumer };
         let mut staleness = Staleness::new(self.con.is_none());
         let refused = if dead.is_empty() { &shared.ack_refused } else { &shared.dead_letter_refused };
+        let mut issued = std::time::Instant::now();
         let attempt = || {
             if self.con.is_none() {
                 staleness.connected();
             }
+            issued = std::time::Instant::now();
             let con = self.connection().map_err(|e| Failure::Wait(AckFault::Connect(e)))?;
             match ack::ack(con, by, stream, ids, dead) {
                 Ok(acked) => Ok(acked),
@@ -97,7 +99,7 @@ impl Acker {
         };
         match retry(shared.stop_flag(), attempt, on_wait) {
             Ok(acked) => {
-                shared.redis_outage.cleared();
+                shared.redis_outage.cleared(issued);
                 if let Some(lasted) = refused.end() {
                     log::info!(
                         "redis accepted to {what} the entries of {stream} after {:.1}s",

@@ -74,6 +74,7 @@ struct Reader {
 impl Reader {
     /// One read of new entries, or one reclaim cycle when it is due.
     fn step(&mut self) -> Result<Flow, Failure<ReaderFault>> {
+        let issued = std::time::Instant::now();
         let con = match self.con.take() {
             Some(con) => con,
             None => {
@@ -96,7 +97,7 @@ impl Reader {
         });
         match result {
             Ok(flow) => {
-                self.shared.redis_outage.cleared();
+                self.shared.redis_outage.cleared(issued);
                 self.staleness.served();
                 Ok(flow)
             }

@@ -179,7 +179,9 @@ impl Worker {
         let shared = &self.shared;
         // A pooled connection may have served before, so may be stale.
         let mut staleness = Staleness::new(false);
+        let mut issued = std::time::Instant::now();
         let attempt = || {
+            issued = std::time::Instant::now();
             let timeout = shared.pool_timeout().ok_or(Failure::Fatal(WriteFault::Deadline))?;
             let mut client = self
                 .pool
@@ -223,7 +225,7 @@ impl Worker {
         };
         match retry(shared.stop_flag(), attempt, on_wait) {
             Ok(outcome) => {
-                shared.postgres_outage.cleared();
+                shared.postgres_outage.cleared(issued);
                 if let Some(lasted) = shared.statement_refused.end() {
                     log::info!("postgres accepts the writes again after {:.1}s", lasted.as_secs_f64());
                 }
