@@ -1,9 +1,12 @@
 //! The reader thread: XREADGROUP on its own connection, whole batches into the bounded channel;
 //! every claim interval, the reclaim cycle ([`super::reclaim`]) first.
 //!
-//! Invariants: the channel is bounded, so a slow database slows reading instead of growing
-//! memory; on stop the reader finishes the read under way, hands over what it read, and drops
-//! its sender, which is how the workers learn there is nothing more.
+//! Invariants: the channel is bounded and every read is sized by the byte budget
+//! ([`super::inflight`]), so a slow database slows reading instead of growing memory; the
+//! entries the process holds are refreshed in Redis while they wait ([`super::handoff`]); on
+//! stop the reader finishes the read under way, hands over what it read, drops its sender
+//! (which is how the workers learn there is nothing more), and keeps refreshing until the
+//! workers are done or the stop deadline passes.
 
 use std::sync::Arc;
 
