@@ -397,11 +397,8 @@ fn duration(value: &str) -> Result<Duration, InvalidValue> {
 /// Parses `250ms`, `5s`, `1m`, `1h`: a whole number and a unit, which is required so that a
 /// bare `5` cannot be misread as seconds by one reader and milliseconds by another.
 fn parse_duration(value: &str) -> Option<Duration> {
-    let v = value.trim();
-    let digits = v.len() - v.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-    let (number, unit) = v.split_at(digits);
-    let n: u64 = number.parse().ok()?;
-    let millis = match unit.trim() {
+    let (n, unit) = number_and_unit(value)?;
+    let millis = match unit {
         "ms" => Some(n),
         "s" => n.checked_mul(1_000),
         "m" => n.checked_mul(60_000),
@@ -409,6 +406,14 @@ fn parse_duration(value: &str) -> Option<Duration> {
         _ => None,
     }?;
     Some(Duration::from_millis(millis))
+}
+
+/// Splits `  64 MiB ` into `(64, "MiB")`: leading digits, then the rest trimmed.
+fn number_and_unit(value: &str) -> Option<(u64, &str)> {
+    let v = value.trim();
+    let digits = v.len() - v.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (number, unit) = v.split_at(digits);
+    Some((number.parse().ok()?, unit.trim()))
 }
 
 fn byte_size(value: &str) -> Result<u64, InvalidValue> {
@@ -421,11 +426,8 @@ fn byte_size(value: &str) -> Result<u64, InvalidValue> {
 /// Parses a byte count: a whole number and an optional unit. `KiB`/`MiB`/`GiB` and systemd's
 /// `K`/`M`/`G` are powers of 1024, `KB`/`MB`/`GB` powers of 1000, `B` or none plain bytes.
 fn parse_byte_size(value: &str) -> Option<u64> {
-    let v = value.trim();
-    let digits = v.len() - v.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-    let (number, unit) = v.split_at(digits);
-    let n: u64 = number.parse().ok()?;
-    let scale: u64 = match unit.trim() {
+    let (n, unit) = number_and_unit(value)?;
+    let scale: u64 = match unit {
         "" | "B" => 1,
         "K" | "KiB" => 1 << 10,
         "M" | "MiB" => 1 << 20,

@@ -36,6 +36,18 @@ impl Handler for PanicsOn {
     }
 }
 
+/// `streamsink run` as a process on `stream` into `db`, with `extra` settings.
+fn run_worker(db: &TestDb, stream: &TestStream, extra: &[(&str, &str)]) -> Process {
+    let mut env: Vec<(String, String)> = vec![
+        ("REDIS_URL".into(), redis_url()),
+        ("DATABASE_URL".into(), db.url.clone()),
+        ("STREAMSINK_STREAMS".into(), stream.name.clone()),
+        ("STREAMSINK_BLOCK".into(), "200ms".into()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Process::spawn_owned(&["run"], &env)
+}
+
 /// Publishes `events` in one MULTI/EXEC, so that a blocked reader receives them in one read.
 fn publish_at_once(r: &mut redis::Connection, stream: &str, events: &[serde_json::Value]) {
     let mut pipe = redis::pipe();
@@ -209,15 +221,7 @@ fn a_refused_dead_letter_keeps_its_batch_pending_until_redis_takes_it() {
     let () = redis::cmd("SET").arg(stream.dlq()).arg("not a stream").query(&mut r).unwrap();
     publish(&mut r, &stream.name, &[("event", "{not json")]);
     publish_event(&mut r, &stream.name, json!({"id": "good", "type": "t"}));
-    let url = redis_url();
-    let env = [
-        ("REDIS_URL", url.as_str()),
-        ("DATABASE_URL", db.url.as_str()),
-        ("STREAMSINK_STREAMS", stream.name.as_str()),
-        ("STREAMSINK_BLOCK", "200ms"),
-        ("RUST_LOG", "info,streamsink::ingest::ack=debug"),
-    ];
-    let mut p = Process::spawn(&["run"], &env);
+    let mut p = run_worker(&db, &stream, &[("RUST_LOG", "info,streamsink::ingest::ack=debug")]);
     p.wait_for_line("WRONGTYPE", Duration::from_secs(20));
     // Several retries later, still one error line, and both entries still pending.
     wait_until(Duration::from_secs(20), "three retries", || {
@@ -265,15 +269,7 @@ fn large_entries_are_held_within_the_byte_budget_and_one_larger_than_it_still_la
     }
     // Larger than the whole budget: read and written alone.
     publish(&mut r, &stream.name, &[("event", &large_event("huge", 6 << 20))]);
-    let url = redis_url();
-    let env = [
-        ("REDIS_URL", url.as_str()),
-        ("DATABASE_URL", db.url.as_str()),
-        ("STREAMSINK_STREAMS", stream.name.as_str()),
-        ("STREAMSINK_BLOCK", "200ms"),
-        ("STREAMSINK_MAX_INFLIGHT", "4MiB"),
-    ];
-    let p = Process::spawn(&["run"], &env);
+    let p = run_worker(&db, &stream, &[("STREAMSINK_MAX_INFLIGHT", "4MiB")]);
     wait_until(Duration::from_secs(120), "every entry acknowledged", || {
         let drained = db.count_or_zero("SELECT count(*) FROM events") == n + 1
             && pending(&mut r, &stream.name, GROUP) == 0;
@@ -308,14 +304,7 @@ fn a_statement_refused_to_a_handler_acknowledges_nothing_until_it_is_fixed() {
         &stream.name,
         json!({"id": "s-start", "type": "session.start", "session_id": "s1"}),
     );
-    let url = redis_url();
-    let env = [
-        ("REDIS_URL", url.as_str()),
-        ("DATABASE_URL", db.url.as_str()),
-        ("STREAMSINK_STREAMS", stream.name.as_str()),
-        ("STREAMSINK_BLOCK", "200ms"),
-    ];
-    let mut p = Process::spawn(&["run"], &env);
+    let mut p = run_worker(&db, &stream, &[]);
     let line = p.wait_for_line("the schema or permissions need attention", Duration::from_secs(20));
     assert!(line.contains("42501") && line.contains("ERROR"), "{line}");
     assert_eq!(pending(&mut r, &stream.name, GROUP), 1, "nothing acknowledged while refused");
