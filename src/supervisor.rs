@@ -334,12 +334,13 @@ fn ensure_groups(config: &Config, stop: &AtomicBool) -> Result<(), SupervisorErr
 /// Applies migrations, retrying (and logging each attempt) while Postgres is unreachable.
 fn migrate_with_retry(pool: &pool::Pool, stop: &AtomicBool) -> Result<(), SupervisorError> {
     let attempt = || {
-        let applied =
-            pool.get().map_err(SinkError::Connect).and_then(|mut c| migrate::migrate(&mut c)).map_err(
-                |e| {
-                    if e.is_infrastructure() { Failure::Wait(e.into()) } else { Failure::Fatal(e.into()) }
-                },
-            )?;
+        let applied = pool
+            .get()
+            .map_err(SinkError::Connect)
+            .and_then(|mut c| migrate::migrate_waiting_at_most(&mut c, Duration::from_secs(2)))
+            .map_err(|e| {
+                if e.is_infrastructure() { Failure::Wait(e.into()) } else { Failure::Fatal(e.into()) }
+            })?;
         if !applied.is_empty() {
             log::info!("applied migrations {applied:?}");
         }

@@ -845,3 +845,23 @@ fn stop_within_10s_while_the_insert_waits_behind_a_table_lock() {
     account.nothing_acknowledged(&mut f);
     f.assert_none("stalled insert", &worker.output());
 }
+
+#[test]
+fn stop_within_10s_while_start_up_waits_for_another_instances_migration() {
+    let (db, stream) = (TestDb::create(), TestStream::new());
+    // Another instance holds the migration lock (as while it applies a long migration).
+    let mut holder = db.client();
+    let lock: i64 = 0x7374_7265_616d_736b;
+    holder.execute("SELECT pg_advisory_lock($1)", &[&lock]).unwrap();
+    let mut worker = Process::spawn_owned(&["run"], &fault_env(&redis_url(), &db.url, &stream.name));
+    worker.wait_for_line("lock timeout", Duration::from_secs(20));
+
+    let stop = terminate(&mut worker);
+    eprintln!("stop while waiting for the migration lock: {stop:?}");
+    let mut f = Findings::default();
+    f.stopped_in_time(&stop);
+    f.check(!has_line(&worker.output(), |l| l.contains(START_LINE)), || {
+        "the worker claims to have started without its migrations".into()
+    });
+    f.assert_none("migration lock held elsewhere", &worker.output());
+}

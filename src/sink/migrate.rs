@@ -16,9 +16,34 @@ const MIGRATION_LOCK: i64 = 0x7374_7265_616d_736b; // "streamsk"
 /// lock: concurrent starts wait for each other and then find nothing left to do.
 /// Returns the versions it applied.
 pub fn migrate(client: &mut postgres::Client) -> Result<Vec<i32>, SinkError> {
+    apply(client, None)
+}
+
+/// [`migrate`], giving up on the advisory lock after `lock_wait` (SQLSTATE 55P03, a conflict
+/// to retry): the worker's start-up retries it between stop-aware waits, so a stop is not held
+/// by another instance's migration.
+pub fn migrate_waiting_at_most(
+    client: &mut postgres::Client,
+    lock_wait: std::time::Duration,
+) -> Result<Vec<i32>, SinkError> {
+    apply(client, Some(lock_wait))
+}
+
+fn apply(
+    client: &mut postgres::Client,
+    lock_wait: Option<std::time::Duration>,
+) -> Result<Vec<i32>, SinkError> {
     let q = |op| move |source| SinkError::Query { op, source };
     let mut tx = client.transaction().map_err(q("BEGIN"))?;
+    if let Some(wait) = lock_wait {
+        let set = format!("SET LOCAL lock_timeout = {}", wait.as_millis().max(1));
+        tx.batch_execute(&set).map_err(q("SET lock_timeout"))?;
+    }
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(q("advisory lock"))?;
+    if lock_wait.is_some() {
+        // The migrations themselves may wait as long as they need.
+        tx.batch_execute("SET LOCAL lock_timeout = 0").map_err(q("SET lock_timeout"))?;
+    }
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS streamsink_migrations (
              version    integer     PRIMARY KEY,
