@@ -73,8 +73,8 @@ pub struct WorkerSettings {
     /// Entries per read (XREADGROUP COUNT); chosen by measurement, see BENCHMARKS.md.
     #[arg(long, env = "STREAMSINK_BATCH", value_name = "N", default_value = "1000", value_parser = count::<1, 100_000>)]
     pub batch: usize,
-    /// How long one read waits for new entries (XREADGROUP BLOCK); a stop waits at most this long.
-    #[arg(long, env = "STREAMSINK_BLOCK", value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    /// How long one read waits for new entries (XREADGROUP BLOCK); a stop waits at most this long (short, so an idle worker stops promptly).
+    #[arg(long, env = "STREAMSINK_BLOCK", value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub block: Duration,
     /// Interval between stats lines.
     #[arg(
@@ -482,7 +482,7 @@ mod tests {
         assert_eq!(c.group.name, "event-processors");
         let w = &c.worker;
         assert_eq!((w.workers, w.batch, w.max_deliveries), (4, 1000, 3));
-        assert_eq!(w.block, Duration::from_secs(5));
+        assert_eq!(w.block, Duration::from_secs(1));
         assert_eq!(w.stats_interval, Duration::from_secs(60));
         assert_eq!(w.group_start, "0");
         assert_eq!(w.claim_interval, Duration::from_secs(30));

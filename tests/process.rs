@@ -32,7 +32,7 @@ fn help_and_version_work() {
     let (code, out) = run_to_exit(&["run", "--help"], &[]);
     assert_eq!(code, Some(0));
     let text = out.join("\n");
-    for word in ["REDIS_URL", "DATABASE_URL", "STREAMSINK_BLOCK", "STREAMSINK_GROUP_START", "[default: 5s]"] {
+    for word in ["REDIS_URL", "DATABASE_URL", "STREAMSINK_BLOCK", "STREAMSINK_GROUP_START", "[default: 1s]"] {
         assert!(text.contains(word), "run --help lacks {word}: {text}");
     }
     let (code, out) = run_to_exit(&["--version"], &[]);
@@ -190,6 +190,25 @@ fn start_up_retries_an_unreachable_redis_and_a_signal_stops_it_cleanly() {
     let (code, took) = p.wait_exit(Duration::from_secs(5));
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(5));
+}
+
+#[test]
+fn an_idle_worker_stops_within_two_seconds_with_the_default_block() {
+    let (db, stream) = (TestDb::create(), TestStream::new());
+    let url = redis_url();
+    let mut p = Process::spawn(&["run"], &env_for(&db, &stream, &url));
+    p.wait_for_line(START_LINE, Duration::from_secs(20));
+    // Idle: the reader has issued its XREADGROUP (which registers the consumer) and blocks.
+    let mut r = redis();
+    wait_until(Duration::from_secs(10), "the reader's first read", || {
+        let consumers: Vec<redis::Value> =
+            redis::cmd("XINFO").arg("CONSUMERS").arg(&stream.name).arg(GROUP).query(&mut r).ok()?;
+        (!consumers.is_empty()).then_some(())
+    });
+    p.signal("TERM");
+    let (code, took) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert!(took <= Duration::from_secs(2), "an idle stop took {took:?}");
 }
 
 #[test]
