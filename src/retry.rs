@@ -206,6 +206,16 @@ impl Outage {
         }
     }
 
+    /// How long the outage under way has lasted; `None` if there is none.
+    pub fn lasting(&self) -> Option<Duration> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).since.map(|t| t.elapsed())
+    }
+
+    /// The dependency's name (`Redis`, `Postgres`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     /// True when no outage is under way and none ended within `calm`. While an outage holds
     /// batches back, their entries look idle to Redis; reclaiming them then would spend their
     /// delivery budget on a fault that is not theirs.

@@ -21,7 +21,7 @@ use crate::handlers::Registry;
 use crate::hooks::Hooks;
 use crate::ingest::inflight::Inflight;
 use crate::ingest::{reader, worker};
-use crate::observe::{Counters, Snapshot, stats};
+use crate::observe::{Counters, Snapshot, service, stats};
 use crate::retry::{Episode, Failure, GaveUp, Outage, retry};
 use crate::sink::cancel::Queries;
 use crate::sink::{SinkError, migrate, pool};
@@ -212,6 +212,7 @@ impl Supervisor {
             let shared = Arc::clone(&shared);
             spawn("stats", move || stats::run(shared, done_rx))?
         };
+        service::ready();
         Ok(Supervisor { shared, reader, workers, stats, stats_done })
     }
 
@@ -239,6 +240,7 @@ impl Supervisor {
             std::thread::sleep(Duration::from_millis(100));
         }
         log::info!("stopping: finishing batches already read");
+        service::stopping(STOP_LIMIT + Duration::from_secs(2));
         self.finish_or_cancel();
         let mut panicked = Vec::new();
         let mut join = |h: JoinHandle<()>| {

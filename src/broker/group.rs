@@ -49,20 +49,26 @@ pub(crate) fn prune_consumers(
         .map_err(|e| BrokerError::new("prune consumers", stream, e))
 }
 
-/// Entries delivered to the group and not yet acknowledged (XPENDING summary).
-pub(crate) fn pending_count(con: &mut Connection, stream: &str, group: &str) -> Result<u64, BrokerError> {
+/// The group's pending count on `stream`, and its oldest pending entry's id (XPENDING summary).
+pub(crate) fn pending_summary(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+) -> Result<(u64, Option<String>), BrokerError> {
     let reply: Value = redis::cmd("XPENDING")
         .arg(stream)
         .arg(group)
         .query(con)
         .map_err(|e| BrokerError::new("XPENDING", stream, e))?;
-    match reply {
-        Value::Array(items) => match items.first() {
-            Some(Value::Int(n)) => Ok((*n).max(0) as u64),
-            _ => Ok(0),
-        },
-        _ => Ok(0),
-    }
+    let Value::Array(mut items) = reply else {
+        return Ok((0, None));
+    };
+    let count = match items.first() {
+        Some(Value::Int(n)) => (*n).max(0) as u64,
+        _ => 0,
+    };
+    let oldest = if items.len() > 1 { super::reply::text(items.swap_remove(1)) } else { None };
+    Ok((count, oldest.filter(|_| count > 0)))
 }
 
 /// Entries in the stream not yet delivered to the group (XINFO GROUPS `lag`, Redis ≥ 7);

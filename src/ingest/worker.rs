@@ -163,9 +163,11 @@ impl Worker {
         if events.is_empty() {
             return Ok(Outcome::default());
         }
-        self.with_postgres("batch write", events.len(), |client| {
+        let outcome = self.with_postgres("batch write", events.len(), |client| {
             triage::write_isolating(client, &self.registry, stream, events)
-        })
+        })?;
+        self.shared.counters.committed();
+        Ok(outcome)
     }
 
     /// Runs `f` (`what`, about `n` events) on a pooled connection until it succeeds, retrying

@@ -24,6 +24,8 @@ pub struct Counters {
     pub lost_upstream: AtomicU64,
     /// Events whose id was already stored with other content: dead-lettered.
     pub reused_ids: AtomicU64,
+    /// When a batch transaction last committed (Unix milliseconds; 0 = never).
+    pub last_commit_ms: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -45,6 +47,19 @@ impl Counters {
     /// other memory is published through them.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records that a batch transaction committed now.
+    pub fn committed(&self) {
+        let now = jiff::Timestamp::now().as_millisecond().max(0) as u64;
+        self.last_commit_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Time since the last commit, if there was one.
+    pub fn since_last_commit(&self) -> Option<std::time::Duration> {
+        let at = self.last_commit_ms.load(Ordering::Relaxed);
+        let now = jiff::Timestamp::now().as_millisecond().max(0) as u64;
+        (at > 0).then(|| std::time::Duration::from_millis(now.saturating_sub(at)))
     }
 
     /// Every counter read once; the figures are each exact but not taken at one instant.

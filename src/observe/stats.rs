@@ -1,62 +1,121 @@
-//! The stats thread: every interval, one line of counters, rate, the group's pending count
-//! and lag as Redis reports them, and the bytes of entries held in the process; a final line at shutdown comes from the supervisor.
+//! The stats thread: every few seconds, the one-line STATUS `systemctl status` shows (rate,
+//! lag, pending, oldest pending age, time since the last commit, the outage under way); every
+//! stats interval, one log line of counters, rate, the group's pending count and lag as Redis
+//! reports them, and the bytes of entries held in the process. A final line at shutdown comes
+//! from the supervisor.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::service;
 use crate::broker::{self, group};
 use crate::supervisor::Shared;
 
-/// Runs the stats thread: one info line every stats interval until `done` is closed.
+/// How often the STATUS line is refreshed (or the stats interval, if shorter).
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs the stats thread until `done` is closed.
 pub(crate) fn run(shared: Arc<Shared>, done: Receiver<()>) {
     let interval = shared.config.worker.stats_interval;
+    let tick = STATUS_INTERVAL.min(interval);
     let mut redis: Option<redis::Connection> = None;
-    let mut last = shared.counters.snapshot();
-    let mut last_at = Instant::now();
+    let (mut logged, mut logged_at) = (shared.counters.snapshot(), Instant::now());
+    let (mut ticked, mut ticked_at) = (logged, logged_at);
     loop {
-        match done.recv_timeout(interval) {
+        match done.recv_timeout(tick) {
             Err(RecvTimeoutError::Timeout) => {}
             _ => return,
         }
         let now = shared.counters.snapshot();
-        let secs = last_at.elapsed().as_secs_f64().max(0.001);
-        let rate = (now.processed - last.processed) as f64 / secs;
-        let (pending, lag) = group_figures(&mut redis, &shared);
-        let held_mib = shared.inflight.bytes() as f64 / (1024.0 * 1024.0);
-        log::info!("stats: {now} rate={rate:.1}/s pending={pending} lag={lag} held={held_mib:.1}MiB");
-        last = now;
-        last_at = Instant::now();
+        let figures = group_figures(&mut redis, &shared);
+        let rate =
+            |since: u64, at: Instant| (now.processed - since) as f64 / at.elapsed().as_secs_f64().max(0.001);
+        service::status(&status_line(&shared, rate(ticked.processed, ticked_at), &figures));
+        (ticked, ticked_at) = (now, Instant::now());
+        if logged_at.elapsed() + tick / 2 >= interval {
+            let held_mib = shared.inflight.bytes() as f64 / (1024.0 * 1024.0);
+            let (pending, lag) = (figures.pending_text(), figures.lag_text());
+            let rate = rate(logged.processed, logged_at);
+            log::info!("stats: {now} rate={rate:.1}/s pending={pending} lag={lag} held={held_mib:.1}MiB");
+            (logged, logged_at) = (now, Instant::now());
+        }
     }
 }
 
-/// Pending count and lag summed over the streams, as text (`?` when Redis is unreachable,
-/// `n/a` when it does not report lag).
-fn group_figures(redis: &mut Option<redis::Connection>, shared: &Shared) -> (String, String) {
+/// The group's figures summed over the streams; `None` where Redis did not answer (or, for
+/// lag, does not know).
+#[derive(Debug, Default)]
+struct Figures {
+    pending: Option<u64>,
+    lag: Option<u64>,
+    /// Age of the oldest pending entry (from its id's time).
+    oldest_pending: Option<Duration>,
+    reachable: bool,
+}
+
+impl Figures {
+    fn pending_text(&self) -> String {
+        self.pending.map_or_else(|| "?".into(), |p| p.to_string())
+    }
+
+    fn lag_text(&self) -> String {
+        match (self.reachable, self.lag) {
+            (false, _) => "?".into(),
+            (true, None) => "n/a".into(),
+            (true, Some(l)) => l.to_string(),
+        }
+    }
+}
+
+/// `rate 812/s, lag 0, pending 37, oldest pending 2s, last commit 0s ago` and, during an
+/// outage, `; Postgres unavailable for 42s`.
+fn status_line(shared: &Shared, rate: f64, f: &Figures) -> String {
+    let mut line = format!("rate {rate:.0}/s, lag {}, pending {}", f.lag_text(), f.pending_text());
+    if let Some(age) = f.oldest_pending {
+        line.push_str(&format!(", oldest pending {}s", age.as_secs()));
+    }
+    match shared.counters.since_last_commit() {
+        Some(ago) => line.push_str(&format!(", last commit {}s ago", ago.as_secs())),
+        None => line.push_str(", no commit yet"),
+    }
+    for outage in [&shared.postgres_outage, &shared.redis_outage] {
+        if let Some(lasted) = outage.lasting() {
+            line.push_str(&format!("; {} unavailable for {}s", outage.name(), lasted.as_secs()));
+        }
+    }
+    line
+}
+
+/// Pending count, oldest pending age and lag summed over the streams.
+fn group_figures(redis: &mut Option<redis::Connection>, shared: &Shared) -> Figures {
     if redis.is_none() && !shared.stopping() {
         *redis = broker::connect(&shared.config.redis.redis_url, broker::COMMAND_TIMEOUT).ok();
     }
     let Some(con) = redis.as_mut() else {
-        return ("?".into(), "?".into());
+        return Figures::default();
     };
     let group = &shared.config.group.name;
-    let mut pending = 0u64;
-    let mut lag: Option<u64> = Some(0);
+    let mut f = Figures { pending: Some(0), lag: Some(0), reachable: true, ..Figures::default() };
+    let now_ms = jiff::Timestamp::now().as_millisecond().max(0) as u64;
     for s in shared.config.group.streams.iter() {
-        let figures =
-            group::pending_count(con, s, group).and_then(|p| Ok((p, group::group_lag(con, s, group)?)));
+        let figures = group::pending_summary(con, s, group)
+            .and_then(|summary| Ok((summary, group::group_lag(con, s, group)?)));
         match figures {
-            Ok((p, l)) => {
-                pending += p;
-                lag = lag.zip(l).map(|(a, b)| a + b);
+            Ok(((p, oldest), l)) => {
+                f.pending = f.pending.map(|sum| sum + p);
+                f.lag = f.lag.zip(l).map(|(a, b)| a + b);
+                let age = oldest.and_then(|id| id.split('-').next()?.parse::<u64>().ok());
+                let age = age.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
+                f.oldest_pending = f.oldest_pending.max(age);
             }
             Err(e) => {
                 log::debug!("stats: {e}");
                 *redis = None;
-                return ("?".into(), "?".into());
+                return Figures::default();
             }
         }
     }
-    (pending.to_string(), lag.map_or_else(|| "n/a".into(), |l| l.to_string()))
+    f
 }

@@ -529,7 +529,16 @@ impl Process {
         for (var, _) in std::env::vars_os() {
             let name = var.to_string_lossy();
             if name.starts_with("STREAMSINK_")
-                || ["REDIS_URL", "DATABASE_URL", "JOURNAL_STREAM", "RUST_LOG"].contains(&name.as_ref())
+                || [
+                    "REDIS_URL",
+                    "DATABASE_URL",
+                    "JOURNAL_STREAM",
+                    "RUST_LOG",
+                    "NOTIFY_SOCKET",
+                    "WATCHDOG_USEC",
+                    "WATCHDOG_PID",
+                ]
+                .contains(&name.as_ref())
             {
                 cmd.env_remove(&var);
             }
