@@ -21,6 +21,7 @@ use crate::handlers::Registry;
 use crate::hooks::Hooks;
 use crate::ingest::inflight::Inflight;
 use crate::ingest::{reader, worker};
+use crate::observe::heartbeat::Heartbeats;
 use crate::observe::{Counters, Snapshot, service, stats};
 use crate::retry::{Episode, Failure, GaveUp, Outage, retry};
 use crate::sink::cancel::Queries;
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     pub dead_letter_refused: Episode,
     /// Statements the workers are running, to cancel at the stop deadline.
     pub queries: Queries,
+    /// Heartbeats of the reader and the workers, for the watchdog.
+    pub heartbeats: Heartbeats,
     stop: Arc<AtomicBool>,
     /// When a stop must be complete (set when the stop is first noticed).
     stop_deadline: OnceLock<Instant>,
@@ -180,6 +183,7 @@ impl Supervisor {
             ack_refused: Episode::default(),
             dead_letter_refused: Episode::default(),
             queries: Queries::default(),
+            heartbeats: Heartbeats::new(config.worker.workers),
             stop,
             stop_deadline: OnceLock::new(),
         });
@@ -205,7 +209,7 @@ impl Supervisor {
         for n in 1..=config.worker.workers {
             let (shared, pool, registry, rx) =
                 (Arc::clone(&shared), pool.clone(), Arc::clone(&registry), rx.clone());
-            workers.push(spawn(&format!("worker-{n}"), move || worker::run(shared, pool, registry, rx))?);
+            workers.push(spawn(&format!("worker-{n}"), move || worker::run(shared, n, pool, registry, rx))?);
         }
         let (stats_done, done_rx) = crossbeam_channel::bounded(0);
         let stats = {
@@ -229,7 +233,11 @@ impl Supervisor {
     /// Runs until stopped (or until a thread dies), then drains and returns the final counts.
     pub fn wait(self) -> Result<Snapshot, SupervisorError> {
         let mut died = None;
+        let mut watchdog = service::watchdog_interval().map(|i| Watchdog::new(i, &self.shared.config));
         while !self.shared.stopping() {
+            if let Some(w) = watchdog.as_mut() {
+                w.feed_if_alive(&self.shared.heartbeats);
+            }
             let threads = std::iter::once(&self.reader).chain(&self.workers).chain([&self.stats]);
             if let Some(t) = threads.into_iter().find(|t| t.is_finished()) {
                 died = Some(t.thread().name().unwrap_or("?").to_string());
@@ -263,6 +271,56 @@ impl Supervisor {
         match died.or_else(|| panicked.into_iter().next()) {
             Some(name) => Err(SupervisorError::ThreadDied(name)),
             None => Ok(last),
+        }
+    }
+}
+
+/// systemd's watchdog (`WatchdogSec=`): fed every quarter interval, but only while every
+/// watched thread beat within half of it; a stuck thread lets systemd restart the service.
+struct Watchdog {
+    interval: Duration,
+    next: Instant,
+    starved: bool,
+}
+
+impl Watchdog {
+    fn new(interval: Duration, config: &Config) -> Watchdog {
+        log::info!("systemd watchdog: {interval:?}; fed while the reader and every worker beat");
+        // The reader is silent for up to one read; a worker for up to one pool wait and backoff.
+        let quiet = config.worker.read_timeout().max(Duration::from_secs(10));
+        if interval / 2 < quiet {
+            log::warn!(
+                "WatchdogSec={interval:?} is short: a thread may be quiet for {quiet:?} (STREAMSINK_BLOCK + \
+                 10 s) without being stuck; set WatchdogSec to at least {:?}",
+                quiet * 2
+            );
+        }
+        Watchdog { interval, next: Instant::now(), starved: false }
+    }
+
+    fn feed_if_alive(&mut self, heartbeats: &Heartbeats) {
+        if Instant::now() < self.next {
+            return;
+        }
+        self.next = Instant::now() + self.interval / 4;
+        match heartbeats.stalest() {
+            Some((name, age)) if age > self.interval / 2 => {
+                if !self.starved {
+                    log::error!(
+                        "{name} has shown no sign of life for {:.1}s; withholding the watchdog ping \
+                         (systemd restarts the service if it does not recover)",
+                        age.as_secs_f64()
+                    );
+                    self.starved = true;
+                }
+            }
+            _ => {
+                if self.starved {
+                    log::info!("every thread is alive again; feeding the watchdog");
+                    self.starved = false;
+                }
+                service::watchdog();
+            }
         }
     }
 }

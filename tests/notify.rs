@@ -123,3 +123,44 @@ fn status_names_a_postgres_outage_and_how_long_it_lasts() {
     p.signal("TERM");
     assert_eq!(p.wait_exit(Duration::from_secs(10)).0, Some(0));
 }
+
+#[test]
+fn the_watchdog_is_fed_only_while_every_thread_shows_signs_of_life() {
+    let (db, stream) = (TestDb::create(), TestStream::new());
+    let notify = NotifySocket::bind();
+    let env: Vec<(String, String)> = vec![
+        ("REDIS_URL".into(), redis_url()),
+        ("DATABASE_URL".into(), db.url.clone()),
+        ("STREAMSINK_STREAMS".into(), stream.name.clone()),
+        ("STREAMSINK_BLOCK".into(), "200ms".into()),
+        ("STREAMSINK_STATS_INTERVAL".into(), "250ms".into()),
+        ("NOTIFY_SOCKET".into(), notify.path.to_string_lossy().into_owned()),
+        // WatchdogSec=4s: fed every second while every thread beat within 2 s.
+        ("WATCHDOG_USEC".into(), "4000000".into()),
+    ];
+    let mut p = Process::spawn_owned(&["run"], &env);
+    let pings = || notify.heard().iter().filter(|m| *m == "WATCHDOG=1").count();
+    let statuses = || notify.heard().iter().filter(|m| m.starts_with("STATUS=")).count();
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    wait_until(Duration::from_secs(10), "two watchdog pings while idle", || (pings() >= 2).then_some(()));
+
+    // A worker stuck in a statement: its INSERT waits behind a lock that is never released.
+    let mut holder = db.client();
+    let mut lock = holder.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE").unwrap();
+    publish_event(&mut redis(), &stream.name, json!({"id": "stuck", "type": "t"}));
+    p.wait_for_line("withholding the watchdog ping", Duration::from_secs(15));
+    let starved_at = pings();
+    let seen = statuses();
+    wait_until(Duration::from_secs(10), "two more seconds of status lines", || {
+        (statuses() >= seen + 8).then_some(())
+    });
+    assert_eq!(pings(), starved_at, "the watchdog was fed while a worker was stuck");
+
+    lock.rollback().unwrap();
+    p.wait_for_line("every thread is alive again", Duration::from_secs(15));
+    wait_until(Duration::from_secs(10), "pings to resume", || (pings() > starved_at).then_some(()));
+    assert_eq!(db.count("SELECT count(*) FROM events WHERE id = 'stuck'"), 1);
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)).0, Some(0));
+}

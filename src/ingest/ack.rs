@@ -15,12 +15,15 @@ use crate::broker::ack::{self, Acknowledger, DeadLetter};
 use crate::broker::{self, Batch, BrokerError, errors};
 use crate::event::Entry;
 use crate::observe::Counters;
+use crate::observe::heartbeat::Beat;
 use crate::retry::{Failure, GaveUp, Staleness, retry};
 use crate::supervisor::Shared;
 
 /// A worker's own Redis connection and what it does with it.
 pub(crate) struct Acker {
     shared: Arc<Shared>,
+    /// The worker's heartbeat, beaten while an acknowledgement waits out a fault.
+    beat: Beat,
     /// `None` until (re)connected.
     con: Option<Connection>,
 }
@@ -38,8 +41,8 @@ enum AckFault {
 }
 
 impl Acker {
-    pub(crate) fn new(shared: Arc<Shared>) -> Acker {
-        Acker { shared, con: None }
+    pub(crate) fn new(shared: Arc<Shared>, beat: Beat) -> Acker {
+        Acker { shared, beat, con: None }
     }
 
     /// Forgets the connection (after a panic its state is unknown).
@@ -63,6 +66,7 @@ impl Acker {
         let by = Acknowledger { group: &shared.config.group.name, consumer: &shared.consumer };
         let mut staleness = Staleness::new(self.con.is_none());
         let refused = if dead.is_empty() { &shared.ack_refused } else { &shared.dead_letter_refused };
+        let beat = self.beat;
         let mut issued = std::time::Instant::now();
         let attempt = || {
             if self.con.is_none() {
@@ -88,14 +92,17 @@ impl Acker {
             }
         };
         let what = if dead.is_empty() { "acknowledge" } else { "dead-letter and acknowledge" };
-        let on_wait = |e: &AckFault, _, _| match e {
-            AckFault::Refused(e) if refused.begin() => log::error!(
-                "redis refused to {what} {} entries of {stream}: {e}; retrying with backoff, \
-                 they stay pending until it succeeds",
-                ids.len()
-            ),
-            AckFault::Refused(e) => log::debug!("redis still refuses: {e}"),
-            e => shared.redis_outage.fault("worker", e),
+        let on_wait = |e: &AckFault, _, _| {
+            shared.heartbeats.beat(beat); // waiting on purpose
+            match e {
+                AckFault::Refused(e) if refused.begin() => log::error!(
+                    "redis refused to {what} {} entries of {stream}: {e}; retrying with backoff, \
+                     they stay pending until it succeeds",
+                    ids.len()
+                ),
+                AckFault::Refused(e) => log::debug!("redis still refuses: {e}"),
+                e => shared.redis_outage.fault("worker", e),
+            }
         };
         match retry(shared.stop_flag(), attempt, on_wait) {
             Ok(acked) => {

@@ -13,6 +13,7 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 use super::Flow;
 use super::inflight::HeldBatch;
 use crate::broker::{Batch, BrokerError, claim};
+use crate::observe::heartbeat::Beat;
 use crate::supervisor::Shared;
 
 /// Held entries are refreshed once they are this old in Redis: a third of `claim_min_idle`,
@@ -35,6 +36,7 @@ pub(super) fn admit(
     streams: usize,
 ) -> Result<Option<usize>, BrokerError> {
     loop {
+        shared.heartbeats.beat(Beat::Reader);
         if let Some(n) = shared.inflight.admit(streams, tick(shared)) {
             return Ok(Some(n));
         }
@@ -77,6 +79,7 @@ pub(super) fn send(
 ) -> Flow {
     let mut held = held;
     loop {
+        shared.heartbeats.beat(Beat::Reader);
         match tx.send_timeout(held, tick(shared)) {
             Ok(()) => return Flow::Continue,
             Err(SendTimeoutError::Disconnected(_)) => return Flow::WorkersGone,

@@ -17,6 +17,7 @@ use super::handoff;
 use super::inflight::HeldBatch;
 use super::reclaim::Reclaim;
 use crate::broker::{self, BrokerError, group, read};
+use crate::observe::heartbeat::Beat;
 use crate::retry::{Failure, GaveUp, Staleness, retry};
 use crate::supervisor::Shared;
 
@@ -26,11 +27,14 @@ pub(crate) fn run(shared: Arc<Shared>, tx: Sender<HeldBatch>) {
     let mut reader =
         Reader { shared: Arc::clone(&shared), tx, con: None, staleness: Staleness::new(true), reclaim };
     while !shared.stopping() {
-        let on_wait = |e: &ReaderFault, _, _| match e {
-            ReaderFault::Connect(e) => shared.redis_outage.fault("reader", e),
-            ReaderFault::Broker(e) if e.is_connection() => shared.redis_outage.fault("reader", e),
-            ReaderFault::Broker(e) if e.is_no_group() => {} // logged where the group is re-created
-            ReaderFault::Broker(e) => log::error!("{e}"),
+        let on_wait = |e: &ReaderFault, _, _| {
+            shared.heartbeats.beat(Beat::Reader); // waiting on purpose
+            match e {
+                ReaderFault::Connect(e) => shared.redis_outage.fault("reader", e),
+                ReaderFault::Broker(e) if e.is_connection() => shared.redis_outage.fault("reader", e),
+                ReaderFault::Broker(e) if e.is_no_group() => {} // logged where the group is re-created
+                ReaderFault::Broker(e) => log::error!("{e}"),
+            }
         };
         match retry(shared.stop_flag(), || reader.step(), on_wait) {
             Ok(Flow::Continue) => {}
@@ -47,6 +51,7 @@ pub(crate) fn run(shared: Arc<Shared>, tx: Sender<HeldBatch>) {
     drop(tx);
     if let Some(mut con) = con {
         while !shared.inflight.is_empty() && shared.time_left().is_some_and(|left| !left.is_zero()) {
+            shared.heartbeats.beat(Beat::Reader);
             if let Err(e) = handoff::refresh(&mut con, &shared) {
                 log::debug!("{e}");
             }
@@ -77,6 +82,7 @@ struct Reader {
 impl Reader {
     /// One read of new entries, or one reclaim cycle when it is due.
     fn step(&mut self) -> Result<Flow, Failure<ReaderFault>> {
+        self.shared.heartbeats.beat(Beat::Reader);
         let issued = std::time::Instant::now();
         let con = match self.con.take() {
             Some(con) => con,

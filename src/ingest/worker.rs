@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::ack::Acker;
 use super::inflight::HeldBatch;
@@ -18,6 +18,7 @@ use crate::broker::Batch;
 use crate::event::Event;
 use crate::handlers::Registry;
 use crate::observe::Counters;
+use crate::observe::heartbeat::Beat;
 use crate::retry::{Failure, GaveUp, Staleness, retry};
 use crate::sink::fault::{self, Fault};
 use crate::sink::pool::{Pool, PooledClient};
@@ -28,10 +29,24 @@ use crate::supervisor::Shared;
 /// triage isolates) is recorded as its entries' last error (so the dead letter written when
 /// their delivery budget runs out says why), then ends the thread, which stops the process for
 /// a restart.
-pub(crate) fn run(shared: Arc<Shared>, pool: Pool, registry: Arc<Registry>, rx: Receiver<HeldBatch>) {
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    n: usize,
+    pool: Pool,
+    registry: Arc<Registry>,
+    rx: Receiver<HeldBatch>,
+) {
     let per_event = shared.hooks.per_event;
-    let mut worker = Worker { acker: Acker::new(Arc::clone(&shared)), shared, pool, registry };
-    for held in rx.iter() {
+    let beat = Beat::Worker(n);
+    let acker = Acker::new(Arc::clone(&shared), beat);
+    let mut worker = Worker { acker, shared, pool, registry, beat };
+    loop {
+        worker.shared.heartbeats.beat(beat);
+        let held = match rx.recv_timeout(IDLE_BEAT) {
+            Ok(held) => held,
+            Err(RecvTimeoutError::Timeout) => continue, // an empty stream: alive, waiting
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         for unit in units(&held.batch, per_event).iter() {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.process(unit)));
             if let Err(panic) = outcome {
@@ -54,11 +69,15 @@ fn units(batch: &Batch, per_event: bool) -> std::borrow::Cow<'_, [Batch]> {
     std::borrow::Cow::Owned(batch.entries.iter().map(one).collect())
 }
 
+/// How often an idle worker beats while it waits for a batch.
+const IDLE_BEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct Worker {
     shared: Arc<Shared>,
     pool: Pool,
     registry: Arc<Registry>,
     acker: Acker,
+    beat: Beat,
 }
 
 /// Why a batch write is being retried; each kind is logged its own way.
@@ -210,20 +229,23 @@ impl Worker {
                 }
             })
         };
-        let on_wait = |e: &WriteFault, _, _| match e {
-            // At shutdown, a statement cancelled at the stop deadline is no outage.
-            WriteFault::Unreachable(e) if shared.stopping() => log::debug!("{e}"),
-            WriteFault::Unreachable(e) => shared.postgres_outage.fault("worker", e),
-            WriteFault::Conflict(e) => {
-                log::debug!("{what} conflicted ({}); retrying shortly", fault::describe(e))
+        let on_wait = |e: &WriteFault, _, _| {
+            shared.heartbeats.beat(self.beat); // waiting on purpose
+            match e {
+                // At shutdown, a statement cancelled at the stop deadline is no outage.
+                WriteFault::Unreachable(e) if shared.stopping() => log::debug!("{e}"),
+                WriteFault::Unreachable(e) => shared.postgres_outage.fault("worker", e),
+                WriteFault::Conflict(e) => {
+                    log::debug!("{what} conflicted ({}); retrying shortly", fault::describe(e))
+                }
+                WriteFault::Refused(e) if shared.statement_refused.begin() => log::error!(
+                    "postgres refused the {what} of {n} events: {}: the schema or permissions need \
+                     attention; retrying with backoff, nothing is acknowledged meanwhile",
+                    fault::describe(e)
+                ),
+                WriteFault::Refused(e) => log::debug!("postgres still refuses: {}", fault::describe(e)),
+                WriteFault::Deadline => {}
             }
-            WriteFault::Refused(e) if shared.statement_refused.begin() => log::error!(
-                "postgres refused the {what} of {n} events: {}: the schema or permissions need \
-                 attention; retrying with backoff, nothing is acknowledged meanwhile",
-                fault::describe(e)
-            ),
-            WriteFault::Refused(e) => log::debug!("postgres still refuses: {}", fault::describe(e)),
-            WriteFault::Deadline => {}
         };
         match retry(shared.stop_flag(), attempt, on_wait) {
             Ok(outcome) => {

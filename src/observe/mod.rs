@@ -6,6 +6,7 @@
 //! and shown by the stats line through `Snapshot`'s `Display`.
 
 pub mod counters;
+pub(crate) mod heartbeat;
 pub mod logging;
 pub(crate) mod service;
 pub(crate) mod stats;

@@ -24,6 +24,16 @@ pub(crate) fn status(line: &str) {
     send(&[NotifyState::Status(line)]);
 }
 
+/// The watchdog is fed: every watched thread has beaten recently.
+pub(crate) fn watchdog() {
+    send(&[NotifyState::Watchdog]);
+}
+
+/// The watchdog interval systemd asks for (`WatchdogSec=`), if any.
+pub(crate) fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled()
+}
+
 /// A stop was requested; draining may take up to `drain` more.
 pub(crate) fn stopping(drain: Duration) {
     let usec = u32::try_from(drain.as_micros()).unwrap_or(u32::MAX);
