@@ -144,10 +144,12 @@ impl WorkerSettings {
     /// `XINFO CONSUMERS` which machine holds what.
     pub fn consumer_name(&self) -> String {
         self.consumer.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
+            // /proc/sys is hidden by systemd's ProcSubset=pid; /etc/hostname stays readable.
+            let read = |path: &str| {
+                std::fs::read_to_string(path).ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty())
+            };
+            let host = read("/proc/sys/kernel/hostname")
+                .or_else(|| read("/etc/hostname"))
                 .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
                 .unwrap_or_else(|| "localhost".into());
             format!("{host}-{}", std::process::id())

@@ -1,4 +1,5 @@
-//! The shipped systemd unit is one systemd accepts, and the env example holds every setting.
+//! The shipped systemd unit is one systemd accepts, sandboxed as `systemd-analyze security`
+//! rates it, and the env example holds every setting.
 
 use std::process::Command;
 
@@ -28,6 +29,24 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("streamsink.service"), "systemd-analyze complains: {stderr}");
+}
+
+#[test]
+fn the_unit_is_sandboxed_to_an_exposure_of_at_most_1_5() {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager", "systemd/streamsink.service"])
+        .output()
+        .expect("systemd-analyze is installed (scripts/services.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line =
+        text.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("{text}"));
+    let score: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no score in {line:?}"));
+    assert!(score <= 1.5, "{line}\n{text}");
 }
 
 /// One setting as the binary's `--help` states it.
