@@ -20,13 +20,12 @@ pub(super) struct Sorted<'b> {
     pub alone: Vec<Event>,
     /// Malformed entries, with why: to be dead-lettered.
     pub malformed: Vec<DeadLetter<'b>>,
-    /// Entries delivered more often still (their lone try did not finish either): to be
-    /// dead-lettered unprocessed.
-    pub over_budget: Vec<&'b Entry>,
+    /// Entries delivered more often still (their lone try did not finish either), with their
+    /// event's id if they parse: dead-lettered unwritten, unless that id is already stored.
+    pub over_budget: Vec<(&'b Entry, Option<String>)>,
 }
 
-/// Sorts `batch`: entries past their lone try first (such an entry is not even parsed), then
-/// parse.
+/// Sorts `batch` by parsing each entry, then by its delivery count.
 pub(super) fn sort<'b>(batch: &'b Batch, max_deliveries: u64, event_field: &str) -> Sorted<'b> {
     let mut sorted = Sorted {
         events: Vec::with_capacity(batch.entries.len()),
@@ -35,11 +34,12 @@ pub(super) fn sort<'b>(batch: &'b Batch, max_deliveries: u64, event_field: &str)
         over_budget: Vec::new(),
     };
     for entry in &batch.entries {
+        let parsed = event::parse(&batch.stream, entry, event_field);
         if entry.deliveries > max_deliveries + 1 {
-            sorted.over_budget.push(entry);
+            sorted.over_budget.push((entry, parsed.ok().map(|e| e.id)));
             continue;
         }
-        match event::parse(&batch.stream, entry, event_field) {
+        match parsed {
             Ok(e) if entry.deliveries > max_deliveries => sorted.alone.push(e),
             Ok(e) => sorted.events.push(e),
             Err(m) => {

@@ -15,7 +15,7 @@ use super::ack::Acker;
 use super::inflight::HeldBatch;
 use super::triage::{self, Outcome};
 use crate::broker::Batch;
-use crate::event::Event;
+use crate::event::{Entry, Event};
 use crate::handlers::Registry;
 use crate::observe::Counters;
 use crate::observe::heartbeat::Beat;
@@ -65,7 +65,7 @@ fn units(batch: &Batch, per_event: bool) -> std::borrow::Cow<'_, [Batch]> {
     if !per_event {
         return std::borrow::Cow::Borrowed(std::slice::from_ref(batch));
     }
-    let one = |e: &crate::event::Entry| Batch { stream: Arc::clone(&batch.stream), entries: vec![e.clone()] };
+    let one = |e: &Entry| Batch { stream: Arc::clone(&batch.stream), entries: vec![e.clone()] };
     std::borrow::Cow::Owned(batch.entries.iter().map(one).collect())
 }
 
@@ -105,12 +105,12 @@ impl Worker {
         let mut dead = sorted.malformed;
         // Past their lone try: an event already committed (its consumer died before the
         // acknowledgement) is a duplicate; only the others are dead-lettered.
-        let committed = match self.already_written(&batch.stream, &sorted.over_budget) {
+        let committed = match self.already_written(&sorted.over_budget) {
             Ok(committed) => committed,
             Err(last_error) => return self.abandon(batch, &last_error),
         };
         let spent: Vec<_> =
-            sorted.over_budget.iter().filter(|e| !committed.contains(&e.id)).copied().collect();
+            sorted.over_budget.iter().map(|(e, _)| *e).filter(|e| !committed.contains(&e.id)).collect();
         dead.extend(self.acker.over_budget(&batch.stream, &spent));
         let mut outcome = match self.write(&batch.stream, &sorted.events) {
             Ok(outcome) => outcome,
@@ -155,23 +155,20 @@ impl Worker {
     }
 
     /// Entry ids of `entries` whose event is already in `events`.
-    fn already_written(
-        &self,
-        stream: &str,
-        entries: &[&crate::event::Entry],
-    ) -> Result<Vec<String>, WriteFault> {
-        let field = &self.shared.config.worker.event_field;
-        let parsed: Vec<(String, String)> = entries
-            .iter()
-            .filter_map(|entry| crate::event::parse(stream, entry, field).ok().map(|e| (e.id, e.entry_id)))
-            .collect();
+    fn already_written(&self, entries: &[(&Entry, Option<String>)]) -> Result<Vec<String>, WriteFault> {
+        let parsed: Vec<(&str, &str)> =
+            entries.iter().filter_map(|(e, id)| Some((id.as_deref()?, e.id.as_str()))).collect();
         if parsed.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<&str> = parsed.iter().map(|(id, _)| id.as_str()).collect();
+        let ids: Vec<&str> = parsed.iter().map(|(id, _)| *id).collect();
         let stored =
             self.with_postgres("duplicate check", ids.len(), |client| batch::stored_ids(client, &ids))?;
-        Ok(parsed.into_iter().filter(|(id, _)| stored.contains(id)).map(|(_, entry_id)| entry_id).collect())
+        Ok(parsed
+            .into_iter()
+            .filter(|(id, _)| stored.iter().any(|s| s == id))
+            .map(|(_, e)| e.to_string())
+            .collect())
     }
 
     /// Writes `events` in one transaction (isolating rejected rows and panicking handlers),
