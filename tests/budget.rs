@@ -288,8 +288,7 @@ fn large_entries_are_held_within_the_byte_budget_and_one_larger_than_it_still_la
 fn a_statement_refused_to_a_handler_acknowledges_nothing_until_it_is_fixed() {
     let (db, stream) = (TestDb::create(), TestStream::new());
     let mut r = redis();
-    let mut migrate = Process::spawn(&["migrate"], &[("DATABASE_URL", db.url.as_str())]);
-    assert_eq!(migrate.wait_exit(Duration::from_secs(30)).0, Some(0), "{:?}", migrate.output());
+    migrate_schema(&db.url);
     // The sessions projection is refused as if its permissions were revoked (the test's user
     // is a superuser, which REVOKE does not restrict).
     db.client()

@@ -51,8 +51,9 @@ impl NotifySocket {
     }
 }
 
-fn worker(notify: &NotifySocket, database_url: &str, stream: &TestStream) -> Process {
-    let env: Vec<(String, String)> = vec![
+/// `streamsink run` talking to `notify`, with `extra` settings or systemd variables.
+fn worker(notify: &NotifySocket, database_url: &str, stream: &TestStream, extra: &[(&str, &str)]) -> Process {
+    let mut env: Vec<(String, String)> = vec![
         ("REDIS_URL".into(), redis_url()),
         ("DATABASE_URL".into(), database_url.into()),
         ("STREAMSINK_STREAMS".into(), stream.name.clone()),
@@ -60,6 +61,7 @@ fn worker(notify: &NotifySocket, database_url: &str, stream: &TestStream) -> Pro
         ("STREAMSINK_STATS_INTERVAL".into(), "250ms".into()),
         ("NOTIFY_SOCKET".into(), notify.path.to_string_lossy().into_owned()),
     ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Process::spawn_owned(&["run"], &env)
 }
 
@@ -67,7 +69,7 @@ fn worker(notify: &NotifySocket, database_url: &str, stream: &TestStream) -> Pro
 fn ready_follows_start_up_status_tells_the_pipeline_and_a_stop_says_stopping() {
     let (db, stream) = (TestDb::create(), TestStream::new());
     let notify = NotifySocket::bind();
-    let mut p = worker(&notify, &db.url, &stream);
+    let mut p = worker(&notify, &db.url, &stream, &[]);
     notify.wait_for("READY=1", |m| m == "READY=1");
     assert!(
         p.output().iter().any(|l| l.contains("Event consumer started")),
@@ -100,7 +102,7 @@ fn ready_is_not_sent_while_postgres_cannot_be_reached() {
     let stream = TestStream::new();
     let notify = NotifySocket::bind();
     let url = format!("postgres://postgres@127.0.0.1:{}/none", free_port());
-    let mut p = worker(&notify, &url, &stream);
+    let mut p = worker(&notify, &url, &stream, &[]);
     p.wait_for_line("(attempt 2)", Duration::from_secs(30));
     assert!(!notify.heard().iter().any(|m| m == "READY=1"), "{:?}", notify.heard());
     p.signal("TERM");
@@ -114,7 +116,7 @@ fn status_names_a_postgres_outage_and_how_long_it_lasts() {
     let db = TestDb::create_on(&postgres.admin_url());
     let stream = TestStream::new();
     let notify = NotifySocket::bind();
-    let mut p = worker(&notify, &db.url, &stream);
+    let mut p = worker(&notify, &db.url, &stream, &[]);
     notify.wait_for("READY=1", |m| m == "READY=1");
     postgres.stop();
     publish_event(&mut redis(), &stream.name, json!({"id": "during-outage", "type": "t"}));
@@ -128,17 +130,8 @@ fn status_names_a_postgres_outage_and_how_long_it_lasts() {
 fn the_watchdog_is_fed_only_while_every_thread_shows_signs_of_life() {
     let (db, stream) = (TestDb::create(), TestStream::new());
     let notify = NotifySocket::bind();
-    let env: Vec<(String, String)> = vec![
-        ("REDIS_URL".into(), redis_url()),
-        ("DATABASE_URL".into(), db.url.clone()),
-        ("STREAMSINK_STREAMS".into(), stream.name.clone()),
-        ("STREAMSINK_BLOCK".into(), "200ms".into()),
-        ("STREAMSINK_STATS_INTERVAL".into(), "250ms".into()),
-        ("NOTIFY_SOCKET".into(), notify.path.to_string_lossy().into_owned()),
-        // WatchdogSec=4s: fed every second while every thread beat within 2 s.
-        ("WATCHDOG_USEC".into(), "4000000".into()),
-    ];
-    let mut p = Process::spawn_owned(&["run"], &env);
+    // WatchdogSec=4s: fed every second while every thread beat within 2 s.
+    let mut p = worker(&notify, &db.url, &stream, &[("WATCHDOG_USEC", "4000000")]);
     let pings = || notify.heard().iter().filter(|m| *m == "WATCHDOG=1").count();
     let statuses = || notify.heard().iter().filter(|m| m.starts_with("STATUS=")).count();
     notify.wait_for("READY=1", |m| m == "READY=1");

@@ -53,13 +53,6 @@ fn worker_env(
     env
 }
 
-/// `streamsink migrate` on `database_url`, so the schema exists before a lock or a trigger.
-fn migrate(database_url: &str) {
-    let mut p = Process::spawn(&["migrate"], &[("DATABASE_URL", database_url)]);
-    let (code, _) = p.wait_exit(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "streamsink migrate: {:?}", p.output());
-}
-
 /// Starts the worker and waits for its start line.
 fn start_worker(env: &[(String, String)]) -> Process {
     let worker = Process::spawn_owned(&["run"], env);
@@ -549,7 +542,7 @@ fn publish_through_the_stall(stream: &TestStream) -> JoinHandle<Vec<String>> {
 /// landed once, nothing was dead-lettered and nothing is pending.
 fn stall_spends_no_budget(test: &str, instances: usize) {
     let (db, stream) = (TestDb::create(), TestStream::new());
-    migrate(&db.url);
+    migrate_schema(&db.url);
     let (locked, first_hold) = mpsc::channel();
     let locker = cycle_table_lock(&db, locked);
     first_hold.recv_timeout(Duration::from_secs(10)).expect("the first table lock within 10 s");
@@ -669,7 +662,7 @@ fn stop_within_10s_while_postgres_is_stopped_with_events_pending() {
 #[test]
 fn stop_within_10s_while_postgres_goes_silent_mid_drain() {
     let (db, stream) = (TestDb::create(), TestStream::new());
-    migrate(&db.url);
+    migrate_schema(&db.url);
     let published = publish_many(&mut redis(), &stream.name, 20_000, "silent");
     let relay = Relay::start(via_relay(&db.url, 0).0, false);
     let (_, url) = via_relay(&db.url, relay.port);
@@ -723,7 +716,7 @@ fn stop_within_10s_while_start_up_waits_on_a_postgres_that_never_answers() {
 #[test]
 fn stop_within_10s_while_every_write_conflicts() {
     let (db, stream) = (TestDb::create(), TestStream::new());
-    migrate(&db.url);
+    migrate_schema(&db.url);
     install_failing_trigger(&db, "40001");
     let published = publish_many(&mut redis(), &stream.name, 5_000, "conflict");
     let mut worker = start_worker(&fault_env(&redis_url(), &db.url, &stream.name));
@@ -750,7 +743,7 @@ fn stop_within_10s_while_every_write_conflicts() {
 #[test]
 fn stop_within_10s_while_every_row_is_rejected() {
     let (db, stream) = (TestDb::create(), TestStream::new());
-    migrate(&db.url);
+    migrate_schema(&db.url);
     install_failing_trigger(&db, "23514");
     let published = publish_many(&mut redis(), &stream.name, 20_000, "rejected");
     // Batches and workers as shipped (1000, 4): isolating the rows of one batch takes ~2000
@@ -788,7 +781,7 @@ fn stop_within_10s_while_every_row_is_rejected() {
 #[test]
 fn stop_within_10s_while_the_statement_is_refused_and_the_log_says_why() {
     let (db, stream) = (TestDb::create(), TestStream::new());
-    migrate(&db.url);
+    migrate_schema(&db.url);
     // The worker connects as a superuser, whom REVOKE does not restrict: a trigger raises
     // insufficient_privilege instead.
     install_failing_trigger(&db, "42501");
@@ -826,7 +819,7 @@ fn stop_within_10s_while_the_statement_is_refused_and_the_log_says_why() {
 #[test]
 fn stop_within_10s_while_the_insert_waits_behind_a_table_lock() {
     let (db, stream) = (TestDb::create(), TestStream::new());
-    migrate(&db.url);
+    migrate_schema(&db.url);
     let mut locker = db.client();
     locker.batch_execute("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE").expect("lock events");
     let published = publish_many(&mut redis(), &stream.name, 5_000, "stalled");

@@ -509,6 +509,14 @@ impl Private {
     }
 }
 
+/// `streamsink migrate` on `database_url`, so the schema exists before a test adds a lock or a
+/// trigger to it.
+pub fn migrate_schema(database_url: &str) {
+    let mut p = Process::spawn(&["migrate"], &[("DATABASE_URL", database_url)]);
+    let (code, _) = p.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "streamsink migrate: {:?}", p.output());
+}
+
 /// The streamsink binary running as a child process, its stderr collected line by line.
 pub struct Process {
     pub child: Child,
