@@ -12,7 +12,7 @@ fn the_unit_file_passes_systemd_analyze_verify() {
          (Debian: apt-get install systemd; scripts/services.sh does) ({version:?})"
     );
     let unit = std::fs::read_to_string("systemd/streamsink.service").unwrap();
-    assert!(unit.contains("ExecStart=/usr/local/bin/streamsink run"));
+    assert!(unit.contains("ExecStart=/usr/bin/streamsink run"));
     // Verify the unit as shipped, but pointing at the binary just built and an env file
     // that exists, since verify checks both.
     let dir = std::env::temp_dir().join(format!("ss-unit-{}", std::process::id()));
@@ -20,7 +20,7 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     let env_file = dir.join("streamsink.env");
     std::fs::copy("systemd/streamsink.env.example", &env_file).unwrap();
     let unit = unit
-        .replace("/usr/local/bin/streamsink", env!("CARGO_BIN_EXE_streamsink"))
+        .replace("/usr/bin/streamsink", env!("CARGO_BIN_EXE_streamsink"))
         .replace("/etc/streamsink/streamsink.env", env_file.to_str().unwrap());
     let path = dir.join("streamsink.service");
     std::fs::write(&path, unit).unwrap();

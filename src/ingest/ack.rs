@@ -145,7 +145,10 @@ impl Acker {
                      {last_error}",
                     entry.deliveries
                 );
-                log::warn!("entry {} on {stream}: {error}; dead-lettering", entry.id);
+                log::warn!(
+                    stream = stream, entry_id = entry.id.as_str();
+                    "entry {} on {stream}: {error}; dead-lettering", entry.id
+                );
                 DeadLetter { entry, reason: "max deliveries exceeded".into(), error }
             })
             .collect()

@@ -165,6 +165,7 @@ fn hand_over(
     if !deleted.is_empty() {
         Counters::add(&shared.counters.lost_upstream, deleted.len() as u64);
         log::warn!(
+            stream = s;
             "{} pending entries of {s} were deleted from the stream before they were processed \
              (lost upstream, e.g. by XTRIM/MAXLEN): {}",
             deleted.len(),

@@ -43,7 +43,10 @@ pub(super) fn sort<'b>(batch: &'b Batch, max_deliveries: u64, event_field: &str)
             Ok(e) if entry.deliveries > max_deliveries => sorted.alone.push(e),
             Ok(e) => sorted.events.push(e),
             Err(m) => {
-                log::warn!("malformed entry {} on {}: {m}; dead-lettering", entry.id, batch.stream);
+                log::warn!(
+                    stream = &*batch.stream, entry_id = entry.id.as_str();
+                    "malformed entry {} on {}: {m}; dead-lettering", entry.id, batch.stream
+                );
                 sorted.malformed.push(DeadLetter { entry, reason: m.kind().into(), error: m.to_string() });
             }
         }
@@ -94,6 +97,7 @@ impl Outcome {
         for f in &self.failed {
             let e = events[f.index];
             log::warn!(
+                stream = &*batch.stream, entry_id = e.entry_id.as_str(), event_id = e.id.as_str();
                 "event {} (entry {} on {}): {}: {}; dead-lettering",
                 e.id,
                 e.entry_id,

@@ -147,6 +147,7 @@ impl Worker {
     /// committed already; those entries come back as duplicates.)
     fn abandon(&mut self, batch: &Batch, last_error: &WriteFault) {
         log::warn!(
+            stream = &*batch.stream;
             "stopping with a batch of {} entries of {} not finished ({last_error}); they stay pending in Redis",
             batch.entries.len(),
             batch.stream

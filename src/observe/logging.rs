@@ -1,11 +1,19 @@
-//! Log setup: stderr, level from `RUST_LOG` (default `info`).
+//! Log setup: level and targets from `RUST_LOG` (default `info`), wherever the lines go.
 //!
-//! Under systemd (`JOURNAL_STREAM` set) every line starts with the syslog priority `<N>` and
-//! carries no timestamp of its own (the journal stamps it), so `journalctl -p warning` works.
+//! - Under systemd, when stderr *is* the journal stream (`JOURNAL_STREAM` names stderr's device
+//!   and inode), records go to journald natively: priority, message and the record's key-values
+//!   as fields (`stream`, `entry_id`, `event_id` become `STREAM=`, `ENTRY_ID=`, `EVENT_ID=`), so
+//!   `journalctl -u streamsink -p warning` and `journalctl STREAM=events:incoming` work.
+//! - Anywhere else (a terminal, a test, stderr redirected by a unit to a file): env_logger on
+//!   stderr as before, key-values appended to the line.
+//!
+//! Invariant: a record the journal refuses is not dropped; it is written to stderr with the
+//! syslog priority prefix (`<4>…`), which journald reads from a stream line too.
 
 use std::io::Write;
 
-use log::Level;
+use log::{Level, Log, Metadata, Record};
+use systemd_journal_logger::JournalLog;
 
 /// The syslog priority journald reads from a `<N>` line prefix.
 fn syslog_priority(level: Level) -> u8 {
@@ -17,12 +25,50 @@ fn syslog_priority(level: Level) -> u8 {
     }
 }
 
-/// Installs the global logger; call once, first thing in `main`.
+/// Journal records, filtered by `RUST_LOG` exactly as env_logger filters them.
+struct Journald {
+    filter: env_logger::Logger,
+    journal: JournalLog,
+}
+
+impl Log for Journald {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.filter.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.filter.matches(record) {
+            return;
+        }
+        if self.journal.journal_send(record).is_err() {
+            let line =
+                format!("<{}>{}: {}\n", syslog_priority(record.level()), record.target(), record.args());
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the global logger; call once, first thing in a command.
 pub fn init() {
     let env = env_logger::Env::default().default_filter_or("info");
     let mut builder = env_logger::Builder::from_env(env);
     builder.target(env_logger::Target::Stderr);
+    if systemd_journal_logger::connected_to_journal() {
+        if let Ok(journal) = JournalLog::new() {
+            let filter = builder.build();
+            let max = filter.filter();
+            let journal = journal.with_syslog_identifier("streamsink".to_string());
+            if log::set_boxed_logger(Box::new(Journald { filter, journal })).is_ok() {
+                log::set_max_level(max);
+            }
+            return;
+        }
+    }
     if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // A journal stream that is not our stderr, or a journal socket we cannot open: plain
+        // lines with the priority prefix journald understands on a stream.
         builder.format(|buf, record| {
             writeln!(buf, "<{}>{}: {}", syslog_priority(record.level()), record.target(), record.args())
         });

@@ -150,7 +150,10 @@ fn run_handler(
             Ok(()) => sp.commit()?,
             Err(e) => {
                 let e = infrastructure(e)?;
-                log::error!("handler failed on event {} (type {}): {e}", event.id, event.event_type);
+                log::error!(
+                    entry_id = event.entry_id.as_str(), event_id = event.id.as_str();
+                    "handler failed on event {} (type {}): {e}", event.id, event.event_type
+                );
                 sp.rollback()?;
                 failures += 1;
             }
