@@ -282,7 +282,10 @@ check_dead_letter_warning() {
     grep -q "malformed entry $BAD_ID" <<<"$warn" || { echo "no dead-letter warning under -p warning"; return 1; }
     grep -q "starting" <<<"$all" || { echo "no info line at all in the journal"; return 1; }
     if grep -q "starting" <<<"$warn"; then echo "info lines shown under -p warning"; return 1; fi
-    echo "warning shown, info lines filtered out"
+    # Priorities as DESIGN.md states them: warning 4, info 6 (not notice), debug 7.
+    vm journalctl -u streamsink -p info..info --no-pager -o cat | grep -q "starting" ||
+        { echo "the info line 'starting' is not at priority 6"; return 1; }
+    echo "warning shown, info lines filtered out (they are at priority 6)"
 }
 check "journalctl -u streamsink -p warning: the dead-letter warning, no info lines" check_dead_letter_warning
 
@@ -293,6 +296,30 @@ check_structured_fields() {
     grep -q "malformed entry $BAD_ID" <<<"$hit"
 }
 check "a structured field filter (STREAM=, ENTRY_ID=) finds it" check_structured_fields
+
+check_rust_log_filters() {
+    local debug_lines='read [0-9]* entries from'
+    if vm journalctl -u streamsink -p debug..debug --no-pager -o cat | grep -q "$debug_lines"; then
+        echo "debug records in the journal at RUST_LOG's default (info)"
+        return 1
+    fi
+    vm mkdir -p /etc/systemd/system/streamsink.service.d
+    printf '[Service]\nEnvironment=RUST_LOG=debug\n' | vm tee /etc/systemd/system/streamsink.service.d/rust-log.conf >/dev/null
+    vm systemctl daemon-reload
+    vm systemctl restart streamsink
+    publish $TOTAL 10
+    TOTAL=$((TOTAL + 10))
+    local found=0
+    until_ok 20 sh -c "nsenter -t $LEADER -a journalctl -u streamsink -p debug..debug --no-pager -o cat | grep -q '$debug_lines'" && found=1
+    vm rm /etc/systemd/system/streamsink.service.d/rust-log.conf
+    vm systemctl daemon-reload
+    vm systemctl restart streamsink
+    [ $found = 1 ] || { echo "RUST_LOG=debug: no debug record (priority 7) in the journal"; return 1; }
+    local drained
+    drained=$(wait_rows $TOTAL 30) || { echo "$drained"; return 1; }
+    echo "none at the default, priority 7 records with RUST_LOG=debug; $drained"
+}
+check "RUST_LOG filters what reaches the journal (debug records only with RUST_LOG=debug)" check_rust_log_filters
 
 check_no_secret() {
     local n
@@ -310,11 +337,13 @@ check_kill9() {
     publish $TOTAL 20000
     TOTAL=$((TOTAL + 20000))
     vm kill -9 "$pid"
+    local at_kill
+    at_kill=$(rows)
     until_ok 30 sh -c "p=\$(nsenter -t $LEADER -a systemctl show -p MainPID --value streamsink); [ \"\$p\" != 0 ] && [ \"\$p\" != $pid ] && [ \"\$(nsenter -t $LEADER -a systemctl is-active streamsink)\" = active ]" ||
         { echo "not restarted: MainPID=$(unit MainPID) $(unit ActiveState)"; return 1; }
     local drained
     drained=$(wait_rows $TOTAL 90) || { echo "restarted, but $drained"; return 1; }
-    echo "restarted (NRestarts $restarts -> $(unit NRestarts)); $drained"
+    echo "killed with $at_kill of $TOTAL rows written; restarted (NRestarts $restarts -> $(unit NRestarts)); $drained"
 }
 check "kill -9 of the main process: restarted, nothing lost (20000 events in flight)" check_kill9
 
@@ -357,6 +386,28 @@ check_outage() {
 check "Postgres stopped: the unit stays active, STATUS shows the outage, work resumes" check_outage
 
 # --- stop -----------------------------------------------------------------------------------
+check_stop_under_load() {
+    local before=$TOTAL
+    publish $TOTAL 60000
+    TOTAL=$((TOTAL + 60000))
+    until_ok 30 sh -c "[ \"\$(nsenter -t $LEADER -a runuser -u postgres -- psql -p $PGPORT -d streamsink -qAtc \"SELECT count(*) FROM events WHERE type = 'vm.test'\")\" -gt $before ]" ||
+        { echo "no progress before the stop"; return 1; }
+    local start end state result at_stop left
+    start=$(date +%s%N)
+    vm systemctl stop streamsink
+    end=$(date +%s%N)
+    state=$(unit ActiveState)
+    result=$(unit Result)
+    at_stop=$(rows)
+    left=$(pending)
+    vm systemctl start streamsink
+    local drained
+    drained=$(wait_rows $TOTAL 60) || { echo "after the restart: $drained"; return 1; }
+    echo "stopped in $(((end - start) / 1000000)) ms with $((at_stop - before)) of 60000 written: $state, Result=$result, $left pending; after a start: $drained"
+    [ "$state" = inactive ] && [ "$result" = success ] && [ "$left" = 0 ]
+}
+check "systemctl stop under load: batches read are finished and acknowledged (0 pending), the rest drains after a start" check_stop_under_load
+
 check_stop() {
     local start end ms state result
     start=$(date +%s%N)

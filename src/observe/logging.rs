@@ -40,7 +40,24 @@ impl Log for Journald {
         if !self.filter.matches(record) {
             return;
         }
-        if self.journal.journal_send(record).is_err() {
+        // systemd-journal-logger maps info to notice (5) and debug to info (6); ours are the
+        // priorities of the `<N>` prefix (info 6, debug 7), as DESIGN.md states: re-level the
+        // record one step down for info and debug.
+        let level = match record.level() {
+            Level::Info => Level::Debug,
+            Level::Debug => Level::Trace,
+            other => other,
+        };
+        let releveled = Record::builder()
+            .level(level)
+            .target(record.target())
+            .args(*record.args())
+            .module_path(record.module_path())
+            .file(record.file())
+            .line(record.line())
+            .key_values(record.key_values())
+            .build();
+        if self.journal.journal_send(&releveled).is_err() {
             let line =
                 format!("<{}>{}: {}\n", syslog_priority(record.level()), record.target(), record.args());
             let _ = std::io::stderr().write_all(line.as_bytes());
