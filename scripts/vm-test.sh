@@ -125,6 +125,8 @@ on_exit() {
     shutdown_container
 }
 trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # nspawn must run from a cgroup of its own (no machined or system D-Bus on the host), with
 # its own network namespace: the container's Redis and PostgreSQL take their standard ports.
@@ -292,10 +294,16 @@ check "journalctl -u streamsink -p warning: the dead-letter warning, no info lin
 check_structured_fields() {
     local hit
     hit=$(vm journalctl -u streamsink --no-pager -o cat STREAM="$STREAM" ENTRY_ID="$BAD_ID")
-    echo "journalctl STREAM=$STREAM ENTRY_ID=$BAD_ID: ${hit:0:80}"
-    grep -q "malformed entry $BAD_ID" <<<"$hit"
+    grep -q "malformed entry $BAD_ID" <<<"$hit" || { echo "STREAM=$STREAM ENTRY_ID=$BAD_ID finds: $hit"; return 1; }
+    # An event Postgres rejects (jsonb has no \u0000) is dead-lettered under its event id.
+    vm redis-cli XADD "$STREAM" '*' event '{"id":"vm-rejected","type":"vm.test","data":{"s":"a\u0000b"}}' >/dev/null
+    until_ok 20 sh -c "[ \"\$(nsenter -t $LEADER -a redis-cli XLEN $STREAM:dlq)\" = 2 ]" || { echo "the rejected row was not dead-lettered"; return 1; }
+    local by_event
+    by_event=$(vm journalctl -u streamsink --no-pager -o cat EVENT_ID=vm-rejected)
+    grep -q "dead-lettering" <<<"$by_event" || { echo "EVENT_ID=vm-rejected finds: $by_event"; return 1; }
+    echo "STREAM= ENTRY_ID=: ${hit:0:60}; EVENT_ID=: ${by_event:0:60}"
 }
-check "a structured field filter (STREAM=, ENTRY_ID=) finds it" check_structured_fields
+check "structured field filters find the dead letters (STREAM=, ENTRY_ID=, EVENT_ID=)" check_structured_fields
 
 check_rust_log_filters() {
     local debug_lines='read [0-9]* entries from'
