@@ -180,6 +180,48 @@ fn under_journald_lines_carry_the_syslog_priority_and_no_timestamp() {
 }
 
 #[test]
+fn a_dead_letter_line_names_its_stream_and_entry_as_fields() {
+    // Outside the journal a record's fields follow its text (`key=value`); on a stream that is
+    // not ours, after the priority prefix. journald gets them as STREAM=, ENTRY_ID= (vm-test.sh).
+    for journal_stream in [None, Some("8:12345")] {
+        let (db, stream) = (TestDb::create(), TestStream::new());
+        let url = redis_url();
+        let mut env = env_for(&db, &stream, &url);
+        if let Some(js) = journal_stream {
+            env.push(("JOURNAL_STREAM", js));
+        }
+        let mut p = Process::spawn(&["run"], &env);
+        p.wait_for_line(START_LINE, Duration::from_secs(20));
+        let id = publish(&mut redis(), &stream.name, &[("event", "{not json")]);
+        let line = p.wait_for_line(&format!("malformed entry {id}"), Duration::from_secs(10));
+        assert!(
+            line.contains(&format!(" stream={} entry_id={id}", stream.name)),
+            "{journal_stream:?}: {line}"
+        );
+        if journal_stream.is_some() {
+            assert!(line.starts_with("<4>"), "{line}");
+        }
+        p.signal("TERM");
+        assert_eq!(p.wait_exit(Duration::from_secs(10)).0, Some(0));
+    }
+}
+
+#[test]
+fn under_systemd_a_refused_setting_is_one_line_at_error_priority() {
+    // The line that explains a failed unit must show under `journalctl -p err`.
+    let env = [
+        ("JOURNAL_STREAM", "8:12345"),
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("DATABASE_URL", "postgres://x/y"),
+        ("STREAMSINK_WORKERS", "0"),
+    ];
+    let (code, out) = run_to_exit(&["run"], &env);
+    assert_eq!(code, Some(2), "{out:?}");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].starts_with("<3>streamsink: invalid setting STREAMSINK_WORKERS"), "{out:?}");
+}
+
+#[test]
 fn start_up_retries_an_unreachable_redis_and_a_signal_stops_it_cleanly() {
     let db = TestDb::create();
     let port = free_port();

@@ -9,7 +9,9 @@ pub mod run;
 
 use std::process::ExitCode;
 
+use log::Level;
 use streamsink::config::SettingsError;
+use streamsink::observe::logging;
 
 /// Exit code of a bad flag or setting: systemd's `RestartPreventExitStatus=2` keeps a unit
 /// that cannot start from restarting forever.
@@ -21,13 +23,14 @@ pub fn bad_command_line(e: clap::Error, cli: &clap::Command) -> ExitCode {
     if !e.use_stderr() {
         e.exit(); // --help, --version
     }
-    eprintln!("streamsink: {} (see streamsink --help)", SettingsError::new(&e, cli));
+    let refused = SettingsError::new(&e, cli);
+    logging::last_words(Level::Error, &format_args!("{refused} (see streamsink --help)"));
     ExitCode::from(BAD_SETTING)
 }
 
-/// Reports a command's failure through the log (so it carries the journald priority) and
-/// returns exit code 1, on which systemd restarts the unit.
+/// Reports a command's failure at error priority (`logging::last_words`, so the journal files
+/// it under the unit) and returns exit code 1, on which systemd restarts the unit.
 fn failed(e: &dyn std::error::Error) -> ExitCode {
-    log::error!("{e}");
+    logging::last_words(Level::Error, e);
     ExitCode::FAILURE
 }

@@ -20,7 +20,10 @@ pub fn execute(args: RunArgs) -> ExitCode {
     let on_signal = Arc::clone(&stop);
     let handler = ctrlc::set_handler(move || {
         if on_signal.swap(true, Ordering::SeqCst) {
-            eprintln!("streamsink: second stop signal, exiting now; unacknowledged entries stay pending");
+            logging::last_words(
+                log::Level::Warn,
+                &"second stop signal, exiting now; unacknowledged entries stay pending",
+            );
             std::process::exit(130);
         }
         log::info!("stop signal received: finishing in-flight batches (signal again to exit at once)");
@@ -43,8 +46,9 @@ pub fn execute(args: RunArgs) -> ExitCode {
 #[cfg(not(feature = "test-hooks"))]
 fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Supervisor, SupervisorError> {
     if std::env::var_os("STREAMSINK_TEST_HOOKS").is_some() {
-        log::error!(
-            "STREAMSINK_TEST_HOOKS is set, but this build has no test hooks (cargo build --features test-hooks)"
+        logging::last_words(
+            log::Level::Error,
+            &"STREAMSINK_TEST_HOOKS is set, but this build has no test hooks (cargo build --features test-hooks)",
         );
         std::process::exit(2);
     }
@@ -57,7 +61,7 @@ fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Supervisor, Superviso
     match streamsink::hooks::Hooks::from_env() {
         Ok(hooks) => Supervisor::start_hooked(config, Registry::builtin(), stop, hooks),
         Err(e) => {
-            log::error!("{e}");
+            logging::last_words(log::Level::Error, &e);
             std::process::exit(2);
         }
     }

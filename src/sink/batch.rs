@@ -109,7 +109,7 @@ fn write_with(
         }
     }
     for (handler, evs) in calls {
-        written.handler_errors += run_handler(&mut tx, statements, handler.as_ref(), &evs)?;
+        written.handler_errors += run_handler(&mut tx, statements, handler.as_ref(), stream, &evs)?;
     }
     tx.commit()?;
     Ok(Wrote { written, reused })
@@ -130,6 +130,7 @@ fn run_handler(
     tx: &mut Transaction<'_>,
     statements: &mut StatementCache,
     handler: &dyn Handler,
+    stream: &str,
     events: &[&Event],
 ) -> Result<u64, WriteError> {
     let mut sp = tx.savepoint("handler")?;
@@ -151,7 +152,7 @@ fn run_handler(
             Err(e) => {
                 let e = infrastructure(e)?;
                 log::error!(
-                    entry_id = event.entry_id.as_str(), event_id = event.id.as_str();
+                    stream = stream, entry_id = event.entry_id.as_str(), event_id = event.id.as_str();
                     "handler failed on event {} (type {}): {e}", event.id, event.event_type
                 );
                 sp.rollback()?;
