@@ -136,7 +136,15 @@ pub struct WorkerSettings {
         value_parser = byte_size
     )]
     pub max_inflight: u64,
+    /// Address for GET /metrics (Prometheus), /health/live and /health/ready, e.g. 127.0.0.1:9464; unset or empty: off.
+    #[arg(long, env = "STREAMSINK_METRICS_ADDR", value_name = "HOST:PORT", value_parser = listen_addr)]
+    pub metrics_addr: Option<Listen>,
 }
+
+/// Where the metrics endpoint listens, or nowhere (an empty value: what an env file's
+/// `STREAMSINK_METRICS_ADDR=` means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<std::net::SocketAddr>);
 
 impl WorkerSettings {
     /// The consumer name: the one set, or `<hostname>-<pid>`, unique per process, so two
@@ -345,6 +353,8 @@ pub(crate) enum InvalidValue {
     NotASize(String),
     #[error("'{0}' is not 0, $ or a stream entry id")]
     NotAGroupStart(String),
+    #[error("'{0}' is not an address to listen on (like 127.0.0.1:9464 or [::1]:9464)")]
+    NotAnAddress(String),
     /// A URL that does not parse; the message never quotes it (`secret::UrlError`).
     #[error(transparent)]
     Url(#[from] UrlError),
@@ -359,6 +369,18 @@ fn redis_url(value: &str) -> Result<SecretUrl, InvalidValue> {
 /// `DATABASE_URL`, parsed into the client's configuration at once (see [`redis_url`]).
 fn database_url(value: &str) -> Result<SecretUrl, InvalidValue> {
     Ok(SecretUrl::postgres(value)?)
+}
+
+/// `host:port` (a host name is resolved once, here, to its first address), or empty for off.
+fn listen_addr(value: &str) -> Result<Listen, InvalidValue> {
+    use std::net::ToSocketAddrs;
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(Listen(None));
+    }
+    let refused = || InvalidValue::NotAnAddress(value.to_string());
+    let first = value.to_socket_addrs().map_err(|_| refused())?.next().ok_or_else(refused)?;
+    Ok(Listen(Some(first)))
 }
 
 fn stream_list(value: &str) -> Result<StreamList, InvalidValue> {

@@ -16,12 +16,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::broker::{self, BrokerError, group};
-use crate::config::Config;
+use crate::config::{Config, Listen};
 use crate::handlers::Registry;
 use crate::hooks::Hooks;
 use crate::ingest::inflight::Inflight;
 use crate::ingest::{reader, worker};
 use crate::observe::heartbeat::Heartbeats;
+use crate::observe::http::Endpoint;
 use crate::observe::{Counters, Snapshot, service, stats};
 use crate::retry::{Episode, Failure, GaveUp, Outage, retry};
 use crate::sink::cancel::Queries;
@@ -49,6 +50,13 @@ pub enum SupervisorError {
     /// A thread could not be spawned.
     #[error("cannot start a thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The metrics endpoint's address cannot be listened on (taken, not local...).
+    #[error("cannot listen on {addr} (STREAMSINK_METRICS_ADDR): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// A thread ended on its own (a panic): the process should exit non-zero and be restarted.
     #[error("thread '{0}' died unexpectedly")]
     ThreadDied(String),
@@ -61,6 +69,8 @@ pub(crate) struct Shared {
     pub consumer: String,
     pub hooks: Hooks,
     pub counters: Arc<Counters>,
+    /// Histograms, labelled counts and the per-stream Redis figures `/metrics` exposes.
+    pub metrics: crate::observe::metrics::Metrics,
     pub redis_outage: Outage,
     pub postgres_outage: Outage,
     /// What the process holds, against `STREAMSINK_MAX_INFLIGHT`.
@@ -134,6 +144,8 @@ pub struct Supervisor {
     workers: Vec<JoinHandle<()>>,
     stats: JoinHandle<()>,
     stats_done: crossbeam_channel::Sender<()>,
+    /// The metrics endpoint's thread, its stop switch and address, when one is configured.
+    http: Option<(JoinHandle<()>, Arc<AtomicBool>, std::net::SocketAddr)>,
 }
 
 impl Supervisor {
@@ -168,6 +180,12 @@ impl Supervisor {
         if hooks != Hooks::default() {
             log::warn!("test hooks on: {hooks:?}; not for production");
         }
+        let endpoint = match config.worker.metrics_addr {
+            Some(Listen(Some(addr))) => {
+                Some(Endpoint::bind(addr).map_err(|source| SupervisorError::Listen { addr, source })?)
+            }
+            _ => None,
+        };
         ensure_groups(config, &stop)?;
         let pool = pool::pool(&config.postgres.database_url, config.worker.workers)?;
         migrate_with_retry(&pool, &stop)?;
@@ -176,6 +194,7 @@ impl Supervisor {
             consumer: config.worker.consumer_name(),
             hooks,
             counters: Arc::new(Counters::default()),
+            metrics: crate::observe::metrics::Metrics::default(),
             redis_outage: Outage::new("Redis"),
             postgres_outage: Outage::new("Postgres"),
             inflight: Arc::new(Inflight::new(config.worker.max_inflight, config.worker.batch)),
@@ -216,13 +235,27 @@ impl Supervisor {
             let shared = Arc::clone(&shared);
             spawn("stats", move || stats::run(shared, done_rx))?
         };
+        let http = match endpoint {
+            Some(endpoint) => {
+                let (shared, done) = (Arc::clone(&shared), Arc::new(AtomicBool::new(false)));
+                let addr = endpoint.addr();
+                let stop_serving = Arc::clone(&done);
+                Some((spawn("metrics", move || endpoint.serve(shared, done))?, stop_serving, addr))
+            }
+            None => None,
+        };
         service::ready();
-        Ok(Supervisor { shared, reader, workers, stats, stats_done })
+        Ok(Supervisor { shared, reader, workers, stats, stats_done, http })
     }
 
     /// The live counters (for tests and status reporting); they outlive the supervisor.
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.shared.counters)
+    }
+
+    /// Where the metrics endpoint listens, if one is configured (the port the OS chose, for `:0`).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(|(_, _, addr)| *addr)
     }
 
     /// Asks the pipeline to stop; [`Supervisor::wait`] then drains and returns.
@@ -238,7 +271,10 @@ impl Supervisor {
             if let Some(w) = watchdog.as_mut() {
                 w.feed_if_alive(&self.shared.heartbeats);
             }
-            let threads = std::iter::once(&self.reader).chain(&self.workers).chain([&self.stats]);
+            let threads = std::iter::once(&self.reader)
+                .chain(&self.workers)
+                .chain([&self.stats])
+                .chain(self.http.as_ref().map(|(h, _, _)| h));
             if let Some(t) = threads.into_iter().find(|t| t.is_finished()) {
                 died = Some(t.thread().name().unwrap_or("?").to_string());
                 log::error!("thread {} ended unexpectedly; shutting down", died.as_deref().unwrap_or("?"));
@@ -266,6 +302,10 @@ impl Supervisor {
         self.workers.into_iter().for_each(&mut join);
         drop(self.stats_done);
         join(self.stats);
+        if let Some((handle, done, _)) = self.http {
+            done.store(true, Ordering::Relaxed);
+            join(handle);
+        }
         let last = self.shared.counters.snapshot();
         log::info!("final stats: {last}");
         match died.or_else(|| panicked.into_iter().next()) {

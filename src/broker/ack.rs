@@ -20,7 +20,7 @@ pub struct DeadLetter<'a> {
 }
 
 /// The dead-letter stream of `stream`.
-fn dead_letter_stream(stream: &str) -> String {
+pub(crate) fn dead_letter_stream(stream: &str) -> String {
     format!("{stream}:dlq")
 }
 

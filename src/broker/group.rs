@@ -49,6 +49,11 @@ pub(crate) fn prune_consumers(
         .map_err(|e| BrokerError::new("prune consumers", stream, e))
 }
 
+/// Entries in the stream `key` (XLEN; 0 for a key that does not exist).
+pub(crate) fn length(con: &mut Connection, key: &str) -> Result<u64, BrokerError> {
+    redis::cmd("XLEN").arg(key).query(con).map_err(|e| BrokerError::new("XLEN", key, e))
+}
+
 /// The group's pending count on `stream`, and its oldest pending entry's id (XPENDING summary).
 pub(crate) fn pending_summary(
     con: &mut Connection,

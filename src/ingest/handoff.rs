@@ -13,6 +13,7 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 use super::Flow;
 use super::inflight::HeldBatch;
 use crate::broker::{Batch, BrokerError, claim};
+use crate::observe::Counters;
 use crate::observe::heartbeat::Beat;
 use crate::supervisor::Shared;
 
@@ -78,10 +79,14 @@ pub(super) fn send(
     held: HeldBatch,
 ) -> Flow {
     let mut held = held;
+    let entries = held.batch.entries.len() as u64;
     loop {
         shared.heartbeats.beat(Beat::Reader);
         match tx.send_timeout(held, tick(shared)) {
-            Ok(()) => return Flow::Continue,
+            Ok(()) => {
+                Counters::add(&shared.counters.read, entries);
+                return Flow::Continue;
+            }
             Err(SendTimeoutError::Disconnected(_)) => return Flow::WorkersGone,
             Err(SendTimeoutError::Timeout(back)) => {
                 if shared.stopping() {

@@ -8,6 +8,7 @@
 //! done with it, on every path.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
@@ -101,6 +102,7 @@ impl Worker {
     fn process(&mut self, batch: &Batch) {
         let worker = &self.shared.config.worker;
         let max = worker.max_deliveries as u64;
+        self.shared.metrics.batch_size.observe(batch.entries.len() as f64);
         let sorted = triage::sort(batch, max, &worker.event_field);
         let mut dead = sorted.malformed;
         // Past their lone try: an event already committed (its consumer died before the
@@ -136,9 +138,15 @@ impl Worker {
         Counters::add(&c.handler_errors, outcome.written.handler_errors);
         Counters::add(&c.reused_ids, outcome.reused());
         let ids: Vec<&str> = batch.entries.iter().map(|e| e.id.as_str()).collect();
+        for event_type in &outcome.written.failed_types {
+            self.shared.metrics.handler_failed(event_type);
+        }
         if self.acker.acknowledge(&batch.stream, &ids, &dead) {
             Counters::add(&c.processed, batch.entries.len() as u64);
             Counters::add(&c.dead_lettered, dead.len() as u64);
+            for d in &dead {
+                self.shared.metrics.dead_lettered(&batch.stream, &d.reason);
+            }
             self.acker.forget_errors(batch);
         }
     }
@@ -180,10 +188,23 @@ impl Worker {
         if events.is_empty() {
             return Ok(Outcome::default());
         }
+        // The time of the attempt that committed, not of the retries and waits before it.
+        let mut took = Duration::ZERO;
         let outcome = self.with_postgres("batch write", events.len(), |client| {
-            triage::write_isolating(client, &self.registry, stream, events)
+            let started = Instant::now();
+            let written = triage::write_isolating(client, &self.registry, stream, events);
+            took = started.elapsed();
+            written
         })?;
         self.shared.counters.committed();
+        let metrics = &self.shared.metrics;
+        metrics.batch_write_seconds.observe(took.as_secs_f64());
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        for e in events {
+            if let Some(ms) = e.entry_id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()) {
+                metrics.event_latency_seconds.observe((now_ms - ms) as f64 / 1000.0);
+            }
+        }
         Ok(outcome)
     }
 

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Monotonic totals since start. Workers add; the stats thread and tests read.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Entries handed to the workers (read new, own pending, or reclaimed).
+    pub read: AtomicU64,
     /// Entries finished: written (or found duplicate) or dead-lettered, and acknowledged.
     pub processed: AtomicU64,
     /// Events newly inserted into `events`.

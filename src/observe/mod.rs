@@ -7,7 +7,9 @@
 
 pub mod counters;
 pub(crate) mod heartbeat;
+pub(crate) mod http;
 pub mod logging;
+pub(crate) mod metrics;
 pub(crate) mod service;
 pub(crate) mod stats;
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::metrics::StreamFigures;
 use super::service;
 use crate::broker::{self, group};
 use crate::supervisor::Shared;
@@ -23,13 +24,17 @@ pub(crate) fn run(shared: Arc<Shared>, done: Receiver<()>) {
     let mut redis: Option<redis::Connection> = None;
     let (mut logged, mut logged_at) = (shared.counters.snapshot(), Instant::now());
     let (mut ticked, mut ticked_at) = (logged, logged_at);
+    // The figures `/metrics` and `/health/ready` read exist from the start, not a tick later.
+    shared.metrics.set_streams(stream_figures(&mut redis, &shared));
     loop {
         match done.recv_timeout(tick) {
             Err(RecvTimeoutError::Timeout) => {}
             _ => return,
         }
         let now = shared.counters.snapshot();
-        let figures = group_figures(&mut redis, &shared);
+        let streams = stream_figures(&mut redis, &shared);
+        let figures = Figures::sum(&streams);
+        shared.metrics.set_streams(streams);
         let rate =
             |since: u64, at: Instant| (now.processed - since) as f64 / at.elapsed().as_secs_f64().max(0.001);
         service::status(&status_line(&shared, rate(ticked.processed, ticked_at), &figures));
@@ -56,6 +61,20 @@ struct Figures {
 }
 
 impl Figures {
+    /// The group's figures over all streams; unreachable when Redis gave none.
+    fn sum(streams: &[StreamFigures]) -> Figures {
+        if streams.is_empty() {
+            return Figures::default();
+        }
+        let mut f = Figures { pending: Some(0), lag: Some(0), reachable: true, ..Figures::default() };
+        for s in streams {
+            f.pending = f.pending.zip(s.pending).map(|(a, b)| a + b);
+            f.lag = f.lag.zip(s.lag).map(|(a, b)| a + b);
+            f.oldest_pending = f.oldest_pending.max(s.oldest_pending);
+        }
+        f
+    }
+
     fn pending_text(&self) -> String {
         self.pending.map_or_else(|| "?".into(), |p| p.to_string())
     }
@@ -88,34 +107,54 @@ fn status_line(shared: &Shared, rate: f64, f: &Figures) -> String {
     line
 }
 
-/// Pending count, oldest pending age and lag summed over the streams.
-fn group_figures(redis: &mut Option<redis::Connection>, shared: &Shared) -> Figures {
+/// Each stream's length, pending count, oldest pending age, lag and dead-letter length, as
+/// Redis reports them; empty when Redis did not answer (the connection is then dropped and
+/// made again next time). A missing group is a figure (`group_exists: false`), not a failure.
+fn stream_figures(redis: &mut Option<redis::Connection>, shared: &Shared) -> Vec<StreamFigures> {
     if redis.is_none() && !shared.stopping() {
         *redis = broker::connect(&shared.config.redis.redis_url, broker::COMMAND_TIMEOUT).ok();
     }
     let Some(con) = redis.as_mut() else {
-        return Figures::default();
+        return Vec::new();
     };
     let group = &shared.config.group.name;
-    let mut f = Figures { pending: Some(0), lag: Some(0), reachable: true, ..Figures::default() };
     let now_ms = jiff::Timestamp::now().as_millisecond().max(0) as u64;
+    let mut all = Vec::with_capacity(shared.config.group.streams.len());
     for s in shared.config.group.streams.iter() {
-        let figures = group::pending_summary(con, s, group)
-            .and_then(|summary| Ok((summary, group::group_lag(con, s, group)?)));
-        match figures {
-            Ok(((p, oldest), l)) => {
-                f.pending = f.pending.map(|sum| sum + p);
-                f.lag = f.lag.zip(l).map(|(a, b)| a + b);
-                let age = oldest.and_then(|id| id.split('-').next()?.parse::<u64>().ok());
-                let age = age.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
-                f.oldest_pending = f.oldest_pending.max(age);
-            }
+        match one_stream(con, s, group, now_ms) {
+            Ok(f) => all.push(f),
             Err(e) => {
                 log::debug!("stats: {e}");
                 *redis = None;
-                return Figures::default();
+                return Vec::new();
             }
         }
     }
-    f
+    all
+}
+
+fn one_stream(
+    con: &mut redis::Connection,
+    stream: &str,
+    group: &str,
+    now_ms: u64,
+) -> Result<StreamFigures, broker::BrokerError> {
+    let mut f = StreamFigures {
+        stream: stream.to_string(),
+        length: Some(group::length(con, stream)?),
+        dead_letters: Some(group::length(con, &broker::ack::dead_letter_stream(stream))?),
+        ..StreamFigures::default()
+    };
+    match group::pending_summary(con, stream, group) {
+        Ok((pending, oldest)) => {
+            f.group_exists = true;
+            f.pending = Some(pending);
+            let age = oldest.and_then(|id| id.split('-').next()?.parse::<u64>().ok());
+            f.oldest_pending = age.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
+            f.lag = group::group_lag(con, stream, group)?;
+        }
+        Err(e) if e.is_no_group() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(f)
 }

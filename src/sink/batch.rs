@@ -19,7 +19,7 @@ use crate::event::Event;
 use crate::handlers::{Handler, HandlerError, Registry};
 
 /// What writing a batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Written {
     /// Events newly inserted.
     pub inserted: u64,
@@ -27,6 +27,8 @@ pub(crate) struct Written {
     pub duplicates: u64,
     /// Events whose handler failed (row kept, handler effect rolled back).
     pub handler_errors: u64,
+    /// The type of each of those events, for the metric counted by type.
+    pub failed_types: Vec<String>,
 }
 
 impl std::ops::AddAssign for Written {
@@ -34,6 +36,7 @@ impl std::ops::AddAssign for Written {
         self.inserted += other.inserted;
         self.duplicates += other.duplicates;
         self.handler_errors += other.handler_errors;
+        self.failed_types.extend(other.failed_types);
     }
 }
 
@@ -90,6 +93,7 @@ fn write_with(
         inserted: inserted.count,
         duplicates: (events.len() as u64 - inserted.count).saturating_sub(reused.len() as u64),
         handler_errors: 0,
+        failed_types: Vec::new(),
     };
     // Each handler gets one call with all its new events, in stream order; an id repeated
     // in the batch is a duplicate and is seen once.
@@ -109,7 +113,9 @@ fn write_with(
         }
     }
     for (handler, evs) in calls {
-        written.handler_errors += run_handler(&mut tx, statements, handler.as_ref(), stream, &evs)?;
+        let failed = run_handler(&mut tx, statements, handler.as_ref(), stream, &evs)?;
+        written.handler_errors += failed.len() as u64;
+        written.failed_types.extend(failed);
     }
     tx.commit()?;
     Ok(Wrote { written, reused })
@@ -123,7 +129,7 @@ pub(crate) fn stored_ids(client: &mut PooledClient, ids: &[&str]) -> Result<Vec<
 
 /// Runs `handler` on `events` under a savepoint. If it fails, retries each event under its own
 /// savepoint, so one failing event does not undo the others; each failure is logged with the
-/// event's id and type. Returns how many events failed. Infrastructure errors are returned, to
+/// event's id and type. Returns the types of the events that failed. Infrastructure errors are returned, to
 /// retry the whole batch; a panic is returned as [`WriteError::HandlerPanicked`], for the
 /// caller to isolate (the transaction rolls back as it is dropped).
 fn run_handler(
@@ -132,19 +138,19 @@ fn run_handler(
     handler: &dyn Handler,
     stream: &str,
     events: &[&Event],
-) -> Result<u64, WriteError> {
+) -> Result<Vec<String>, WriteError> {
     let mut sp = tx.savepoint("handler")?;
     match guarded(|| handler.handle(&mut sp, statements, events))? {
         Ok(()) => {
             sp.commit()?;
-            return Ok(0);
+            return Ok(Vec::new());
         }
         Err(e) => {
             infrastructure(e)?;
             sp.rollback()?;
         }
     }
-    let mut failures = 0;
+    let mut failed = Vec::new();
     for event in events {
         let mut sp = tx.savepoint("handler")?;
         match guarded(|| handler.handle(&mut sp, statements, &[*event]))? {
@@ -156,11 +162,11 @@ fn run_handler(
                     "handler failed on event {} (type {}): {e}", event.id, event.event_type
                 );
                 sp.rollback()?;
-                failures += 1;
+                failed.push(event.event_type.clone());
             }
         }
     }
-    Ok(failures)
+    Ok(failed)
 }
 
 /// Runs a handler, turning its panic into [`WriteError::HandlerPanicked`]. Only the handler's
