@@ -38,6 +38,20 @@ pub struct PostgresSettings {
     pub database_url: SecretUrl,
 }
 
+/// Where PostgreSQL is, for a command that can do without it (`check` checks Redis alone).
+#[derive(Args, Debug, Clone)]
+pub struct OptionalPostgresSettings {
+    /// PostgreSQL URL (postgres://user[:password]@host:port/db) or key=value string.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        value_parser = database_url
+    )]
+    pub database_url: Option<SecretUrl>,
+}
+
 /// Which streams and which consumer group: for every command that works on the group.
 #[derive(Args, Debug, Clone)]
 pub struct GroupSettings {
@@ -420,7 +434,7 @@ fn duration(value: &str) -> Result<Duration, InvalidValue> {
 
 /// Parses `250ms`, `5s`, `1m`, `1h`: a whole number and a unit, which is required so that a
 /// bare `5` cannot be misread as seconds by one reader and milliseconds by another.
-fn parse_duration(value: &str) -> Option<Duration> {
+pub fn parse_duration(value: &str) -> Option<Duration> {
     let (n, unit) = number_and_unit(value)?;
     let millis = match unit {
         "ms" => Some(n),

@@ -30,6 +30,8 @@ enum Command {
     Run(Box<cli::run::RunArgs>),
     /// Apply the schema migrations and exit.
     Migrate(cli::migrate::MigrateArgs),
+    /// Check Redis, Postgres and every stream's group once; exit 0 healthy, 1 unhealthy.
+    Check(Box<cli::check::CheckArgs>),
 }
 
 fn main() -> ExitCode {
@@ -40,5 +42,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => cli::run::execute(*args),
         Command::Migrate(args) => cli::migrate::execute(args),
+        Command::Check(args) => cli::check::execute(*args),
     }
 }

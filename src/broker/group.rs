@@ -50,12 +50,12 @@ pub(crate) fn prune_consumers(
 }
 
 /// Entries in the stream `key` (XLEN; 0 for a key that does not exist).
-pub(crate) fn length(con: &mut Connection, key: &str) -> Result<u64, BrokerError> {
+pub fn length(con: &mut Connection, key: &str) -> Result<u64, BrokerError> {
     redis::cmd("XLEN").arg(key).query(con).map_err(|e| BrokerError::new("XLEN", key, e))
 }
 
 /// The group's pending count on `stream`, and its oldest pending entry's id (XPENDING summary).
-pub(crate) fn pending_summary(
+pub fn pending_summary(
     con: &mut Connection,
     stream: &str,
     group: &str,
@@ -74,6 +74,48 @@ pub(crate) fn pending_summary(
     };
     let oldest = if items.len() > 1 { super::reply::text(items.swap_remove(1)) } else { None };
     Ok((count, oldest.filter(|_| count > 0)))
+}
+
+/// What XINFO GROUPS says of one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub consumers: u64,
+    pub pending: u64,
+    /// `None` where Redis does not know (or is older than 7).
+    pub lag: Option<u64>,
+    pub last_delivered: String,
+}
+
+/// `group` on `stream` as XINFO GROUPS reports it; `None` if the group (or the stream) does
+/// not exist.
+pub fn group_info(con: &mut Connection, stream: &str, group: &str) -> Result<Option<GroupInfo>, BrokerError> {
+    let reply: redis::RedisResult<Value> = redis::cmd("XINFO").arg("GROUPS").arg(stream).query(con);
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) if e.to_string().contains("no such key") => return Ok(None),
+        Err(e) => return Err(BrokerError::new("XINFO GROUPS", stream, e)),
+    };
+    let Value::Array(groups) = reply else {
+        return Ok(None);
+    };
+    for g in groups {
+        let mut info = GroupInfo::default();
+        let mut name = None;
+        for (k, v) in pairs(g) {
+            match (text(k).as_deref(), v) {
+                (Some("name"), v) => name = text(v),
+                (Some("consumers"), Value::Int(n)) => info.consumers = n.max(0) as u64,
+                (Some("pending"), Value::Int(n)) => info.pending = n.max(0) as u64,
+                (Some("lag"), Value::Int(n)) => info.lag = Some(n.max(0) as u64),
+                (Some("last-delivered-id"), v) => info.last_delivered = text(v).unwrap_or_default(),
+                _ => {}
+            }
+        }
+        if name.as_deref() == Some(group) {
+            return Ok(Some(info));
+        }
+    }
+    Ok(None)
 }
 
 /// Entries in the stream not yet delivered to the group (XINFO GROUPS `lag`, Redis ≥ 7);

@@ -4,6 +4,7 @@
 //! Where to add a subcommand: a file here with its `Args` struct and `execute`, and one
 //! variant in `main.rs`'s `Command`.
 
+pub mod check;
 pub mod migrate;
 pub mod run;
 

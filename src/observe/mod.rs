@@ -5,6 +5,7 @@
 //! Where to add a metric: a counter in `counters.rs`, incremented where the thing happens,
 //! and shown by the stats line through `Snapshot`'s `Display`.
 
+pub mod check;
 pub mod counters;
 pub(crate) mod heartbeat;
 pub(crate) mod http;

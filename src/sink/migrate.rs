@@ -72,6 +72,28 @@ fn apply(
     Ok(done)
 }
 
+/// How far the database's schema is: migrations applied, and the known ones not applied yet
+/// (the binary is newer than the schema). Reads only; a database never migrated has none.
+pub fn schema_state(client: &mut postgres::Client) -> Result<(usize, Vec<i32>), SinkError> {
+    let q = |op| move |source| SinkError::Query { op, source };
+    let exists: bool = client
+        .query_one("SELECT to_regclass('streamsink_migrations') IS NOT NULL", &[])
+        .map_err(q("look for streamsink_migrations"))?
+        .get(0);
+    let applied: HashSet<i32> = if exists {
+        client
+            .query("SELECT version FROM streamsink_migrations", &[])
+            .map_err(q("read streamsink_migrations"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let missing = MIGRATIONS.iter().map(|(v, _, _)| *v).filter(|v| !applied.contains(v)).collect();
+    Ok((applied.len(), missing))
+}
+
 /// Connects to `database_url` (with the pool's timeouts and application name) and migrates:
 /// what `streamsink migrate` does.
 pub fn migrate_database(database_url: &SecretUrl) -> Result<Vec<i32>, SinkError> {

@@ -1,0 +1,295 @@
+//! `streamsink check`: one-shot health for a shell or a monitoring agent.
+//!
+//! Redis: answered a PING (and how fast); every stream's group exists; its length, lag,
+//! pending count, oldest pending age, consumers and dead letters. Postgres, when a URL is
+//! given: reachable, and the schema has every migration this binary knows. Thresholds turn
+//! figures into problems. Healthy means no problem at all.
+//!
+//! Invariant: it only reads. It creates no group, applies no migration, acknowledges nothing:
+//! a check must never change what it checks.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::broker::{self, group};
+use crate::config::GroupSettings;
+use crate::secret::SecretUrl;
+use crate::sink::{migrate, pool};
+
+/// Limits past which a figure makes the check fail.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Thresholds {
+    /// Entries not yet delivered to the group, per stream.
+    pub max_lag: Option<u64>,
+    /// Age of the oldest pending entry, per stream.
+    pub max_pending_age: Option<Duration>,
+}
+
+/// One stream as the check saw it; `None` where Redis could not say.
+#[derive(Debug, Clone, Default)]
+pub struct StreamCheck {
+    pub stream: String,
+    pub group_exists: bool,
+    pub length: u64,
+    pub lag: Option<u64>,
+    pub pending: Option<u64>,
+    pub oldest_pending: Option<Duration>,
+    pub consumers: Option<u64>,
+    pub dead_letters: u64,
+}
+
+/// What Postgres answered.
+#[derive(Debug, Clone)]
+pub enum PostgresCheck {
+    /// No `DATABASE_URL`: Redis was checked alone.
+    NotChecked,
+    Unreachable(String),
+    /// Connected: migrations applied, and the versions this binary knows that are not.
+    Schema {
+        applied: usize,
+        missing: Vec<i32>,
+    },
+}
+
+/// The whole check.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub redis_url: String,
+    /// PING round trip, or why Redis did not answer.
+    pub redis: Result<Duration, String>,
+    pub postgres_url: Option<String>,
+    pub postgres: PostgresCheck,
+    pub group: String,
+    pub streams: Vec<StreamCheck>,
+    /// Every reason the check fails, one line each; empty when healthy.
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    pub fn healthy(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The report for machines (`--json`).
+    pub fn to_json(&self) -> Value {
+        let postgres = match &self.postgres {
+            PostgresCheck::NotChecked => json!({ "checked": false }),
+            PostgresCheck::Unreachable(e) => json!({ "checked": true, "ok": false, "error": e }),
+            PostgresCheck::Schema { applied, missing } => json!({
+                "checked": true, "ok": missing.is_empty(), "migrations_applied": applied, "migrations_missing": missing,
+            }),
+        };
+        json!({
+            "healthy": self.healthy(),
+            "problems": self.problems,
+            "redis": match &self.redis {
+                Ok(ping) => json!({ "url": self.redis_url, "ok": true, "ping_ms": ping.as_secs_f64() * 1000.0 }),
+                Err(e) => json!({ "url": self.redis_url, "ok": false, "error": e }),
+            },
+            "postgres": postgres,
+            "group": self.group,
+            "streams": self.streams.iter().map(|s| json!({
+                "stream": s.stream,
+                "group_exists": s.group_exists,
+                "length": s.length,
+                "lag": s.lag,
+                "pending": s.pending,
+                "oldest_pending_seconds": s.oldest_pending.map(|d| d.as_secs_f64()),
+                "consumers": s.consumers,
+                "dead_letters": s.dead_letters,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The report for people: services, a table of streams, a verdict.
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.redis {
+            Ok(ping) => writeln!(
+                f,
+                "redis     ok      {}  (ping {:.1} ms)",
+                self.redis_url,
+                ping.as_secs_f64() * 1000.0
+            )?,
+            Err(e) => writeln!(f, "redis     FAILED  {}  {e}", self.redis_url)?,
+        }
+        let url = self.postgres_url.as_deref().unwrap_or("");
+        match &self.postgres {
+            PostgresCheck::NotChecked => {
+                writeln!(f, "postgres  skipped (DATABASE_URL not set: Redis checked alone)")?
+            }
+            PostgresCheck::Unreachable(e) => writeln!(f, "postgres  FAILED  {url}  {e}")?,
+            PostgresCheck::Schema { applied, missing } if missing.is_empty() => {
+                writeln!(f, "postgres  ok      {url}  (schema current: {applied} migrations)")?
+            }
+            PostgresCheck::Schema { missing, .. } => writeln!(
+                f,
+                "postgres  FAILED  {url}  (migrations not applied: {missing:?}; run streamsink migrate)"
+            )?,
+        }
+        if !self.streams.is_empty() {
+            let dash = || "-".to_string();
+            let rows: Vec<[String; 8]> = self
+                .streams
+                .iter()
+                .map(|s| {
+                    [
+                        s.stream.clone(),
+                        if s.group_exists { self.group.clone() } else { format!("{} (missing)", self.group) },
+                        s.length.to_string(),
+                        s.lag.map_or_else(dash, |v| v.to_string()),
+                        s.pending.map_or_else(dash, |v| v.to_string()),
+                        s.oldest_pending.map_or_else(dash, |d| format!("{}s", d.as_secs())),
+                        s.consumers.map_or_else(dash, |v| v.to_string()),
+                        s.dead_letters.to_string(),
+                    ]
+                })
+                .collect();
+            let header = [
+                "stream",
+                "group",
+                "length",
+                "lag",
+                "pending",
+                "oldest pending",
+                "consumers",
+                "dead letters",
+            ];
+            let width =
+                |i: usize| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0);
+            let widths: Vec<usize> = (0..8).map(width).collect();
+            let line = |cells: Vec<&str>| {
+                cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ")
+            };
+            writeln!(f)?;
+            writeln!(f, "{}", line(header.to_vec()).trim_end())?;
+            for r in &rows {
+                writeln!(f, "{}", line(r.iter().map(String::as_str).collect()).trim_end())?;
+            }
+        }
+        writeln!(f)?;
+        if self.healthy() {
+            write!(f, "healthy")
+        } else {
+            write!(f, "UNHEALTHY: {}", self.problems.join("; "))
+        }
+    }
+}
+
+/// Runs every check; never fails as a whole (what cannot be checked is a problem reported).
+pub fn check(
+    redis_url: &SecretUrl,
+    database_url: Option<&SecretUrl>,
+    group: &GroupSettings,
+    limits: Thresholds,
+) -> Report {
+    let mut report = Report {
+        redis_url: redis_url.to_string(),
+        redis: Err(String::new()),
+        postgres_url: database_url.map(|u| u.to_string()),
+        postgres: PostgresCheck::NotChecked,
+        group: group.name.clone(),
+        streams: Vec::new(),
+        problems: Vec::new(),
+    };
+    check_redis(&mut report, redis_url, group, limits);
+    if let Some(url) = database_url {
+        report.postgres = check_postgres(url);
+        match &report.postgres {
+            PostgresCheck::Unreachable(e) => report.problems.push(format!("Postgres: {e}")),
+            PostgresCheck::Schema { missing, .. } if !missing.is_empty() => report
+                .problems
+                .push(format!("Postgres: migrations {missing:?} not applied (streamsink migrate)")),
+            _ => {}
+        }
+    }
+    report
+}
+
+fn check_redis(report: &mut Report, url: &SecretUrl, group: &GroupSettings, limits: Thresholds) {
+    let mut con = match broker::connect(url, broker::COMMAND_TIMEOUT) {
+        Ok(con) => con,
+        Err(e) => {
+            report.redis = Err(format!("cannot connect: {e}"));
+            report.problems.push(format!("Redis: cannot connect: {e}"));
+            return;
+        }
+    };
+    let started = Instant::now();
+    let ping: redis::RedisResult<String> = redis::cmd("PING").query(&mut con);
+    report.redis = match ping {
+        Ok(_) => Ok(started.elapsed()),
+        Err(e) => {
+            report.problems.push(format!("Redis: PING failed: {e}"));
+            Err(format!("PING failed: {e}"))
+        }
+    };
+    if report.redis.is_err() {
+        return;
+    }
+    let now_ms = jiff::Timestamp::now().as_millisecond().max(0) as u64;
+    for stream in group.streams.iter() {
+        match check_stream(&mut con, stream, &group.name, now_ms) {
+            Ok(s) => {
+                if !s.group_exists {
+                    report.problems.push(format!("group {} does not exist on stream {stream}", group.name));
+                }
+                if let (Some(max), Some(lag)) = (limits.max_lag, s.lag) {
+                    if lag > max {
+                        report.problems.push(format!("{stream}: lag {lag} is over --max-lag {max}"));
+                    }
+                }
+                if let (Some(max), Some(age)) = (limits.max_pending_age, s.oldest_pending) {
+                    if age > max {
+                        report.problems.push(format!(
+                            "{stream}: oldest pending entry is {}s old, over --max-pending-age {}s",
+                            age.as_secs(),
+                            max.as_secs()
+                        ));
+                    }
+                }
+                report.streams.push(s);
+            }
+            Err(e) => report.problems.push(format!("Redis: {e}")),
+        }
+    }
+}
+
+fn check_stream(
+    con: &mut redis::Connection,
+    stream: &str,
+    group_name: &str,
+    now_ms: u64,
+) -> Result<StreamCheck, broker::BrokerError> {
+    let mut s = StreamCheck {
+        stream: stream.to_string(),
+        length: group::length(con, stream)?,
+        dead_letters: group::length(con, &broker::ack::dead_letter_stream(stream))?,
+        ..StreamCheck::default()
+    };
+    if let Some(info) = group::group_info(con, stream, group_name)? {
+        s.group_exists = true;
+        s.consumers = Some(info.consumers);
+        s.lag = info.lag;
+        let (pending, oldest) = group::pending_summary(con, stream, group_name)?;
+        s.pending = Some(pending);
+        let oldest_ms = oldest.and_then(|id| id.split('-').next()?.parse::<u64>().ok());
+        s.oldest_pending = oldest_ms.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
+    }
+    Ok(s)
+}
+
+fn check_postgres(url: &SecretUrl) -> PostgresCheck {
+    let connected = pool::pool(url, 1).and_then(|p| p.get().map_err(crate::sink::SinkError::Connect));
+    let mut client = match connected {
+        Ok(c) => c,
+        Err(e) => return PostgresCheck::Unreachable(e.to_string()),
+    };
+    match migrate::schema_state(&mut client) {
+        Ok((applied, missing)) => PostgresCheck::Schema { applied, missing },
+        Err(e) => PostgresCheck::Unreachable(e.to_string()),
+    }
+}
