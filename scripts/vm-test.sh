@@ -228,6 +228,17 @@ sql "CREATE DATABASE streamsink OWNER streamsink" postgres
 vmsh "sed -i '1i local streamsink streamsink scram-sha-256' /etc/postgresql/$PGVERSION/main/pg_hba.conf"
 sql "SELECT pg_reload_conf()" postgres >/dev/null
 
+# The cluster's own unit: stopping the postgresql.service wrapper returns before the cluster
+# has stopped, and a test that publishes in that moment sees no outage at all.
+pg_down() {
+    vm systemctl stop "postgresql@$PGVERSION-main"
+    until_ok 30 sh -c "! nsenter -t $LEADER -a pg_isready -q -p $PGPORT" || echo "vm-test: PostgreSQL still answers" >&2
+}
+pg_up() {
+    vm systemctl start "postgresql@$PGVERSION-main"
+    until_ok 30 vm pg_isready -q -p "$PGPORT" || echo "vm-test: PostgreSQL does not answer" >&2
+}
+
 ENV=/etc/streamsink/streamsink.env
 STREAM=events:incoming
 rows() { sql "SELECT count(*) FROM events WHERE type = 'vm.test'"; }
@@ -273,11 +284,12 @@ check "apt install ./streamsink_*.deb: /usr/bin/streamsink, unit shipped disable
 
 vmsh "sed -i -e 's|^REDIS_URL=.*|REDIS_URL=redis://localhost:6379|' \
     -e 's|^DATABASE_URL=.*|DATABASE_URL=postgres://streamsink:$PASSWORD@%2Fvar%2Frun%2Fpostgresql:$PGPORT/streamsink|' \
-    -e 's|^#STREAMSINK_STATS_INTERVAL=.*|STREAMSINK_STATS_INTERVAL=2s|' $ENV"
+    -e 's|^#STREAMSINK_STATS_INTERVAL=.*|STREAMSINK_STATS_INTERVAL=2s|' \
+    -e 's|^#STREAMSINK_METRICS_ADDR=.*|STREAMSINK_METRICS_ADDR=127.0.0.1:9464|' $ENV"
 
 # --- start: ready only when it can work -----------------------------------------------------
 check_start_waits_for_ready() {
-    vm systemctl stop postgresql
+    pg_down
     vm systemctl enable streamsink >/dev/null 2>&1
     vm systemctl start --no-block streamsink
     # Postgres is down: the unit must stay "activating" (no READY=1) however long it waits.
@@ -292,7 +304,7 @@ check_start_waits_for_ready() {
     # Still the same process, waiting (not a worker that exited and is being restarted).
     [ "$state" = activating ] && [ "$sub" = start ] && [ "$restarts" = 0 ] && [ "$(unit MainPID)" = "$pid" ] ||
         { echo "with Postgres down: $state/$sub, NRestarts=$restarts, pid $pid -> $(unit MainPID)"; return 1; }
-    vm systemctl start postgresql
+    pg_up
     # A blocking start returns only once READY=1 arrived: then it is active, migrated, grouped.
     vm systemctl start streamsink || { echo "systemctl start failed"; return 1; }
     state=$(unit ActiveState)
@@ -321,6 +333,30 @@ check_events_land() {
     wait_rows $TOTAL 60
 }
 check "published events land in Postgres (1000 envelopes)" check_events_land
+
+# http PATH: the endpoint's reply (status line, headers, body), from inside the container
+# (bash's /dev/tcp: the container has no curl).
+http() {
+    vm bash -c "exec 3<>/dev/tcp/127.0.0.1/9464 && printf 'GET $1 HTTP/1.0\r\n\r\n' >&3 && cat <&3"
+}
+check_endpoint() {
+    local ready metrics inserted
+    ready=$(http /health/ready) || { echo "no answer on 127.0.0.1:9464"; return 1; }
+    [[ $ready =~ ^HTTP/1\.[01]\ 200 ]] || { echo "/health/ready: ${ready:0:80}"; return 1; }
+    metrics=$(http /metrics)
+    inserted=$(grep '^streamsink_events_inserted_total{group="event-processors"} ' <<<"$metrics" | awk '{print $2}')
+    echo "/health/ready 200; /metrics: streamsink_events_inserted_total $inserted"
+    [ "$inserted" = 1000 ]
+}
+check "under the sandbox, /health/ready answers 200 and /metrics counts the 1000 events" check_endpoint
+
+check_cli() {
+    local out code=0
+    out=$(vm sh -c "set -a; . $ENV; exec streamsink check") || code=$?
+    echo "exit $code; $(tail -n 1 <<<"$out"); $(grep "^$STREAM " <<<"$out" | tr -s ' ')"
+    [ $code = 0 ] && grep -q "^postgres  ok" <<<"$out"
+}
+check "streamsink check with the service's env file (as the README shows): healthy" check_cli
 
 BAD_ID=$(vm redis-cli XADD "$STREAM" '*' event '{not json')
 check_dead_letter_warning() {
@@ -438,18 +474,18 @@ vm systemctl restart streamsink
 
 # --- a Postgres outage ----------------------------------------------------------------------
 check_outage() {
-    vm systemctl stop postgresql
+    pg_down
     publish $TOTAL 500
     TOTAL=$((TOTAL + 500))
     until_ok 40 sh -c "nsenter -t $LEADER -a systemctl show -p StatusText --value streamsink | grep -q 'Postgres unavailable'" ||
-        { vm systemctl start postgresql; echo "StatusText never showed the outage: $(unit StatusText)"; return 1; }
+        { pg_up; echo "StatusText never showed the outage: $(unit StatusText)"; return 1; }
     local during state later restarts
     during=$(unit StatusText)
     sleep 6 # STATUS is refreshed every 5 s: a later sample must differ (the outage's age)
     later=$(unit StatusText)
     state=$(vm systemctl is-active streamsink || true)
     restarts=$(unit NRestarts)
-    vm systemctl start postgresql
+    pg_up
     [ "$state" = active ] && [ "$restarts" = 0 ] || { echo "unit was $state, NRestarts=$restarts during the outage"; return 1; }
     [[ $during == *"oldest pending"* && $during =~ (last\ commit|no\ commit\ yet) ]] ||
         { echo "STATUS lacks the oldest pending age or the last commit: $during"; return 1; }
