@@ -91,7 +91,7 @@ fn status_line(shared: &Shared, rate: f64, f: &Figures) -> String {
 /// Pending count, oldest pending age and lag summed over the streams.
 fn group_figures(redis: &mut Option<redis::Connection>, shared: &Shared) -> Figures {
     if redis.is_none() && !shared.stopping() {
-        *redis = broker::connect(&shared.config.redis.redis_url, broker::COMMAND_TIMEOUT).ok();
+        *redis = broker::connect(&shared.config.redis, broker::COMMAND_TIMEOUT).ok();
     }
     let Some(con) = redis.as_mut() else {
         return Figures::default();

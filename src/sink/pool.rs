@@ -1,41 +1,165 @@
-//! The r2d2 pool of Postgres connections the workers share.
+//! How streamsink reaches PostgreSQL: [`Postgres`] (the client configuration and the TLS
+//! connector, built once from the settings) and the r2d2 pool of connections the workers share.
+//!
+//! Invariant: every connection (the pool's, start-up's migration, `streamsink migrate`, the
+//! cancel requests) is made from one [`Postgres`], so all use the same TLS mode and connector.
 
 use std::time::Duration;
 
-use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::SinkError;
+use super::{SinkError, fault};
+use crate::config::PostgresSettings;
 use crate::secret::SecretUrl;
+use crate::tls::{self, Diagnosis, PgTls};
 
 /// The pool the workers share: one connection per worker.
-pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+pub type Pool = r2d2::Pool<Manager>;
 
 /// A pooled connection.
-pub type PooledClient = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+pub type PooledClient = r2d2::PooledConnection<Manager>;
 
-/// Builds the pool without connecting: connections are made on first use, so start-up can
-/// retry an unreachable database with its own backoff and logging.
-pub fn pool(database_url: &SecretUrl, size: usize) -> Result<Pool, SinkError> {
-    let mut config = database_url
-        .postgres_config()
-        .cloned()
-        .ok_or_else(|| SinkError::Url { url: database_url.clone() })?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
+/// Where PostgreSQL is and how to speak to it: the parsed configuration with its timeouts,
+/// application name and sslmode (from the TLS mode), and the rustls connector.
+#[derive(Clone)]
+pub struct Postgres {
+    url: SecretUrl,
+    config: postgres::Config,
+    tls: MakeRustlsConnect,
+    peer: tls::Peer,
+    mode: PgTls,
+}
+
+impl Postgres {
+    /// Builds the configuration and the connector (reading the system's trust store if the
+    /// mode verifies without `STREAMSINK_PG_CA`). Connects nothing.
+    pub fn new(settings: &PostgresSettings) -> Result<Postgres, SinkError> {
+        let url = &settings.database_url;
+        let mut config = url.postgres_config().cloned().ok_or_else(|| SinkError::Url { url: url.clone() })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("streamsink");
+        }
+        let mode = settings.tls_mode();
+        config.ssl_mode(mode.ssl_mode());
+        let tls = tls::postgres_connector(mode, settings.pg_ca.as_ref()).map_err(SinkError::Tls)?;
+        Ok(Postgres { url: url.clone(), config, tls, peer: settings.peer(), mode })
     }
-    if config.get_application_name().is_none() {
-        config.application_name("streamsink");
+
+    /// The TLS mode in force.
+    pub fn tls_mode(&self) -> PgTls {
+        self.mode
     }
-    let manager = PostgresConnectionManager::new(config, NoTls);
-    Ok(r2d2::Pool::builder()
-        .max_size(size as u32)
-        .min_idle(Some(0))
-        // has_broken() (a closed socket) is checked on return; a round trip per checkout
-        // would cost more than the rare retry it saves.
-        .test_on_check_out(false)
-        .connection_timeout(Duration::from_secs(5))
-        // r2d2 would log every failed connect; `retry::Outage` logs an outage once instead.
-        .error_handler(Box::new(r2d2::NopErrorHandler))
-        .build_unchecked(manager))
+
+    /// The connector, for cancel requests (sent on a connection of their own).
+    pub(crate) fn connector(&self) -> MakeRustlsConnect {
+        self.tls.clone()
+    }
+
+    /// One connection outside the pool (start-up's migration, `streamsink migrate`): its error
+    /// is the client's own, diagnosed, not the pool's timeout.
+    pub fn connect(&self) -> Result<postgres::Client, SinkError> {
+        self.config.connect(self.tls.clone()).map_err(|source| SinkError::Open {
+            url: self.url.clone(),
+            source: ConnectError::new(source, self.peer),
+        })
+    }
+
+    /// The pool, built without connecting: connections are made on first use, so start-up can
+    /// retry an unreachable database with its own backoff and logging.
+    pub fn pool(&self, size: usize) -> Pool {
+        let manager = Manager {
+            inner: PostgresConnectionManager::new(self.config.clone(), self.tls.clone()),
+            peer: self.peer,
+        };
+        r2d2::Pool::builder()
+            .max_size(size as u32)
+            .min_idle(Some(0))
+            // has_broken() (a closed socket) is checked on return; a round trip per checkout
+            // would cost more than the rare retry it saves.
+            .test_on_check_out(false)
+            .connection_timeout(Duration::from_secs(5))
+            // r2d2 would log every failed connect; `retry::Outage` logs an outage once instead.
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(manager)
+    }
+}
+
+/// A failed connect, with its TLS diagnosis: `Display` is the client's message and, where TLS
+/// explains it, the setting to check in parentheses. The pool keeps only the text of its last
+/// failed connect, so the diagnosis has to be in the text.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub source: postgres::Error,
+    pub diagnosis: Option<Diagnosis>,
+}
+
+impl ConnectError {
+    fn new(source: postgres::Error, peer: tls::Peer) -> ConnectError {
+        let diagnosis = tls::diagnose(&source, peer);
+        ConnectError { source, diagnosis }
+    }
+
+    /// True when a certificate was refused or TLS is not spoken as configured
+    /// ([`Diagnosis::refused`]): waiting will not cure it.
+    pub fn is_refusal(&self) -> bool {
+        self.diagnosis.as_ref().is_some_and(|d| d.refused)
+    }
+}
+
+impl std::fmt::Display for ConnectError {
+    /// The server's message, or the client's with its causes (rust-postgres's own text is only
+    /// the kind: "error performing TLS handshake"), then the hint.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&fault::describe(&self.source))?;
+        if self.source.as_db_error().is_none() {
+            let mut cause = std::error::Error::source(&self.source);
+            while let Some(e) = cause {
+                write!(f, ": {e}")?;
+                cause = e.source();
+            }
+        }
+        match &self.diagnosis {
+            Some(d) => write!(f, " ({})", d.hint),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// r2d2_postgres's manager, whose connect errors carry their TLS diagnosis ([`ConnectError`]).
+pub struct Manager {
+    inner: PostgresConnectionManager<MakeRustlsConnect>,
+    peer: tls::Peer,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").field("peer", &self.peer).finish_non_exhaustive()
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = postgres::Client;
+    type Error = ConnectError;
+
+    fn connect(&self) -> Result<postgres::Client, ConnectError> {
+        self.inner.connect().map_err(|e| ConnectError::new(e, self.peer))
+    }
+
+    fn is_valid(&self, client: &mut postgres::Client) -> Result<(), ConnectError> {
+        self.inner.is_valid(client).map_err(|source| ConnectError { source, diagnosis: None })
+    }
+
+    fn has_broken(&self, client: &mut postgres::Client) -> bool {
+        self.inner.has_broken(client)
+    }
 }
