@@ -402,3 +402,52 @@ fn bad_tls_settings_stop_the_process_before_it_connects_in_one_line() {
         assert!(out[0].contains(expected), "{env:?}: {:?} should hold {expected:?}", out[0]);
     }
 }
+
+#[test]
+fn at_the_stop_deadline_statements_are_cancelled_over_tls() {
+    let pki = Pki::new();
+    let pg = tls_postgres(&pki);
+    let db = TestDb::create_on(&pg.socket_admin_url());
+    let stream = TestStream::new(); // the shared Redis: this test is about PostgreSQL
+    let database_url = format!("postgres://postgres@localhost:{}/{}", pg.port, db.name);
+    migrate_schema(&database_url); // sslmode prefer (none given): TLS, as the server offers it
+    let mut locker = db.client();
+    locker.batch_execute("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE").expect("lock events");
+    publish_many(&mut redis(), &stream.name, 200, "locked");
+    let ca = pki.path("ca.pem");
+    let redis_url = redis_url();
+    let mut p = Process::spawn(
+        &["run"],
+        &[
+            ("REDIS_URL", redis_url.as_str()),
+            ("DATABASE_URL", &database_url),
+            ("STREAMSINK_PG_TLS", "verify-full"),
+            ("STREAMSINK_PG_CA", &ca),
+            ("STREAMSINK_STREAMS", &stream.name),
+        ],
+    );
+    let mut watcher = db.client();
+    wait_until(Duration::from_secs(20), "a write waiting for the lock", || {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'streamsink' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .ok()?
+            .get(0);
+        (waiting >= 1).then_some(())
+    });
+    let sent = std::time::Instant::now();
+    p.signal("TERM");
+    let (code, _) = p.wait_exit(Duration::from_secs(15));
+    let took = sent.elapsed();
+    locker.batch_execute("COMMIT").expect("release the lock");
+    let out = p.output();
+    assert_eq!(code, Some(0), "{out:#?}");
+    assert!(out.iter().any(|l| l.contains("cancelled (their entries stay pending")), "{out:#?}");
+    // A cancel that did not reach the server would leave the writers blocked until the
+    // supervisor gives up on them at 8 s.
+    assert!(!out.iter().any(|l| l.contains("still blocked")), "{out:#?}");
+    assert!(took < Duration::from_secs(8), "stopped in {took:?}");
+}
