@@ -40,7 +40,8 @@ pub enum SupervisorError {
     /// Redis refused something retrying cannot fix (the stream key holds another type...).
     #[error(transparent)]
     Broker(#[from] BrokerError),
-    /// Redis did not answer (start-up retries this until it does or a stop is requested).
+    /// Redis did not answer (start-up retries this until it does or a stop is requested), or
+    /// refused TLS as configured (`tls::is_refusal`: start-up gives up at once).
     #[error("cannot connect to Redis at {url}: {source}")]
     RedisConnect {
         url: crate::secret::SecretUrl,
