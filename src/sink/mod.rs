@@ -36,6 +36,13 @@ pub enum SinkError {
         #[source]
         source: pool::ConnectError,
     },
+    /// A connection outside the pool got no answer in time (connecting, the TLS handshake or
+    /// the start-up exchange).
+    #[error("cannot connect to Postgres at {url}: no answer within {after:?}")]
+    NoAnswer { url: SecretUrl, after: std::time::Duration },
+    /// The thread making a connection could not be started.
+    #[error("cannot start a thread to connect to Postgres: {0}")]
+    Spawn(#[source] std::io::Error),
     /// TLS could not be set up (no trust anchor to verify the server by).
     #[error("cannot set up TLS to Postgres: {0}")]
     Tls(#[source] crate::tls::SetupError),
@@ -56,7 +63,7 @@ impl SinkError {
     pub(crate) fn is_infrastructure(&self) -> bool {
         match self {
             SinkError::Url { .. } | SinkError::Tls(_) => false,
-            SinkError::Connect(_) => true,
+            SinkError::Connect(_) | SinkError::NoAnswer { .. } | SinkError::Spawn(_) => true,
             SinkError::Open { source, .. } => !source.is_refusal(),
             SinkError::Query { source, .. } => fault::classify(source).is_infrastructure(),
         }

@@ -4,8 +4,10 @@
 //! Invariant: every connection (the pool's, start-up's migration, `streamsink migrate`, the
 //! cancel requests) is made from one [`Postgres`], so all use the same TLS mode and connector.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use r2d2_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -22,14 +24,18 @@ pub type PooledClient = r2d2::PooledConnection<Manager>;
 
 /// Where PostgreSQL is and how to speak to it: the parsed configuration with its timeouts,
 /// application name and sslmode (from the TLS mode), and the rustls connector.
-#[derive(Clone)]
 pub struct Postgres {
     url: SecretUrl,
     config: postgres::Config,
     tls: MakeRustlsConnect,
     peer: tls::Peer,
     mode: PgTls,
+    /// A [`Postgres::connect`] still under way after its caller stopped waiting for it.
+    pending: Mutex<Option<Receiver<Result<postgres::Client, postgres::Error>>>>,
 }
+
+/// The longest [`Postgres::connect`] waits when the configuration sets no connect timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Postgres {
     /// Builds the configuration and the connector (reading the system's trust store if the
@@ -38,7 +44,7 @@ impl Postgres {
         let url = &settings.database_url;
         let mut config = url.postgres_config().cloned().ok_or_else(|| SinkError::Url { url: url.clone() })?;
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
+            config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("streamsink");
@@ -46,7 +52,7 @@ impl Postgres {
         let mode = settings.tls_mode();
         config.ssl_mode(mode.ssl_mode());
         let tls = tls::postgres_connector(mode, settings.pg_ca.as_ref()).map_err(SinkError::Tls)?;
-        Ok(Postgres { url: url.clone(), config, tls, peer: settings.peer(), mode })
+        Ok(Postgres { url: url.clone(), config, tls, peer: settings.peer(), mode, pending: Mutex::new(None) })
     }
 
     /// The TLS mode in force.
@@ -61,11 +67,42 @@ impl Postgres {
 
     /// One connection outside the pool (start-up's migration, `streamsink migrate`): its error
     /// is the client's own, diagnosed, not the pool's timeout.
+    ///
+    /// The client bounds only the TCP connect by its connect timeout; a server that accepts and
+    /// then says nothing (a stalled server, a silent relay) would hold the SSL request or the
+    /// start-up exchange forever. So the connect runs on a thread of its own and is waited for
+    /// at most the connect timeout; one still under way then is waited for again by the next
+    /// call rather than started anew, so a silent server holds one thread, not one per attempt.
     pub fn connect(&self) -> Result<postgres::Client, SinkError> {
-        self.config.connect(self.tls.clone()).map_err(|source| SinkError::Open {
-            url: self.url.clone(),
-            source: ConnectError::new(source, self.peer),
-        })
+        let wait = self.config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT);
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let result = match pending.take() {
+            Some(under_way) => under_way,
+            None => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let (config, tls) = (self.config.clone(), self.tls.clone());
+                std::thread::Builder::new()
+                    .name("pg-connect".into())
+                    .spawn(move || {
+                        let _ = tx.send(config.connect(tls));
+                    })
+                    .map_err(SinkError::Spawn)?;
+                rx
+            }
+        };
+        match result.recv_timeout(wait) {
+            Ok(connected) => connected.map_err(|source| SinkError::Open {
+                url: self.url.clone(),
+                source: ConnectError::new(source, self.peer),
+            }),
+            Err(RecvTimeoutError::Timeout) => {
+                *pending = Some(result);
+                Err(SinkError::NoAnswer { url: self.url.clone(), after: wait })
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(SinkError::NoAnswer { url: self.url.clone(), after: wait })
+            }
+        }
     }
 
     /// The pool, built without connecting: connections are made on first use, so start-up can
