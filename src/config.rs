@@ -91,6 +91,28 @@ pub struct PostgresSettings {
         value_parser = database_url
     )]
     pub database_url: SecretUrl,
+    /// `STREAMSINK_PG_TLS`, `STREAMSINK_PG_CA`.
+    #[command(flatten)]
+    pub tls: PostgresTlsSettings,
+}
+
+impl PostgresSettings {
+    /// The TLS mode ([`PostgresTlsSettings::mode`]).
+    pub fn tls_mode(&self) -> PgTls {
+        self.tls.mode(&self.database_url)
+    }
+
+    /// [`PostgresTlsSettings::check`] for this URL.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        self.tls.check(&self.database_url)
+    }
+}
+
+/// How to trust PostgreSQL: the TLS mode and the CA. A group of its own, so that a command
+/// reaching Postgres through another URL setting (an optional one, say) flattens the same
+/// definitions; its methods take the URL they apply to.
+#[derive(Args, Debug, Clone)]
+pub struct PostgresTlsSettings {
     /// TLS to PostgreSQL: off, require (encrypted; the certificate checked only against STREAMSINK_PG_CA) or verify-full (chain and host name verified); over the URL's sslmode [default: <the URL's sslmode>]
     #[arg(long, env = "STREAMSINK_PG_TLS", value_name = "MODE", value_parser = tls::pg_tls)]
     pub pg_tls: Option<PgTls>,
@@ -99,19 +121,19 @@ pub struct PostgresSettings {
     pub pg_ca: Option<CaFile>,
 }
 
-impl PostgresSettings {
-    /// The TLS mode: `STREAMSINK_PG_TLS` when set, else the URL's sslmode (`prefer` when the
-    /// URL names none, as libpq).
-    pub fn tls_mode(&self) -> PgTls {
-        PgTls::resolve(self.pg_tls, self.database_url.postgres_sslmode())
+impl PostgresTlsSettings {
+    /// The TLS mode for `url`: `STREAMSINK_PG_TLS` when set, else the URL's sslmode (`prefer`
+    /// when the URL names none, as libpq).
+    pub fn mode(&self, url: &SecretUrl) -> PgTls {
+        PgTls::resolve(self.pg_tls, url.postgres_sslmode())
     }
 
-    /// Refuses TLS settings that would be ignored or cannot work: a CA with TLS off, and a
-    /// mode requiring TLS where the client has no host name to verify or speak TLS with (a
-    /// socket directory, where PostgreSQL never uses TLS, or a bare `hostaddr`).
-    pub fn check(&self) -> Result<(), SettingsError> {
+    /// Refuses TLS settings that would be ignored or cannot work with `url`: a CA with TLS off,
+    /// and a mode requiring TLS where the client has no host name to verify or speak TLS with
+    /// (a socket directory, where PostgreSQL never uses TLS, or a bare `hostaddr`).
+    pub fn check(&self, url: &SecretUrl) -> Result<(), SettingsError> {
         let named = named::<PostgresSettings>;
-        let mode = self.tls_mode();
+        let mode = self.mode(url);
         if self.pg_ca.is_some() && mode == PgTls::Off {
             let problem = format!(
                 "TLS to PostgreSQL is off ({}=off or sslmode=disable), so no certificate is checked",
@@ -120,7 +142,7 @@ impl PostgresSettings {
             return Err(SettingsError::invalid(&named("pg_ca"), problem));
         }
         let by = if self.pg_tls.is_some() { named("pg_tls") } else { named("database_url") };
-        let Some(config) = self.database_url.postgres_config() else {
+        let Some(config) = url.postgres_config() else {
             return Ok(());
         };
         let hosts = config.get_hosts();
@@ -139,8 +161,8 @@ impl PostgresSettings {
     }
 
     /// What a failed connection's diagnosis needs to know (`tls::diagnose`).
-    pub(crate) fn peer(&self) -> tls::Peer {
-        tls::Peer::Postgres { mode: self.tls_mode(), ca: self.pg_ca.is_some() }
+    pub(crate) fn peer(&self, url: &SecretUrl) -> tls::Peer {
+        tls::Peer::Postgres { mode: self.mode(url), ca: self.pg_ca.is_some() }
     }
 }
 

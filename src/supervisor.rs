@@ -166,7 +166,7 @@ impl Supervisor {
         stop: Arc<AtomicBool>,
         hooks: Hooks,
     ) -> Result<Supervisor, SupervisorError> {
-        let postgres = pool::Postgres::new(&config.postgres)?;
+        let postgres = pool::Postgres::new(&config.postgres.database_url, &config.postgres.tls)?;
         log::info!(
             "connecting: redis {} postgres {} (TLS {})",
             config.redis.redis_url,

@@ -282,7 +282,9 @@ fn pg_settings(flags: &[&str]) -> PostgresSettings {
 /// Connects as `flags` say; `Ok(ssl)` from `pg_stat_ssl` for the connection itself.
 fn connect_with(flags: &[&str]) -> Result<bool, String> {
     let settings = pg_settings(flags);
-    let mut client = Postgres::new(&settings).and_then(|p| p.connect()).map_err(|e| e.to_string())?;
+    let mut client = Postgres::new(&settings.database_url, &settings.tls)
+        .and_then(|p| p.connect())
+        .map_err(|e| e.to_string())?;
     let row = client
         .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
         .map_err(|e| e.to_string())?;

@@ -75,6 +75,6 @@ fn apply(
 /// Connects as `settings` say (with the pool's timeouts, application name and TLS) and
 /// migrates: what `streamsink migrate` does.
 pub fn migrate_database(settings: &PostgresSettings) -> Result<Vec<i32>, SinkError> {
-    let mut client = pool::Postgres::new(settings)?.connect()?;
+    let mut client = pool::Postgres::new(&settings.database_url, &settings.tls)?.connect()?;
     migrate(&mut client)
 }

@@ -12,7 +12,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{SinkError, fault};
-use crate::config::PostgresSettings;
+use crate::config::PostgresTlsSettings;
 use crate::secret::SecretUrl;
 use crate::tls::{self, Diagnosis, PgTls};
 
@@ -39,9 +39,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Postgres {
     /// Builds the configuration and the connector (reading the system's trust store if the
-    /// mode verifies without `STREAMSINK_PG_CA`). Connects nothing.
-    pub fn new(settings: &PostgresSettings) -> Result<Postgres, SinkError> {
-        let url = &settings.database_url;
+    /// mode verifies without `STREAMSINK_PG_CA`) for `url` as `tls` says. Connects nothing.
+    pub fn new(url: &SecretUrl, tls: &PostgresTlsSettings) -> Result<Postgres, SinkError> {
         let mut config = url.postgres_config().cloned().ok_or_else(|| SinkError::Url { url: url.clone() })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -49,10 +48,11 @@ impl Postgres {
         if config.get_application_name().is_none() {
             config.application_name("streamsink");
         }
-        let mode = settings.tls_mode();
+        let mode = tls.mode(url);
         config.ssl_mode(mode.ssl_mode());
-        let tls = tls::postgres_connector(mode, settings.pg_ca.as_ref()).map_err(SinkError::Tls)?;
-        Ok(Postgres { url: url.clone(), config, tls, peer: settings.peer(), mode, pending: Mutex::new(None) })
+        let peer = tls.peer(url);
+        let tls = tls::postgres_connector(mode, tls.pg_ca.as_ref()).map_err(SinkError::Tls)?;
+        Ok(Postgres { url: url.clone(), config, tls, peer, mode, pending: Mutex::new(None) })
     }
 
     /// The TLS mode in force.
