@@ -62,8 +62,10 @@ impl RedisSettings {
                 &named("redis_cert"),
                 format!("required with {} (the certificate of that private key)", named("redis_key")),
             )),
-            (Some(cert), Some(key)) => tls::check_pair(cert, key).map_err(|problem| {
-                SettingsError::invalid(&named("redis_key"), format!("{problem} in {}", named("redis_cert")))
+            (Some(cert), Some(key)) => tls::check_pair(cert, key).map_err(|why| {
+                let problem =
+                    format!("is not the private key of the certificate in {} ({why})", named("redis_cert"));
+                SettingsError::invalid(&named("redis_key"), problem)
             }),
             (None, None) => Ok(()),
         }

@@ -64,7 +64,8 @@ pub(crate) struct Shared {
     pub hooks: Hooks,
     pub counters: Arc<Counters>,
     pub redis_outage: Outage,
-    pub postgres_outage: Outage,
+    /// Shared with the pool, which reports TLS refusals to it (`pool::Postgres::pool`).
+    pub postgres_outage: Arc<Outage>,
     /// What the process holds, against `STREAMSINK_MAX_INFLIGHT`.
     pub inflight: Arc<Inflight>,
     /// Postgres refusing batch writes (class 42 and the like): logged once per episode.
@@ -178,14 +179,15 @@ impl Supervisor {
         }
         ensure_groups(config, &stop)?;
         migrate_with_retry(&postgres, &stop)?;
-        let pool = postgres.pool(config.worker.workers);
+        let postgres_outage = Arc::new(Outage::new("Postgres"));
+        let pool = postgres.pool(config.worker.workers, Arc::clone(&postgres_outage));
         let shared = Arc::new(Shared {
             config: config.clone(),
             consumer: config.worker.consumer_name(),
             hooks,
             counters: Arc::new(Counters::default()),
             redis_outage: Outage::new("Redis"),
-            postgres_outage: Outage::new("Postgres"),
+            postgres_outage,
             inflight: Arc::new(Inflight::new(config.worker.max_inflight, config.worker.batch)),
             statement_refused: Episode::default(),
             ack_refused: Episode::default(),

@@ -167,13 +167,11 @@ fn private_key(file: &PemFile) -> Result<PrivateKeyDer<'static>, String> {
     })
 }
 
-/// Why a certificate and a key cannot go together: the key is not the certificate's.
+/// Whether `key` is the private key of `cert`'s certificate; `Err` gives rustls's reason.
 pub(crate) fn check_pair(cert: &CertFile, key: &KeyFile) -> Result<(), String> {
     let chain = cert.0.certificates()?;
     let key = private_key(&key.0)?;
-    rustls::sign::CertifiedKey::from_der(chain, key, &provider())
-        .map(|_| ())
-        .map_err(|e| format!("is not the private key of that certificate ({e})"))
+    rustls::sign::CertifiedKey::from_der(chain, key, &provider()).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// What redis-rs needs for a `rediss://` connection beyond its URL: the CA to verify the server
@@ -593,9 +591,11 @@ pub(crate) fn explain_redis(error: redis::RedisError, peer: Peer) -> redis::Redi
     redis::RedisError::from(std::io::Error::new(kind, explained))
 }
 
-/// True when `error`'s chain holds a refusal ([`Diagnosis::refused`]).
+/// True when `error`'s chain holds a refusal ([`Diagnosis::refused`]): a Redis error explained
+/// by [`explain_redis`], or a PostgreSQL connect error (`sink::pool::ConnectError`).
 pub(crate) fn is_refusal(error: &(dyn StdError + 'static)) -> bool {
     find::<Explained>(error).is_some_and(|e| e.diagnosis.refused)
+        || find::<crate::sink::pool::ConnectError>(error).is_some_and(|e| e.is_refusal())
 }
 
 #[cfg(test)]

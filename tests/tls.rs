@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use common::tls::{Pki, TlsRedis, tls_postgres};
+use common::tls::{Pki, TlsRedis, serve_certificate, tls_postgres};
 use common::*;
 use streamsink::config::PostgresSettings;
 use streamsink::sink::pool::Postgres;
@@ -371,7 +371,8 @@ fn bad_tls_settings_stop_the_process_before_it_connects_in_one_line() {
                 ("STREAMSINK_REDIS_CERT", &cert),
                 ("STREAMSINK_REDIS_KEY", &other_key),
             ],
-            "invalid setting STREAMSINK_REDIS_KEY (--redis-key): is not the private key of that certificate",
+            "invalid setting STREAMSINK_REDIS_KEY (--redis-key): is not the private key of the certificate in \
+             STREAMSINK_REDIS_CERT (--redis-cert)",
         ),
         (
             vec![("REDIS_URL", "rediss://127.0.0.1:1#insecure")],
@@ -452,4 +453,66 @@ fn at_the_stop_deadline_statements_are_cancelled_over_tls() {
     // supervisor gives up on them at 8 s.
     assert!(!out.iter().any(|l| l.contains("still blocked")), "{out:#?}");
     assert!(took < Duration::from_secs(8), "stopped in {took:?}");
+}
+
+#[test]
+fn a_certificate_refused_while_running_is_an_outage_naming_the_setting_and_the_worker_resumes() {
+    let pki = Pki::new();
+    let mut redis = TlsRedis::start(&pki, false);
+    let pg = tls_postgres(&pki);
+    let db = TestDb::create_on(&pg.socket_admin_url());
+    let stream = unique("ss:stream");
+    let (ca, database_url) =
+        (pki.path("ca.pem"), format!("postgres://postgres@localhost:{}/{}", pg.port, db.name));
+    let redis_url = redis.url();
+    let p = Process::spawn(
+        &["run"],
+        &[
+            ("REDIS_URL", redis_url.as_str()),
+            ("STREAMSINK_REDIS_CA", &ca),
+            ("DATABASE_URL", &database_url),
+            ("STREAMSINK_PG_TLS", "verify-full"),
+            ("STREAMSINK_PG_CA", &ca),
+            ("STREAMSINK_STREAMS", &stream),
+            ("STREAMSINK_BLOCK", "200ms"),
+        ],
+    );
+    let rows = |n: i64| {
+        wait_until(Duration::from_secs(30), &format!("{n} rows"), || {
+            (db.count_or_zero("SELECT count(*) FROM events") == n).then_some(())
+        })
+    };
+    publish_many(&mut redis.con(&pki), &stream, 10, "before");
+    rows(10);
+
+    // Redis comes back with a certificate of another CA: one error line naming the setting,
+    // the worker waits; with its own certificate again, the worker goes on.
+    redis.restart_serving(&pki, "other-server");
+    let line = p.wait_for_line("Redis refuses the TLS connection", Duration::from_secs(20));
+    assert!(line.contains("invalid peer certificate: UnknownIssuer (check STREAMSINK_REDIS_CA)"), "{line}");
+    redis.restart_serving(&pki, "server");
+    publish_many(&mut redis.con(&pki), &stream, 10, "after-redis");
+    rows(20);
+    p.wait_for_line("Redis available again", Duration::from_secs(10));
+
+    // The same for PostgreSQL, whose pooled connections the restart breaks.
+    pg.stop();
+    serve_certificate(&pg, &pki, "other-server");
+    pg.start_again();
+    publish_many(&mut redis.con(&pki), &stream, 10, "after-pg");
+    let line = p.wait_for_line("Postgres refuses the TLS connection", Duration::from_secs(20));
+    assert!(line.contains("invalid peer certificate: UnknownIssuer (check STREAMSINK_PG_CA)"), "{line}");
+    pg.stop();
+    serve_certificate(&pg, &pki, "server");
+    pg.start_again();
+    rows(30);
+    p.wait_for_line("Postgres available again", Duration::from_secs(10));
+
+    let out = p.output();
+    for needle in ["Redis refuses the TLS connection", "Postgres refuses the TLS connection"] {
+        assert_eq!(out.iter().filter(|l| l.contains(needle)).count(), 1, "once per outage: {out:#?}");
+    }
+    p.signal("TERM");
+    let (code, out) = exit_of(p);
+    assert_eq!(code, Some(0), "{out:#?}");
 }

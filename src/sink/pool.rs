@@ -4,7 +4,7 @@
 //! Invariant: every connection (the pool's, start-up's migration, `streamsink migrate`, the
 //! cancel requests) is made from one [`Postgres`], so all use the same TLS mode and connector.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -13,6 +13,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{SinkError, fault};
 use crate::config::PostgresTlsSettings;
+use crate::retry::Outage;
 use crate::secret::SecretUrl;
 use crate::tls::{self, Diagnosis, PgTls};
 
@@ -106,8 +107,10 @@ impl Postgres {
     }
 
     /// The pool, built without connecting: connections are made on first use, so start-up can
-    /// retry an unreachable database with its own backoff and logging.
-    pub fn pool(&self, size: usize) -> Pool {
+    /// retry an unreachable database with its own backoff and logging. A connect that fails
+    /// with a TLS refusal is reported to `outage` (which logs it once per outage): the pool
+    /// keeps only the text of its last failure, so the worker that waited cannot tell.
+    pub(crate) fn pool(&self, size: usize, outage: Arc<Outage>) -> Pool {
         let manager = Manager {
             inner: PostgresConnectionManager::new(self.config.clone(), self.tls.clone()),
             peer: self.peer,
@@ -119,8 +122,9 @@ impl Postgres {
             // would cost more than the rare retry it saves.
             .test_on_check_out(false)
             .connection_timeout(Duration::from_secs(5))
-            // r2d2 would log every failed connect; `retry::Outage` logs an outage once instead.
-            .error_handler(Box::new(r2d2::NopErrorHandler))
+            // r2d2 would log every failed connect; `retry::Outage` logs an outage once instead
+            // (the worker reports the failure; refusals are reported from here).
+            .error_handler(Box::new(Refusals(outage)))
             .build_unchecked(manager)
     }
 }
@@ -169,6 +173,18 @@ impl std::fmt::Display for ConnectError {
 impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.source)
+    }
+}
+
+/// The pool's error handler: a TLS refusal goes to the outage it belongs to.
+#[derive(Debug)]
+struct Refusals(Arc<Outage>);
+
+impl r2d2::HandleError<ConnectError> for Refusals {
+    fn handle_error(&self, error: ConnectError) {
+        if error.is_refusal() {
+            self.0.fault("pool", &error);
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use super::{PrivatePostgres, free_port, unique, wait_until};
 
 /// A directory of PEM files: `ca.pem` (the test CA), `server.pem`/`server.key` (signed by it,
 /// for `localhost` and `127.0.0.1`), `client.pem`/`client.key` (a client certificate signed by
-/// it), and `other-ca.pem` (a CA that signed none of them). Removed on drop.
+/// it), and `other-ca.pem` with what it signed: `other-server.pem`/`.key` (for the same names)
+/// and `other-client.pem`/`.key`. Removed on drop.
 pub struct Pki {
     pub dir: PathBuf,
 }
@@ -29,6 +30,7 @@ impl Pki {
         pki.leaf(&ca, &[], ExtendedKeyUsagePurpose::ClientAuth, "client");
         let other = pki.ca("another CA", "other-ca.pem");
         pki.leaf(&other, &[], ExtendedKeyUsagePurpose::ClientAuth, "other-client");
+        pki.leaf(&other, &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth, "other-server");
         pki
     }
 
@@ -102,24 +104,28 @@ impl TlsRedis {
         let port = free_port();
         let dir = std::env::temp_dir().join(unique("ss-tls-redis"));
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--tls-cert-file", &pki.path("server.pem"), "--tls-key-file", &pki.path("server.key")])
-            .args(["--tls-ca-cert-file", &pki.path("ca.pem")])
-            .args(["--tls-auth-clients", if mutual { "yes" } else { "no" }])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/services.sh installs it)");
+        let child = spawn_tls_redis(pki, port, &dir, mutual, "server");
         let r = TlsRedis { port, dir, child, mutual };
+        r.wait_ready(pki);
+        r
+    }
+
+    fn wait_ready(&self, pki: &Pki) {
         wait_until(Duration::from_secs(10), "the TLS redis-server to answer", || {
-            let mut con = tls_redis_at(&r.url(), pki, r.mutual).ok()?;
+            let mut con = tls_redis_at(&self.url(), pki, self.mutual).ok()?;
             redis::cmd("PING").query::<String>(&mut con).ok()
         });
-        r
+    }
+
+    /// Restarts it on the same port serving `<stem>.pem` (`other-server` is signed by the other
+    /// CA); waits for it only when that certificate is the test CA's.
+    pub fn restart_serving(&mut self, pki: &Pki, stem: &str) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_tls_redis(pki, self.port, &self.dir, self.mutual, stem);
+        if stem == "server" {
+            self.wait_ready(pki);
+        }
     }
 
     /// `rediss://127.0.0.1:<port>`.
@@ -131,6 +137,26 @@ impl TlsRedis {
     pub fn con(&self, pki: &Pki) -> redis::Connection {
         tls_redis_at(&self.url(), pki, self.mutual).expect("connect to the TLS redis-server")
     }
+}
+
+fn spawn_tls_redis(pki: &Pki, port: u16, dir: &Path, mutual: bool, stem: &str) -> Child {
+    Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args([
+            "--tls-cert-file",
+            &pki.path(&format!("{stem}.pem")),
+            "--tls-key-file",
+            &pki.path(&format!("{stem}.key")),
+        ])
+        .args(["--tls-ca-cert-file", &pki.path("ca.pem")])
+        .args(["--tls-auth-clients", if mutual { "yes" } else { "no" }])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (scripts/services.sh installs it)")
 }
 
 impl Drop for TlsRedis {
@@ -147,10 +173,7 @@ impl Drop for TlsRedis {
 pub fn tls_postgres(pki: &Pki) -> PrivatePostgres {
     PrivatePostgres::start_configured(|pg| {
         let data = pg.data_dir();
-        for (from, to) in [("server.pem", "server.crt"), ("server.key", "server.key")] {
-            std::fs::copy(pki.dir.join(from), data.join(to)).expect("copy server certificate");
-            PrivatePostgres::give_to_postgres(&data.join(to));
-        }
+        serve_certificate(pg, pki, "server");
         append(
             &data.join("postgresql.conf"),
             "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
@@ -164,6 +187,16 @@ pub fn tls_postgres(pki: &Pki) -> PrivatePostgres {
         )
         .expect("write pg_hba.conf");
     })
+}
+
+/// Puts `<stem>.pem` and `<stem>.key` in place as the cluster's server certificate (read when
+/// the server starts).
+pub fn serve_certificate(pg: &PrivatePostgres, pki: &Pki, stem: &str) {
+    let data = pg.data_dir();
+    for (from, to) in [(format!("{stem}.pem"), "server.crt"), (format!("{stem}.key"), "server.key")] {
+        std::fs::copy(pki.dir.join(from), data.join(to)).expect("copy server certificate");
+        PrivatePostgres::give_to_postgres(&data.join(to));
+    }
 }
 
 fn append(path: &Path, text: &str) {
