@@ -15,16 +15,73 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::secret::{SecretUrl, UrlError};
+use crate::tls::{self, CaFile, CertFile, KeyFile, PgTls};
 
-/// Where Redis is: for every command that reads or writes streams.
+/// Where Redis is, and how to trust it: for every command that reads or writes streams.
+///
+/// The TLS files are read when the command line is; [`RedisSettings::check`] refuses the
+/// combinations that cannot work (call it before connecting: `Config::from_flags` and every
+/// subcommand do).
 #[derive(Args, Debug, Clone)]
 pub struct RedisSettings {
-    /// Redis URL: redis://[:password@]host:port[/db], rediss://…, unix:///path.
+    /// Redis URL: redis://[:password@]host:port[/db], rediss://… (TLS), unix:///path.
     #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true, value_parser = redis_url)]
     pub redis_url: SecretUrl,
+    /// CA certificates (PEM) to verify a rediss:// server by, instead of the system's trust store.
+    #[arg(long, env = "STREAMSINK_REDIS_CA", value_name = "PATH", value_parser = tls::ca_file)]
+    pub redis_ca: Option<CaFile>,
+    /// Client certificate (PEM) for mutual TLS with a rediss:// server; needs STREAMSINK_REDIS_KEY.
+    #[arg(long, env = "STREAMSINK_REDIS_CERT", value_name = "PATH", value_parser = tls::cert_file)]
+    pub redis_cert: Option<CertFile>,
+    /// Private key (PEM) of STREAMSINK_REDIS_CERT.
+    #[arg(long, env = "STREAMSINK_REDIS_KEY", value_name = "PATH", value_parser = tls::key_file)]
+    pub redis_key: Option<KeyFile>,
 }
 
-/// Where PostgreSQL is: for every command that touches the database.
+impl RedisSettings {
+    /// Refuses TLS settings that would be ignored or cannot work: a CA, certificate or key with
+    /// a URL that is not rediss://, a certificate without its key (or the reverse), a key that
+    /// is not the certificate's.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        let named = named::<RedisSettings>;
+        let given = [
+            (self.redis_ca.is_some(), "redis_ca"),
+            (self.redis_cert.is_some(), "redis_cert"),
+            (self.redis_key.is_some(), "redis_key"),
+        ];
+        if let Some((_, id)) = given.iter().find(|(set, _)| *set).filter(|_| !self.redis_url.is_redis_tls()) {
+            let problem = format!("is for TLS, but {} is not a rediss:// URL", named("redis_url"));
+            return Err(SettingsError::invalid(&named(id), problem));
+        }
+        match (&self.redis_cert, &self.redis_key) {
+            (Some(_), None) => Err(SettingsError::invalid(
+                &named("redis_key"),
+                format!("required with {} (the client certificate's private key)", named("redis_cert")),
+            )),
+            (None, Some(_)) => Err(SettingsError::invalid(
+                &named("redis_cert"),
+                format!("required with {} (the certificate of that private key)", named("redis_key")),
+            )),
+            (Some(cert), Some(key)) => tls::check_pair(cert, key).map_err(|why| {
+                let problem =
+                    format!("is not the private key of the certificate in {} ({why})", named("redis_cert"));
+                SettingsError::invalid(&named("redis_key"), problem)
+            }),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// What a failed connection's diagnosis needs to know (`tls::diagnose`).
+    pub(crate) fn peer(&self) -> tls::Peer {
+        tls::Peer::Redis {
+            tls: self.redis_url.is_redis_tls(),
+            ca: self.redis_ca.is_some(),
+            cert: self.redis_cert.is_some(),
+        }
+    }
+}
+
+/// Where PostgreSQL is, and how to trust it: for every command that touches the database.
 #[derive(Args, Debug, Clone)]
 pub struct PostgresSettings {
     /// PostgreSQL URL (postgres://user[:password]@host:port/db) or key=value string.
@@ -36,6 +93,97 @@ pub struct PostgresSettings {
         value_parser = database_url
     )]
     pub database_url: SecretUrl,
+    /// `STREAMSINK_PG_TLS`, `STREAMSINK_PG_CA`.
+    #[command(flatten)]
+    pub tls: PostgresTlsSettings,
+}
+
+impl PostgresSettings {
+    /// The TLS mode ([`PostgresTlsSettings::mode`]).
+    pub fn tls_mode(&self) -> PgTls {
+        self.tls.mode(&self.database_url)
+    }
+
+    /// [`PostgresTlsSettings::check`] for this URL.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        self.tls.check(&self.database_url)
+    }
+}
+
+/// How to trust PostgreSQL: the TLS mode and the CA. A group of its own, so that a command
+/// reaching Postgres through another URL setting (an optional one, say) flattens the same
+/// definitions; its methods take the URL they apply to.
+#[derive(Args, Debug, Clone)]
+pub struct PostgresTlsSettings {
+    /// TLS to PostgreSQL: off, require (encrypted; the certificate checked only against STREAMSINK_PG_CA) or verify-full (chain and host name verified); over the URL's sslmode [default: <the URL's sslmode>]
+    #[arg(long, env = "STREAMSINK_PG_TLS", value_name = "MODE", value_parser = tls::pg_tls)]
+    pub pg_tls: Option<PgTls>,
+    /// CA certificates (PEM) to verify the PostgreSQL server by, instead of the system's trust store.
+    #[arg(long, env = "STREAMSINK_PG_CA", value_name = "PATH", value_parser = tls::ca_file)]
+    pub pg_ca: Option<CaFile>,
+}
+
+impl PostgresTlsSettings {
+    /// The TLS mode for `url`: `STREAMSINK_PG_TLS` when set, else the URL's sslmode (`prefer`
+    /// when the URL names none, as libpq).
+    pub fn mode(&self, url: &SecretUrl) -> PgTls {
+        PgTls::resolve(self.pg_tls, url.postgres_sslmode())
+    }
+
+    /// Refuses TLS settings that would be ignored or cannot work with `url`: a CA with TLS off,
+    /// and a mode requiring TLS where the client has no host name to verify or speak TLS with
+    /// (a socket directory, where PostgreSQL never uses TLS, or a bare `hostaddr`).
+    pub fn check(&self, url: &SecretUrl) -> Result<(), SettingsError> {
+        let named = named::<PostgresSettings>;
+        let mode = self.mode(url);
+        if self.pg_ca.is_some() && mode == PgTls::Off {
+            let problem = format!(
+                "TLS to PostgreSQL is off ({}=off or sslmode=disable), so no certificate is checked",
+                env_name::<PostgresSettings>("pg_tls")
+            );
+            return Err(SettingsError::invalid(&named("pg_ca"), problem));
+        }
+        let by = if self.pg_tls.is_some() { named("pg_tls") } else { named("database_url") };
+        let Some(config) = url.postgres_config() else {
+            return Ok(());
+        };
+        let hosts = config.get_hosts();
+        let named_hosts = !hosts.is_empty()
+            && hosts.len() >= config.get_hostaddrs().len()
+            && hosts.iter().all(|h| matches!(h, postgres::config::Host::Tcp(_)));
+        if mode.requires_tls() && !named_hosts {
+            let problem = format!(
+                "asks for TLS ({mode}), but {} has a host that is a socket directory (where PostgreSQL \
+                 never uses TLS) or only a hostaddr (no host name to verify): give host names or addresses",
+                named("database_url")
+            );
+            return Err(SettingsError::invalid(&by, problem));
+        }
+        Ok(())
+    }
+
+    /// What a failed connection's diagnosis needs to know (`tls::diagnose`).
+    pub(crate) fn peer(&self, url: &SecretUrl) -> tls::Peer {
+        tls::Peer::Postgres { mode: self.mode(url), ca: self.pg_ca.is_some() }
+    }
+}
+
+/// `ENV (--flag)` of the field `id` of the settings group `A`, as its `#[arg]` defines them.
+fn named<A: Args>(id: &str) -> String {
+    let cmd = A::augment_args(clap::Command::new("streamsink"));
+    let arg = cmd.get_arguments().find(|a| a.get_id() == id);
+    let env = arg.and_then(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned());
+    match (env, arg.and_then(|a| a.get_long())) {
+        (Some(env), Some(long)) => format!("{env} (--{long})"),
+        _ => id.to_string(),
+    }
+}
+
+/// The environment variable of the field `id` of the settings group `A`.
+fn env_name<A: Args>(id: &str) -> String {
+    let cmd = A::augment_args(clap::Command::new("streamsink"));
+    let env = cmd.get_arguments().find(|a| a.get_id() == id).and_then(|a| a.get_env());
+    env.map_or_else(|| id.to_string(), |e| e.to_string_lossy().into_owned())
 }
 
 /// Where PostgreSQL is, for a command that can do without it (`check` checks Redis alone).
@@ -50,6 +198,9 @@ pub struct OptionalPostgresSettings {
         value_parser = database_url
     )]
     pub database_url: Option<SecretUrl>,
+    /// `STREAMSINK_PG_TLS`, `STREAMSINK_PG_CA`.
+    #[command(flatten)]
+    pub tls: PostgresTlsSettings,
 }
 
 /// Which streams and which consumer group: for every command that works on the group.
@@ -203,6 +354,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Refuses TLS settings that would be ignored or cannot work ([`RedisSettings::check`],
+    /// [`PostgresSettings::check`]).
+    pub fn check(&self) -> Result<(), SettingsError> {
+        self.redis.check()?;
+        self.postgres.check()
+    }
+
     /// Reads the settings from `flags` (as they follow `streamsink run`), falling back to the
     /// environment and then to the defaults, exactly as the command line does.
     pub fn from_flags<I, T>(flags: I) -> Result<Config, SettingsError>
@@ -216,9 +374,11 @@ impl Config {
             config: Config,
         }
         let args = std::iter::once(std::ffi::OsString::from("run")).chain(flags.into_iter().map(Into::into));
-        <Run as clap::Parser>::try_parse_from(args)
+        let config = <Run as clap::Parser>::try_parse_from(args)
             .map(|r| r.config)
-            .map_err(|e| SettingsError::new(&e, &<Run as clap::CommandFactory>::command()))
+            .map_err(|e| SettingsError::new(&e, &<Run as clap::CommandFactory>::command()))?;
+        config.check()?;
+        Ok(config)
     }
 }
 
@@ -238,6 +398,11 @@ pub struct SettingsError(String);
 const NOT_SHOWN: &str = "not shown: it may hold a secret";
 
 impl SettingsError {
+    /// A value refused after the command line was read: `setting` is `ENV (--flag)`.
+    pub(crate) fn invalid(setting: &str, problem: impl std::fmt::Display) -> SettingsError {
+        SettingsError(format!("invalid setting {setting}: {problem}"))
+    }
+
     /// Renders clap's error `e` about `cmd` (whose arguments, its subcommands' included, are
     /// the settings).
     pub fn new(e: &clap::Error, cmd: &clap::Command) -> SettingsError {
@@ -369,6 +534,11 @@ pub(crate) enum InvalidValue {
     NotAGroupStart(String),
     #[error("'{0}' is not an address to listen on (like 127.0.0.1:9464 or [::1]:9464)")]
     NotAnAddress(String),
+    #[error("'{0}' is not off, require or verify-full")]
+    NotAPgTlsMode(String),
+    /// A PEM file that cannot be read or parsed (`tls::ca_file` and its kin).
+    #[error("'{path}' {problem}")]
+    TlsFile { path: String, problem: String },
     /// A URL that does not parse; the message never quotes it (`secret::UrlError`).
     #[error(transparent)]
     Url(#[from] UrlError),

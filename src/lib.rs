@@ -19,6 +19,7 @@ mod retry;
 pub mod secret;
 pub mod sink;
 pub mod supervisor;
+pub mod tls;
 
 pub use config::Config;
 pub use handlers::{Handler, HandlerError, Registry};

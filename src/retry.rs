@@ -6,7 +6,6 @@
 //! Invariant: no retry in streamsink is a loop of its own: every one goes through [`retry`],
 //! whose waits go through [`sleep_unless`], so a stop request cuts them short.
 
-use std::fmt::Display;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -174,6 +173,8 @@ pub struct Outage {
 struct OutageState {
     since: Option<Instant>,
     cleared_at: Option<Instant>,
+    /// A TLS refusal was logged in the outage under way.
+    refusal_logged: bool,
 }
 
 impl Outage {
@@ -181,10 +182,19 @@ impl Outage {
         Outage { name, state: Mutex::new(OutageState::default()) }
     }
 
-    /// Records a failed attempt; logs only if no outage was already under way.
-    pub fn fault(&self, who: &str, error: &dyn Display) {
+    /// Records a failed attempt; logs only if no outage was already under way, or if `error`
+    /// is the outage's first TLS refusal (`tls::is_refusal`: a certificate refused, TLS not
+    /// spoken as configured). A refusal is logged at error level, whenever in the outage it
+    /// comes: waiting alone will not end it, and an outage that began with a server going away
+    /// may go on because the server came back with a certificate this client refuses.
+    pub fn fault(&self, who: &str, error: &(dyn std::error::Error + 'static)) {
+        let refusal = crate::tls::is_refusal(error);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.since.is_none() {
+        if refusal && !state.refusal_logged {
+            state.refusal_logged = true;
+            state.since.get_or_insert_with(Instant::now);
+            log::error!("{} refuses the TLS connection ({who}): {error}; retrying with backoff", self.name);
+        } else if state.since.is_none() {
             state.since = Some(Instant::now());
             log::warn!("{} unavailable ({who}): {error}; retrying with backoff", self.name);
         } else {
@@ -202,6 +212,7 @@ impl Outage {
         }
         if let Some(start) = state.since.take() {
             state.cleared_at = Some(Instant::now());
+            state.refusal_logged = false;
             log::info!("{} available again after {:.1}s", self.name, start.elapsed().as_secs_f64());
         }
     }
@@ -279,7 +290,7 @@ mod tests {
         let outage = Outage::new("X");
         let before = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
-        outage.fault("t", &"down");
+        outage.fault("t", &std::io::Error::other("down"));
         outage.cleared(before);
         assert!(!outage.is_settled(Duration::ZERO), "answered before the outage: still under way");
         outage.cleared(Instant::now());

@@ -28,7 +28,19 @@ pub struct SecretUrl(Arc<Target>);
 #[derive(Clone)]
 enum Target {
     Redis(ConnectionInfo),
-    Postgres(postgres::Config),
+    Postgres(postgres::Config, SslMode),
+}
+
+/// A PostgreSQL URL's sslmode, as libpq reads it. rust-postgres reads `disable`, `prefer` (its
+/// default, as libpq's) and `require`; `verify-ca` and `verify-full` are read here, and the
+/// client is given `require` for them (`tls::PgTls` adds the verification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
 }
 
 /// The schemes redis-rs reads (`redis::parse_redis_url`).
@@ -39,6 +51,12 @@ const REDIS_SCHEMES: [&str; 7] =
 /// hold a password, and a string that does not parse cannot say where its password is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum UrlError {
+    /// `rediss://…#insecure`: certificate checks off, which streamsink does not offer.
+    #[error(
+        "a rediss:// URL ending in #insecure skips the certificate checks, which streamsink does not \
+         do: give the server's CA in STREAMSINK_REDIS_CA instead"
+    )]
+    InsecureTls,
     /// Another scheme (or none), e.g. `http://` given for Redis.
     #[error("not a {expected} URL{}", scheme_note(.scheme.as_deref()))]
     WrongScheme {
@@ -91,6 +109,9 @@ impl SecretUrl {
         {
             return Err(UrlError::AtAfterHost);
         }
+        if matches!(info.addr(), ConnectionAddr::TcpTls { insecure: true, .. }) {
+            return Err(UrlError::InsecureTls);
+        }
         Ok(SecretUrl(Arc::new(Target::Redis(info))))
     }
 
@@ -100,16 +121,29 @@ impl SecretUrl {
         if let Some(scheme) = scheme_of(text).filter(|s| !["postgres", "postgresql"].contains(s)) {
             return Err(UrlError::WrongScheme { expected: "PostgreSQL", scheme: Some(scheme.to_string()) });
         }
-        let config: postgres::Config =
-            text.parse().map_err(|e| UrlError::Postgres { reason: postgres_reason(&e) })?;
+        let (config, sslmode) =
+            parse_postgres(text).map_err(|e| UrlError::Postgres { reason: postgres_reason(&e) })?;
         if has_at_in_host(&config) {
             let target = at_encoded(text)
-                .and_then(|t| t.parse::<postgres::Config>().ok())
-                .filter(|c| !has_at_in_host(c))
-                .map(|c| SecretUrl(Arc::new(Target::Postgres(c))).to_string());
+                .and_then(|t| parse_postgres(&t).ok())
+                .filter(|(c, _)| !has_at_in_host(c))
+                .map(|(c, mode)| SecretUrl(Arc::new(Target::Postgres(c, mode))).to_string());
             return Err(UrlError::AtInHost { target });
         }
-        Ok(SecretUrl(Arc::new(Target::Postgres(config))))
+        Ok(SecretUrl(Arc::new(Target::Postgres(config, sslmode))))
+    }
+
+    /// True for a Redis URL over TLS (`rediss://`, `valkeys://`).
+    pub(crate) fn is_redis_tls(&self) -> bool {
+        matches!(&*self.0, Target::Redis(info) if matches!(info.addr(), ConnectionAddr::TcpTls { .. }))
+    }
+
+    /// A PostgreSQL URL's sslmode (`Prefer` when it names none, as libpq); `None` for Redis.
+    pub(crate) fn postgres_sslmode(&self) -> Option<SslMode> {
+        match &*self.0 {
+            Target::Postgres(_, mode) => Some(*mode),
+            Target::Redis(_) => None,
+        }
     }
 
     /// The Redis connection info, password included: for building a client only. `None` for
@@ -117,7 +151,7 @@ impl SecretUrl {
     pub(crate) fn redis_connection_info(&self) -> Option<&ConnectionInfo> {
         match &*self.0 {
             Target::Redis(info) => Some(info),
-            Target::Postgres(_) => None,
+            Target::Postgres(..) => None,
         }
     }
 
@@ -125,10 +159,77 @@ impl SecretUrl {
     /// for a Redis target.
     pub(crate) fn postgres_config(&self) -> Option<&postgres::Config> {
         match &*self.0 {
-            Target::Postgres(config) => Some(config),
+            Target::Postgres(config, _) => Some(config),
             Target::Redis(_) => None,
         }
     }
+}
+
+/// Parses a PostgreSQL connection string with its sslmode. rust-postgres refuses libpq's
+/// `verify-ca` and `verify-full`; only when it refuses the sslmode is the string read again with
+/// those values taken as `require` (the verification is `tls::PgTls`'s), so nothing else of the
+/// text (a password) is ever rewritten.
+fn parse_postgres(text: &str) -> Result<(postgres::Config, SslMode), postgres::Error> {
+    use postgres::config::SslMode as Client;
+    let from_client = |c: &postgres::Config| match c.get_ssl_mode() {
+        Client::Disable => SslMode::Disable,
+        Client::Require => SslMode::Require,
+        _ => SslMode::Prefer,
+    };
+    match text.parse::<postgres::Config>() {
+        Ok(config) => {
+            let mode = from_client(&config);
+            Ok((config, mode))
+        }
+        Err(e) => {
+            let refused_sslmode = std::error::Error::source(&e)
+                .is_some_and(|cause| cause.to_string() == "invalid value for option `sslmode`");
+            match verify_sslmode_as_require(text).filter(|_| refused_sslmode) {
+                Some((rewritten, mode)) => Ok((rewritten.parse()?, mode)),
+                None => Err(e),
+            }
+        }
+    }
+}
+
+/// `text` with each `sslmode=verify-ca` / `verify-full` value (URL query or key=value, spaces
+/// and quotes as libpq allows) replaced by `require`, and the last one's mode; `None` if there
+/// is none.
+fn verify_sslmode_as_require(text: &str) -> Option<(String, SslMode)> {
+    const KEY: &str = "sslmode";
+    let mut out = String::with_capacity(text.len());
+    let mut mode = None;
+    let mut rest = text;
+    while let Some(at) = rest.find(KEY) {
+        let before = rest[..at].chars().next_back().or_else(|| out.chars().next_back());
+        out.push_str(&rest[..at + KEY.len()]);
+        rest = &rest[at + KEY.len()..];
+        if !before.is_none_or(|c| c == '?' || c == '&' || c.is_whitespace()) {
+            continue;
+        }
+        let value_at = {
+            let after_key = rest.trim_start();
+            let Some(after_eq) = after_key.strip_prefix('=') else { continue };
+            let value = after_eq.trim_start();
+            let value = value.strip_prefix('\'').unwrap_or(value);
+            rest.len() - value.len()
+        };
+        for (name, found) in [("verify-full", SslMode::VerifyFull), ("verify-ca", SslMode::VerifyCa)] {
+            let value = &rest[value_at..];
+            let ends = value.strip_prefix(name).map(|after| {
+                after.chars().next().is_none_or(|c| c == '&' || c == '\'' || c == '#' || c.is_whitespace())
+            });
+            if ends == Some(true) {
+                out.push_str(&rest[..value_at]);
+                out.push_str("require");
+                rest = &value[name.len()..];
+                mode = Some(found);
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    mode.map(|m| (out, m))
 }
 
 /// The scheme of `text` (before `://`), if it is shaped like one.
@@ -189,7 +290,7 @@ impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.0 {
             Target::Redis(info) => fmt_redis(info, f),
-            Target::Postgres(config) => fmt_postgres(config, f),
+            Target::Postgres(config, _) => fmt_postgres(config, f),
         }
     }
 }
@@ -419,6 +520,37 @@ mod tests {
                 assert!(!message.contains(s), "{s} in {message}");
             }
         }
+    }
+
+    #[test]
+    fn rediss_urls_parse_as_tls_and_show_masked() {
+        let url = SecretUrl::redis("rediss://:s3cret@redis.example:6390/2").unwrap();
+        shows(&url, "rediss://:***@redis.example:6390/2", &["s3cret"]);
+        assert!(url.is_redis_tls());
+        assert!(!SecretUrl::redis("redis://h").unwrap().is_redis_tls());
+        let refused =
+            SecretUrl::redis("rediss://:s3cret@h:6390#insecure").map(|u| u.to_string()).unwrap_err();
+        assert_eq!(refused, UrlError::InsecureTls);
+        assert!(!refused.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn libpq_verify_sslmodes_are_read_and_nothing_else_is_rewritten() {
+        let mode = |text: &str| SecretUrl::postgres(text).unwrap().postgres_sslmode();
+        assert_eq!(mode("postgres://u@h/db"), Some(SslMode::Prefer));
+        assert_eq!(mode("postgres://u@h/db?sslmode=disable"), Some(SslMode::Disable));
+        assert_eq!(mode("postgres://u@h/db?sslmode=require"), Some(SslMode::Require));
+        assert_eq!(mode("postgres://u@h/db?sslmode=verify-full"), Some(SslMode::VerifyFull));
+        assert_eq!(mode("postgres://u@h/db?connect_timeout=3&sslmode=verify-ca"), Some(SslMode::VerifyCa));
+        assert_eq!(mode("host=h sslmode = 'verify-full' user=u"), Some(SslMode::VerifyFull));
+        // A password holding the words is kept as it is.
+        let url = SecretUrl::postgres("host=h password='sslmode=verify-full' sslmode=verify-ca").unwrap();
+        assert_eq!(url.postgres_sslmode(), Some(SslMode::VerifyCa));
+        assert_eq!(url.postgres_config().unwrap().get_password(), Some(&b"sslmode=verify-full"[..]));
+        assert_eq!(url.postgres_config().unwrap().get_ssl_mode(), postgres::config::SslMode::Require);
+        // Any other value is still refused, without quoting the text.
+        let e = SecretUrl::postgres("postgres://u:s3cret@h/db?sslmode=verify-all").unwrap_err().to_string();
+        assert!(e.contains("invalid value for option `sslmode`") && !e.contains("s3cret"), "{e}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::observe::{Counters, Snapshot, service, stats};
 use crate::retry::{Episode, Failure, GaveUp, Outage, retry};
 use crate::sink::cancel::Queries;
 use crate::sink::{SinkError, migrate, pool};
+use crate::tls;
 
 /// Why the pipeline could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +41,8 @@ pub enum SupervisorError {
     /// Redis refused something retrying cannot fix (the stream key holds another type...).
     #[error(transparent)]
     Broker(#[from] BrokerError),
-    /// Redis did not answer (start-up retries this until it does or a stop is requested).
+    /// Redis did not answer (start-up retries this until it does or a stop is requested), or
+    /// refused TLS as configured (`tls::is_refusal`: start-up gives up at once).
     #[error("cannot connect to Redis at {url}: {source}")]
     RedisConnect {
         url: crate::secret::SecretUrl,
@@ -72,7 +74,8 @@ pub(crate) struct Shared {
     /// Histograms, labelled counts and the per-stream Redis figures `/metrics` exposes.
     pub metrics: crate::observe::metrics::Metrics,
     pub redis_outage: Outage,
-    pub postgres_outage: Outage,
+    /// Shared with the pool, which reports TLS refusals to it (`pool::Postgres::pool`).
+    pub postgres_outage: Arc<Outage>,
     /// What the process holds, against `STREAMSINK_MAX_INFLIGHT`.
     pub inflight: Arc<Inflight>,
     /// Postgres refusing batch writes (class 42 and the like): logged once per episode.
@@ -176,7 +179,13 @@ impl Supervisor {
         stop: Arc<AtomicBool>,
         hooks: Hooks,
     ) -> Result<Supervisor, SupervisorError> {
-        log::info!("connecting: redis {} postgres {}", config.redis.redis_url, config.postgres.database_url);
+        let postgres = pool::Postgres::new(&config.postgres.database_url, &config.postgres.tls)?;
+        log::info!(
+            "connecting: redis {} postgres {} (TLS {})",
+            config.redis.redis_url,
+            config.postgres.database_url,
+            postgres.tls_mode()
+        );
         if hooks != Hooks::default() {
             log::warn!("test hooks on: {hooks:?}; not for production");
         }
@@ -187,8 +196,9 @@ impl Supervisor {
             _ => None,
         };
         ensure_groups(config, &stop)?;
-        let pool = pool::pool(&config.postgres.database_url, config.worker.workers)?;
-        migrate_with_retry(&pool, &stop)?;
+        migrate_with_retry(&postgres, &stop)?;
+        let postgres_outage = Arc::new(Outage::new("Postgres"));
+        let pool = postgres.pool(config.worker.workers, Arc::clone(&postgres_outage));
         let shared = Arc::new(Shared {
             config: config.clone(),
             consumer: config.worker.consumer_name(),
@@ -196,12 +206,12 @@ impl Supervisor {
             counters: Arc::new(Counters::default()),
             metrics: crate::observe::metrics::Metrics::default(),
             redis_outage: Outage::new("Redis"),
-            postgres_outage: Outage::new("Postgres"),
+            postgres_outage,
             inflight: Arc::new(Inflight::new(config.worker.max_inflight, config.worker.batch)),
             statement_refused: Episode::default(),
             ack_refused: Episode::default(),
             dead_letter_refused: Episode::default(),
-            queries: Queries::default(),
+            queries: Queries::new(postgres.connector()),
             heartbeats: Heartbeats::new(config.worker.workers),
             stop,
             stop_deadline: OnceLock::new(),
@@ -408,8 +418,14 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 fn ensure_groups(config: &Config, stop: &AtomicBool) -> Result<(), SupervisorError> {
     let url = &config.redis.redis_url;
     let attempt = || {
-        let mut con = broker::connect(url, broker::COMMAND_TIMEOUT)
-            .map_err(|source| Failure::Wait(SupervisorError::RedisConnect { url: url.clone(), source }))?;
+        let mut con = broker::connect(&config.redis, broker::COMMAND_TIMEOUT).map_err(|source| {
+            // A refused certificate, or TLS not spoken as configured: settings or certificates
+            // need an operator. At start nothing has yet proved them right, so give up (exit 1;
+            // systemd restarts within its start limit) rather than wait in silence for READY.
+            let refusal = tls::is_refusal(&source);
+            let e = SupervisorError::RedisConnect { url: url.clone(), source };
+            if refusal { Failure::Fatal(e) } else { Failure::Wait(e) }
+        })?;
         for s in config.group.streams.iter() {
             match group::ensure_group(&mut con, s, &config.group.name, &config.worker.group_start) {
                 Ok(true) => {
@@ -431,12 +447,13 @@ fn ensure_groups(config: &Config, stop: &AtomicBool) -> Result<(), SupervisorErr
     retry(stop, attempt, on_wait).map_err(startup_gave_up)
 }
 
-/// Applies migrations, retrying (and logging each attempt) while Postgres is unreachable.
-fn migrate_with_retry(pool: &pool::Pool, stop: &AtomicBool) -> Result<(), SupervisorError> {
+/// Applies migrations, retrying (and logging each attempt) while Postgres is unreachable. Its
+/// connection is made outside the pool, so a failure is the client's own error: a TLS refusal
+/// (`SinkError::is_infrastructure` is false for it) gives up, as for Redis.
+fn migrate_with_retry(postgres: &pool::Postgres, stop: &AtomicBool) -> Result<(), SupervisorError> {
     let attempt = || {
-        let applied = pool
-            .get()
-            .map_err(SinkError::Connect)
+        let applied = postgres
+            .connect()
             .and_then(|mut c| migrate::migrate_waiting_at_most(&mut c, Duration::from_secs(2)))
             .map_err(|e| {
                 if e.is_infrastructure() { Failure::Wait(e.into()) } else { Failure::Fatal(e.into()) }

@@ -35,9 +35,17 @@ fn duration(value: &str) -> Result<Duration, String> {
 }
 
 pub fn execute(args: CheckArgs) -> ExitCode {
+    let database_url = args.postgres.database_url.as_ref();
+    let settings = args.redis.check().and_then(|()| match database_url {
+        Some(url) => args.postgres.tls.check(url),
+        None => Ok(()),
+    });
+    if let Err(refused) = settings {
+        return super::refused(&refused);
+    }
     let limits = Thresholds { max_lag: args.max_lag, max_pending_age: args.max_pending_age };
-    let report =
-        check::check(&args.redis.redis_url, args.postgres.database_url.as_ref(), &args.group, limits);
+    let postgres = database_url.map(|url| (url, &args.postgres.tls));
+    let report = check::check(&args.redis, postgres, &args.group, limits);
     if args.json {
         println!("{}", report.to_json());
     } else {

@@ -24,7 +24,12 @@ pub fn bad_command_line(e: clap::Error, cli: &clap::Command) -> ExitCode {
     if !e.use_stderr() {
         e.exit(); // --help, --version
     }
-    let refused = SettingsError::new(&e, cli);
+    refused(&SettingsError::new(&e, cli))
+}
+
+/// Reports settings refused after the command line was read (`Config::check` and its kin: TLS
+/// settings that cannot work together) like a refused command line: one line, exit code 2.
+pub fn refused(refused: &SettingsError) -> ExitCode {
     logging::last_words(Level::Error, &format_args!("{refused} (see streamsink --help)"));
     ExitCode::from(BAD_SETTING)
 }

@@ -15,6 +15,9 @@ pub struct RunArgs {
 }
 
 pub fn execute(args: RunArgs) -> ExitCode {
+    if let Err(refused) = args.config.check() {
+        return super::refused(&refused);
+    }
     logging::init();
     let stop = Arc::new(AtomicBool::new(false));
     let on_signal = Arc::clone(&stop);

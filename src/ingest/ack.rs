@@ -54,7 +54,7 @@ impl Acker {
     fn connection(&mut self) -> redis::RedisResult<&mut Connection> {
         let con = match self.con.take() {
             Some(con) => con,
-            None => broker::connect(&self.shared.config.redis.redis_url, broker::COMMAND_TIMEOUT)?,
+            None => broker::connect(&self.shared.config.redis, broker::COMMAND_TIMEOUT)?,
         };
         Ok(self.con.insert(con))
     }

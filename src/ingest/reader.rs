@@ -87,11 +87,9 @@ impl Reader {
         let con = match self.con.take() {
             Some(con) => con,
             None => {
-                let con = broker::connect(
-                    &self.shared.config.redis.redis_url,
-                    self.shared.config.worker.read_timeout(),
-                )
-                .map_err(|e| Failure::Wait(ReaderFault::Connect(e)))?;
+                let con =
+                    broker::connect(&self.shared.config.redis, self.shared.config.worker.read_timeout())
+                        .map_err(|e| Failure::Wait(ReaderFault::Connect(e)))?;
                 self.staleness.connected();
                 con
             }

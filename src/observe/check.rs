@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::broker::{self, group};
-use crate::config::GroupSettings;
+use crate::config::{GroupSettings, PostgresTlsSettings, RedisSettings};
 use crate::secret::SecretUrl;
 use crate::sink::{migrate, pool};
 
@@ -181,13 +181,14 @@ impl fmt::Display for Report {
 
 /// Runs every check; never fails as a whole (what cannot be checked is a problem reported).
 pub fn check(
-    redis_url: &SecretUrl,
-    database_url: Option<&SecretUrl>,
+    redis: &RedisSettings,
+    postgres: Option<(&SecretUrl, &PostgresTlsSettings)>,
     group: &GroupSettings,
     limits: Thresholds,
 ) -> Report {
+    let database_url = postgres.map(|(url, _)| url);
     let mut report = Report {
-        redis_url: redis_url.to_string(),
+        redis_url: redis.redis_url.to_string(),
         redis: Err(String::new()),
         postgres_url: database_url.map(|u| u.to_string()),
         postgres: PostgresCheck::NotChecked,
@@ -195,9 +196,9 @@ pub fn check(
         streams: Vec::new(),
         problems: Vec::new(),
     };
-    check_redis(&mut report, redis_url, group, limits);
-    if let Some(url) = database_url {
-        report.postgres = check_postgres(url);
+    check_redis(&mut report, redis, group, limits);
+    if let Some((url, tls)) = postgres {
+        report.postgres = check_postgres(url, tls);
         match &report.postgres {
             PostgresCheck::Unreachable(e) => report.problems.push(format!("Postgres: {e}")),
             PostgresCheck::Schema { missing, .. } if !missing.is_empty() => report
@@ -209,8 +210,8 @@ pub fn check(
     report
 }
 
-fn check_redis(report: &mut Report, url: &SecretUrl, group: &GroupSettings, limits: Thresholds) {
-    let mut con = match broker::connect(url, broker::COMMAND_TIMEOUT) {
+fn check_redis(report: &mut Report, redis: &RedisSettings, group: &GroupSettings, limits: Thresholds) {
+    let mut con = match broker::connect(redis, broker::COMMAND_TIMEOUT) {
         Ok(con) => con,
         Err(e) => {
             report.redis = Err(format!("cannot connect: {e}"));
@@ -282,8 +283,9 @@ fn check_stream(
     Ok(s)
 }
 
-fn check_postgres(url: &SecretUrl) -> PostgresCheck {
-    let connected = pool::pool(url, 1).and_then(|p| p.get().map_err(crate::sink::SinkError::Connect));
+fn check_postgres(url: &SecretUrl, tls: &PostgresTlsSettings) -> PostgresCheck {
+    // One connection, its wait bounded by the connect timeout (not a pool's retries).
+    let connected = pool::Postgres::new(url, tls).and_then(|p| p.connect());
     let mut client = match connected {
         Ok(c) => c,
         Err(e) => return PostgresCheck::Unreachable(e.to_string()),

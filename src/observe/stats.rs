@@ -112,7 +112,7 @@ fn status_line(shared: &Shared, rate: f64, f: &Figures) -> String {
 /// made again next time). A missing group is a figure (`group_exists: false`), not a failure.
 fn stream_figures(redis: &mut Option<redis::Connection>, shared: &Shared) -> Vec<StreamFigures> {
     if redis.is_none() && !shared.stopping() {
-        *redis = broker::connect(&shared.config.redis.redis_url, broker::COMMAND_TIMEOUT).ok();
+        *redis = broker::connect(&shared.config.redis, broker::COMMAND_TIMEOUT).ok();
     }
     let Some(con) = redis.as_mut() else {
         return Vec::new();

@@ -6,13 +6,16 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use postgres::{CancelToken, NoTls};
+use postgres::CancelToken;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// The cancel tokens of the connections in use, one per worker writing.
-#[derive(Default)]
+/// The cancel tokens of the connections in use, one per worker writing, and the connector the
+/// cancel requests go through: the one the connections were made with, so a request reaches a
+/// server that accepts only TLS, in the same mode.
 pub(crate) struct Queries {
     next: AtomicU64,
     running: Mutex<HashMap<u64, CancelToken>>,
+    tls: MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for Queries {
@@ -34,6 +37,10 @@ impl Drop for Running<'_> {
 }
 
 impl Queries {
+    pub(crate) fn new(tls: MakeRustlsConnect) -> Queries {
+        Queries { next: AtomicU64::new(0), running: Mutex::default(), tls }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, CancelToken>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -51,9 +58,9 @@ impl Queries {
     pub(crate) fn cancel_all(&self) -> usize {
         let tokens: Vec<CancelToken> = self.lock().values().cloned().collect();
         for token in &tokens {
-            let token = token.clone();
+            let (token, tls) = (token.clone(), self.tls.clone());
             let spawned = std::thread::Builder::new().name("cancel".into()).spawn(move || {
-                if let Err(e) = token.cancel_query(NoTls) {
+                if let Err(e) = token.cancel_query(tls) {
                     log::debug!("cancel request failed: {e}");
                 }
             });

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::{SinkError, pool};
-use crate::secret::SecretUrl;
+use crate::config::PostgresSettings;
 
 /// Ordered, embedded schema migrations: (version, name, SQL). Append only; never edit one that
 /// has shipped.
@@ -94,10 +94,9 @@ pub fn schema_state(client: &mut postgres::Client) -> Result<(usize, Vec<i32>), 
     Ok((applied.len(), missing))
 }
 
-/// Connects to `database_url` (with the pool's timeouts and application name) and migrates:
-/// what `streamsink migrate` does.
-pub fn migrate_database(database_url: &SecretUrl) -> Result<Vec<i32>, SinkError> {
-    let pool = pool::pool(database_url, 1)?;
-    let mut client = pool.get().map_err(SinkError::Connect)?;
+/// Connects as `settings` say (with the pool's timeouts, application name and TLS) and
+/// migrates: what `streamsink migrate` does.
+pub fn migrate_database(settings: &PostgresSettings) -> Result<Vec<i32>, SinkError> {
+    let mut client = pool::Postgres::new(&settings.database_url, &settings.tls)?.connect()?;
     migrate(&mut client)
 }

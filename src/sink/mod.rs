@@ -11,7 +11,7 @@ pub(crate) mod cancel;
 pub(crate) mod fault;
 mod insert;
 pub mod migrate;
-pub(crate) mod pool;
+pub mod pool;
 mod statements;
 
 pub use insert::RawJson;
@@ -29,6 +29,23 @@ pub enum SinkError {
     /// No connection could be had from the pool.
     #[error("cannot connect to Postgres: {0}")]
     Connect(#[source] r2d2::Error),
+    /// A connection outside the pool failed (start-up's migration, `streamsink migrate`).
+    #[error("cannot connect to Postgres at {url}: {source}")]
+    Open {
+        url: SecretUrl,
+        #[source]
+        source: pool::ConnectError,
+    },
+    /// A connection outside the pool got no answer in time (connecting, the TLS handshake or
+    /// the start-up exchange).
+    #[error("cannot connect to Postgres at {url}: no answer within {after:?}")]
+    NoAnswer { url: SecretUrl, after: std::time::Duration },
+    /// The thread making a connection could not be started.
+    #[error("cannot start a thread to connect to Postgres: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// TLS could not be set up (no trust anchor to verify the server by).
+    #[error("cannot set up TLS to Postgres: {0}")]
+    Tls(#[source] crate::tls::SetupError),
     /// A statement failed.
     #[error("postgres {op} failed: {}", fault::describe(.source))]
     Query {
@@ -40,11 +57,14 @@ pub enum SinkError {
 
 impl SinkError {
     /// True when waiting can cure it: no connection could be had, or the statement met an
-    /// unreachable server or a conflict (`fault::Fault::is_infrastructure`). A bad URL never is.
+    /// unreachable server or a conflict (`fault::Fault::is_infrastructure`). A bad URL never
+    /// is, nor a TLS refusal (a certificate refused, TLS not spoken as configured), nor TLS
+    /// that cannot be set up.
     pub(crate) fn is_infrastructure(&self) -> bool {
         match self {
-            SinkError::Url { .. } => false,
-            SinkError::Connect(_) => true,
+            SinkError::Url { .. } | SinkError::Tls(_) => false,
+            SinkError::Connect(_) | SinkError::NoAnswer { .. } | SinkError::Spawn(_) => true,
+            SinkError::Open { source, .. } => !source.is_refusal(),
             SinkError::Query { source, .. } => fault::classify(source).is_infrastructure(),
         }
     }

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod tls;
+
 use streamsink::observe::{Counters, Snapshot};
 use streamsink::{Config, Registry, Supervisor, SupervisorError};
 
@@ -377,6 +379,12 @@ pub struct PrivatePostgres {
 
 impl PrivatePostgres {
     pub fn start() -> PrivatePostgres {
+        PrivatePostgres::start_configured(|_| {})
+    }
+
+    /// Like [`PrivatePostgres::start`], running `configure` on the cluster (its data directory
+    /// made, the server not yet started) first: for TLS, other `pg_hba.conf` lines.
+    pub fn start_configured(configure: impl FnOnce(&PrivatePostgres)) -> PrivatePostgres {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries in /usr/lib/postgresql (scripts/services.sh installs them)")
             .filter_map(Result::ok)
@@ -404,8 +412,31 @@ impl PrivatePostgres {
             .status()
             .expect("run initdb");
         assert!(status.success(), "initdb failed");
+        configure(&pg);
         pg.start_again();
         pg
+    }
+
+    /// The cluster's data directory (owned by `postgres`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// A URL with rights to create databases, over the unix socket: for a server that refuses
+    /// clear text over TCP.
+    pub fn socket_admin_url(&self) -> String {
+        let dir = self.dir.display().to_string().replace('/', "%2F");
+        format!("postgres://postgres@{dir}:{}/postgres", self.port)
+    }
+
+    /// Gives `path` to the `postgres` user, readable by it alone (a server key must be).
+    pub fn give_to_postgres(path: &std::path::Path) {
+        if is_root() {
+            let ok = Command::new("chown").arg("postgres:postgres").arg(path).status().expect("chown");
+            assert!(ok.success(), "chown of {}", path.display());
+        }
+        let ok = Command::new("chmod").arg("600").arg(path).status().expect("chmod");
+        assert!(ok.success(), "chmod of {}", path.display());
     }
 
     /// A command run as the `postgres` user (PostgreSQL refuses to run as root).
