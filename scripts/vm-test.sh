@@ -593,6 +593,66 @@ check_security() {
 }
 check "systemd-analyze security streamsink <= 1.5" check_security
 
+# --- TLS to Redis, the client key handed over as a credential (README, "TLS") ---------------
+# make_certs DIR: a CA, a server certificate for localhost/127.0.0.1 and a client certificate.
+make_certs() {
+    local d=$1
+    mkdir -p "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=vm-test-ca \
+        -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$d/san.ext"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+        -extfile "$d/san.ext" -out "$d/server.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj /CN=streamsink -keyout "$d/client.key" -out "$d/client.csr" 2>/dev/null
+    # With an extension, so a version 3 certificate (rustls refuses version 1).
+    printf 'extendedKeyUsage=clientAuth\n' >"$d/client.ext"
+    openssl x509 -req -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+        -extfile "$d/client.ext" -out "$d/client.pem" 2>/dev/null
+    chmod 644 "$d"/*
+}
+check_tls_with_credential() {
+    command -v openssl >/dev/null || { echo "openssl is missing on the host (it makes the test certificates)"; return 1; }
+    make_certs "$WORK/tls" || { echo "cannot make certificates"; return 1; }
+    # Redis: a TLS port that wants a client certificate, beside the plain one the tests use.
+    vmsh "install -d -o redis -g redis -m 750 /etc/redis/tls &&
+        install -o redis -g redis -m 600 /mnt/vm-test/tls/server.key /mnt/vm-test/tls/server.pem /mnt/vm-test/tls/ca.pem /etc/redis/tls/ &&
+        printf 'tls-port 6380\ntls-cert-file /etc/redis/tls/server.pem\ntls-key-file /etc/redis/tls/server.key\ntls-ca-cert-file /etc/redis/tls/ca.pem\ntls-auth-clients yes\n' >> /etc/redis/redis.conf"
+    vm systemctl restart redis-server
+    until_ok 20 vm redis-cli ping || { echo "redis did not come back with TLS"; return 1; }
+    # The client key is root's (0600): the service's dynamic user reads it only as a credential.
+    vmsh "install -m 644 /mnt/vm-test/tls/ca.pem /etc/streamsink/redis-ca.pem &&
+        install -m 644 /mnt/vm-test/tls/client.pem /etc/streamsink/redis-client.pem &&
+        install -m 600 /mnt/vm-test/tls/client.key /etc/streamsink/redis-client.key &&
+        cp $ENV $ENV.plain &&
+        sed -i -e 's|^REDIS_URL=.*|REDIS_URL=rediss://localhost:6380|' \
+            -e 's|^#STREAMSINK_REDIS_CA=.*|STREAMSINK_REDIS_CA=/etc/streamsink/redis-ca.pem|' \
+            -e 's|^#STREAMSINK_REDIS_CERT=.*|STREAMSINK_REDIS_CERT=/etc/streamsink/redis-client.pem|' \
+            -e 's|^#STREAMSINK_REDIS_KEY=.*|STREAMSINK_REDIS_KEY=/run/credentials/streamsink.service/redis-client.key|' $ENV"
+    vm mkdir -p /etc/systemd/system/streamsink.service.d
+    printf '[Service]\nLoadCredential=redis-client.key:/etc/streamsink/redis-client.key\n' |
+        vm tee /etc/systemd/system/streamsink.service.d/credential.conf >/dev/null
+    vm systemctl daemon-reload
+    local outcome=ok started=0 drained=""
+    vm systemctl restart streamsink && started=1
+    if [ $started = 1 ]; then
+        publish $TOTAL 100
+        TOTAL=$((TOTAL + 100))
+        # Its only Redis is the TLS port: a start-up TLS refusal would have failed the restart.
+        drained=$(wait_rows $TOTAL 30) || outcome="over TLS: $drained"
+    else
+        outcome="did not start: $(journal | tail -n 4 | tr '\n' ' ')"
+    fi
+    # Back to the plain setup for the checks that follow.
+    vm rm -f /etc/systemd/system/streamsink.service.d/credential.conf
+    vm mv "$ENV.plain" "$ENV"
+    vm systemctl daemon-reload
+    vm systemctl restart streamsink
+    [ "$outcome" = ok ] || { echo "$outcome"; return 1; }
+    echo "rediss://localhost:6380, private CA, client certificate, key via LoadCredential: $drained"
+}
+check "TLS to Redis under the sandbox: mutual TLS, the client key as a systemd credential (README, TLS)" check_tls_with_credential
+
 # --- upgrade and removal --------------------------------------------------------------------
 check_upgrade() {
     vm systemctl enable --now streamsink >/dev/null 2>&1
