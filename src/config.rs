@@ -62,10 +62,15 @@ impl RedisSettings {
                 &named("redis_cert"),
                 format!("required with {} (the certificate of that private key)", named("redis_key")),
             )),
-            (Some(cert), Some(key)) => tls::check_pair(cert, key).map_err(|why| {
-                let problem =
-                    format!("is not the private key of the certificate in {} ({why})", named("redis_cert"));
-                SettingsError::invalid(&named("redis_key"), problem)
+            (Some(cert), Some(key)) => tls::check_pair(cert, key).map_err(|problem| match problem {
+                tls::PairProblem::NotItsKey(why) => SettingsError::invalid(
+                    &named("redis_key"),
+                    format!("is not the private key of the certificate in {} ({why})", named("redis_cert")),
+                ),
+                tls::PairProblem::Certificate(why) => SettingsError::invalid(
+                    &named("redis_cert"),
+                    format!("cannot be used as a client certificate ({why})"),
+                ),
             }),
             (None, None) => Ok(()),
         }

@@ -168,10 +168,24 @@ fn private_key(file: &PemFile) -> Result<PrivateKeyDer<'static>, String> {
 }
 
 /// Whether `key` is the private key of `cert`'s certificate; `Err` gives rustls's reason.
-pub(crate) fn check_pair(cert: &CertFile, key: &KeyFile) -> Result<(), String> {
-    let chain = cert.0.certificates()?;
-    let key = private_key(&key.0)?;
-    rustls::sign::CertifiedKey::from_der(chain, key, &provider()).map(|_| ()).map_err(|e| e.to_string())
+pub(crate) fn check_pair(cert: &CertFile, key: &KeyFile) -> Result<(), PairProblem> {
+    let chain = cert.0.certificates().map_err(PairProblem::Certificate)?;
+    let key = private_key(&key.0).map_err(PairProblem::NotItsKey)?;
+    rustls::sign::CertifiedKey::from_der(chain, key, &provider()).map(|_| ()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => PairProblem::NotItsKey(e.to_string()),
+        // A certificate rustls cannot use (version 1, an unknown key type...): the key may be
+        // right, so the certificate is named, not the key.
+        _ => PairProblem::Certificate(e.to_string()),
+    })
+}
+
+/// Why a client certificate and key cannot be used together ([`check_pair`]).
+#[derive(Debug)]
+pub(crate) enum PairProblem {
+    /// The key is not the certificate's (or is no usable key).
+    NotItsKey(String),
+    /// The certificate itself cannot be used.
+    Certificate(String),
 }
 
 /// What redis-rs needs for a `rediss://` connection beyond its URL: the CA to verify the server

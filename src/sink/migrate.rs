@@ -35,6 +35,9 @@ fn apply(
 ) -> Result<Vec<i32>, SinkError> {
     let q = |op| move |source| SinkError::Query { op, source };
     let mut tx = client.transaction().map_err(q("BEGIN"))?;
+    // `CREATE … IF NOT EXISTS` on a migrated database sends a NOTICE, which the client logs at
+    // info at every start: noise, not news.
+    tx.batch_execute("SET LOCAL client_min_messages = warning").map_err(q("SET client_min_messages"))?;
     if let Some(wait) = lock_wait {
         let set = format!("SET LOCAL lock_timeout = {}", wait.as_millis().max(1));
         tx.batch_execute(&set).map_err(q("SET lock_timeout"))?;
