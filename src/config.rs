@@ -130,9 +130,14 @@ pub struct PostgresTlsSettings {
 
 impl PostgresTlsSettings {
     /// The TLS mode for `url`: `STREAMSINK_PG_TLS` when set, else the URL's sslmode (`prefer`
-    /// when the URL names none, as libpq).
+    /// when the URL names none, as libpq). `prefer` with `STREAMSINK_PG_CA` is `require`: an
+    /// operator who names a CA means "verify", and `prefer` would take clear text from any
+    /// server (or relay) that declines TLS.
     pub fn mode(&self, url: &SecretUrl) -> PgTls {
-        PgTls::resolve(self.pg_tls, url.postgres_sslmode())
+        match PgTls::resolve(self.pg_tls, url.postgres_sslmode()) {
+            PgTls::Prefer if self.pg_ca.is_some() => PgTls::Require,
+            mode => mode,
+        }
     }
 
     /// Refuses TLS settings that would be ignored or cannot work with `url`: a CA with TLS off,

@@ -516,3 +516,15 @@ fn a_certificate_refused_while_running_is_an_outage_naming_the_setting_and_the_w
     let (code, out) = exit_of(p);
     assert_eq!(code, Some(0), "{out:#?}");
 }
+
+#[test]
+fn a_ca_given_with_the_default_mode_means_verify_never_clear_text() {
+    let pki = Pki::new();
+    let plain = PrivatePostgres::start(); // no TLS at all
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", plain.port);
+    // prefer, as libpq: clear text from a server without TLS ...
+    assert_eq!(connect_with(&["--database-url", &url]), Ok(false));
+    // ... but not once a CA says what to trust: that is require, which refuses clear text.
+    let e = connect_with(&["--database-url", &url, "--pg-ca", &pki.path("ca.pem")]).unwrap_err();
+    assert!(e.contains("no TLS"), "{e}");
+}

@@ -199,10 +199,18 @@ impl Worker {
         self.shared.counters.committed();
         let metrics = &self.shared.metrics;
         metrics.batch_write_seconds.observe(took.as_secs_f64());
-        let now_ms = jiff::Timestamp::now().as_millisecond();
-        for e in events {
-            if let Some(ms) = e.entry_id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()) {
-                metrics.event_latency_seconds.observe((now_ms - ms) as f64 / 1000.0);
+        // Latency of the events this commit wrote. A batch holding redeliveries is left out
+        // whole: their commit was in an earlier life, and which rows are new is not
+        // transferred back (only the handled ones are). Dead-lettered events are left out.
+        if outcome.written.duplicates == 0 {
+            let now_ms = jiff::Timestamp::now().as_millisecond();
+            for (i, e) in events.iter().enumerate() {
+                if outcome.failed.iter().any(|f| f.index == i) {
+                    continue;
+                }
+                if let Some(ms) = e.entry_id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()) {
+                    metrics.event_latency_seconds.observe((now_ms - ms) as f64 / 1000.0);
+                }
             }
         }
         Ok(outcome)

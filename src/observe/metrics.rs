@@ -59,8 +59,10 @@ impl Histogram {
     }
 
     /// Records one observation (negative values count as 0: a clock step, not a real figure).
+    /// Values are clamped at 10^6 (11 days, for seconds) so that the sum, kept in micro-units,
+    /// cannot wrap (it would take 18 million such observations); the bucket is still +Inf.
     pub(crate) fn observe(&self, value: f64) {
-        let value = value.max(0.0);
+        let value = value.clamp(0.0, 1e6);
         let i = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
         self.counts[i].fetch_add(1, Ordering::Relaxed);
         self.sum_micros.fetch_add((value * 1e6) as u64, Ordering::Relaxed);
