@@ -78,10 +78,12 @@ RUN=0
 
 say() { echo "chaos: $*" >&2; }
 
+# Below the kernel's ephemeral range (32768 and up here), where the suite's own client
+# sockets may hold a port that looks free from a connect test and then fails the server's bind.
 free_port() {
     local p
     for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 30000))
+        p=$((20000 + RANDOM % 12000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return
@@ -115,7 +117,7 @@ start_redis() {
     redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK/redis" --save "" \
         --appendonly yes --appendfsync everysec --daemonize yes \
         --pidfile "$WORK/redis/redis.pid" --logfile "$WORK/redis/redis.log"
-    wait_for "private redis" 10 redis-cli -p "$RPORT" ping
+    wait_for "private redis" 30 redis-cli -p "$RPORT" ping || { tail -n 5 "$WORK/redis/redis.log" >&2; return 1; }
 }
 
 start_postgres() {

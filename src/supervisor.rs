@@ -22,7 +22,7 @@ use crate::hooks::Hooks;
 use crate::ingest::inflight::Inflight;
 use crate::ingest::{reader, worker};
 use crate::observe::heartbeat::Heartbeats;
-use crate::observe::http::Endpoint;
+use crate::observe::http::{Endpoint, Pipeline, Serving};
 use crate::observe::{Counters, Snapshot, service, stats};
 use crate::retry::{Episode, Failure, GaveUp, Outage, retry};
 use crate::sink::cancel::Queries;
@@ -147,8 +147,8 @@ pub struct Supervisor {
     workers: Vec<JoinHandle<()>>,
     stats: JoinHandle<()>,
     stats_done: crossbeam_channel::Sender<()>,
-    /// The metrics endpoint's thread, its stop switch and address, when one is configured.
-    http: Option<(JoinHandle<()>, Arc<AtomicBool>, std::net::SocketAddr)>,
+    /// The metrics endpoint, when one is configured (serving since start-up began).
+    http: Option<Serving>,
 }
 
 impl Supervisor {
@@ -189,9 +189,14 @@ impl Supervisor {
         if hooks != Hooks::default() {
             log::warn!("test hooks on: {hooks:?}; not for production");
         }
-        let endpoint = match config.worker.metrics_addr {
+        // Bound and answering before anything connects: a taken port fails the start at once,
+        // and probes get "starting" (not silence) while start-up waits for the services.
+        let pipeline: Pipeline = Arc::default();
+        let http = match config.worker.metrics_addr {
             Some(Listen(Some(addr))) => {
-                Some(Endpoint::bind(addr).map_err(|source| SupervisorError::Listen { addr, source })?)
+                let endpoint =
+                    Endpoint::bind(addr).map_err(|source| SupervisorError::Listen { addr, source })?;
+                Some(endpoint.serve(Arc::clone(&pipeline)).map_err(SupervisorError::Spawn)?)
             }
             _ => None,
         };
@@ -242,18 +247,10 @@ impl Supervisor {
         }
         let (stats_done, done_rx) = crossbeam_channel::bounded(0);
         let stats = {
-            let shared = Arc::clone(&shared);
-            spawn("stats", move || stats::run(shared, done_rx))?
+            let (shared, pool) = (Arc::clone(&shared), pool.clone());
+            spawn("stats", move || stats::run(shared, pool, done_rx))?
         };
-        let http = match endpoint {
-            Some(endpoint) => {
-                let (shared, done) = (Arc::clone(&shared), Arc::new(AtomicBool::new(false)));
-                let addr = endpoint.addr();
-                let stop_serving = Arc::clone(&done);
-                Some((spawn("metrics", move || endpoint.serve(shared, done))?, stop_serving, addr))
-            }
-            None => None,
-        };
+        let _ = pipeline.set(Arc::clone(&shared));
         service::ready();
         Ok(Supervisor { shared, reader, workers, stats, stats_done, http })
     }
@@ -265,7 +262,7 @@ impl Supervisor {
 
     /// Where the metrics endpoint listens, if one is configured (the port the OS chose, for `:0`).
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
-        self.http.as_ref().map(|(_, _, addr)| *addr)
+        self.http.as_ref().map(Serving::addr)
     }
 
     /// Asks the pipeline to stop; [`Supervisor::wait`] then drains and returns.
@@ -281,12 +278,13 @@ impl Supervisor {
             if let Some(w) = watchdog.as_mut() {
                 w.feed_if_alive(&self.shared.heartbeats);
             }
-            let threads = std::iter::once(&self.reader)
-                .chain(&self.workers)
-                .chain([&self.stats])
-                .chain(self.http.as_ref().map(|(h, _, _)| h));
-            if let Some(t) = threads.into_iter().find(|t| t.is_finished()) {
-                died = Some(t.thread().name().unwrap_or("?").to_string());
+            let threads = std::iter::once(&self.reader).chain(&self.workers).chain([&self.stats]);
+            let finished =
+                threads.into_iter().find(|t| t.is_finished()).map(|t| t.thread().name().map(String::from));
+            let finished = finished
+                .or_else(|| self.http.as_ref().filter(|h| h.is_finished()).map(|_| Some("metrics".into())));
+            if let Some(name) = finished {
+                died = Some(name.unwrap_or_else(|| "?".into()));
                 log::error!("thread {} ended unexpectedly; shutting down", died.as_deref().unwrap_or("?"));
                 self.stop();
                 break;
@@ -312,10 +310,7 @@ impl Supervisor {
         self.workers.into_iter().for_each(&mut join);
         drop(self.stats_done);
         join(self.stats);
-        if let Some((handle, done, _)) = self.http {
-            done.store(true, Ordering::Relaxed);
-            join(handle);
-        }
+        drop(self.http); // stops the endpoint and releases its port
         let last = self.shared.counters.snapshot();
         log::info!("final stats: {last}");
         match died.or_else(|| panicked.into_iter().next()) {

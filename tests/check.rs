@@ -177,3 +177,38 @@ fn each_unhealthy_state_is_named_and_exits_1() {
         "check never migrates"
     );
 }
+
+#[test]
+fn max_lag_holds_where_redis_has_lost_count_of_the_lag() {
+    let stream = TestStream::new();
+    let mut r = redis();
+    let ids = publish_many(&mut r, &stream.name, 3, "l");
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream.name)
+        .arg("event-processors")
+        .arg("0")
+        .query(&mut r)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("event-processors")
+        .arg("c")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&stream.name)
+        .arg(">")
+        .query(&mut r)
+        .unwrap();
+    // An entry deleted between the group's position and the end: Redis 7 reports the lag as nil.
+    let _: u64 = redis::cmd("XDEL").arg(&stream.name).arg(&ids[1]).query(&mut r).unwrap();
+    let url = redis_url();
+    let env = [("REDIS_URL", url.as_str()), ("STREAMSINK_STREAMS", &stream.name)];
+    let (_, out, _) = check(&["--json"], &env);
+    assert!(json(&out)["streams"][0]["lag"].is_null(), "Redis does not know the lag here: {out}");
+    let (code, out, _) = check(&["--max-lag", "0"], &env);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("lag 1 is over --max-lag 0"), "{out}");
+    assert_eq!(check(&["--max-lag", "1"], &env).0, Some(0));
+}

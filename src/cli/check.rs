@@ -4,6 +4,7 @@
 //! Exit codes: 0 healthy, 1 unhealthy (a service unreachable, a group missing, migrations
 //! behind, a threshold passed), 2 a bad flag or setting.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -46,10 +47,8 @@ pub fn execute(args: CheckArgs) -> ExitCode {
     let limits = Thresholds { max_lag: args.max_lag, max_pending_age: args.max_pending_age };
     let postgres = database_url.map(|url| (url, &args.postgres.tls));
     let report = check::check(&args.redis, postgres, &args.group, limits);
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        println!("{report}");
-    }
+    // A reader that stops early (`| head`, `| grep -q`) is not a failure of the check.
+    let mut out = std::io::stdout().lock();
+    let _ = if args.json { writeln!(out, "{}", report.to_json()) } else { writeln!(out, "{report}") };
     if report.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -79,14 +79,12 @@ pub(super) fn send(
     held: HeldBatch,
 ) -> Flow {
     let mut held = held;
-    let entries = held.batch.entries.len() as u64;
+    // Read is read, whether or not the hand-off completes (a stop may leave it pending).
+    Counters::add(&shared.counters.read, held.batch.entries.len() as u64);
     loop {
         shared.heartbeats.beat(Beat::Reader);
         match tx.send_timeout(held, tick(shared)) {
-            Ok(()) => {
-                Counters::add(&shared.counters.read, entries);
-                return Flow::Continue;
-            }
+            Ok(()) => return Flow::Continue,
             Err(SendTimeoutError::Disconnected(_)) => return Flow::WorkersGone,
             Err(SendTimeoutError::Timeout(back)) => {
                 if shared.stopping() {

@@ -233,15 +233,19 @@ fn check_redis(report: &mut Report, redis: &RedisSettings, group: &GroupSettings
     }
     let now_ms = jiff::Timestamp::now().as_millisecond().max(0) as u64;
     for stream in group.streams.iter() {
-        match check_stream(&mut con, stream, &group.name, now_ms) {
+        match check_stream(&mut con, stream, &group.name, now_ms, limits) {
             Ok(s) => {
                 if !s.group_exists {
                     report.problems.push(format!("group {} does not exist on stream {stream}", group.name));
                 }
-                if let (Some(max), Some(lag)) = (limits.max_lag, s.lag) {
-                    if lag > max {
-                        report.problems.push(format!("{stream}: lag {lag} is over --max-lag {max}"));
+                match (limits.max_lag, s.lag) {
+                    (Some(max), Some(lag)) if lag > max => {
+                        report.problems.push(format!("{stream}: lag {lag} is over --max-lag {max}"))
                     }
+                    (Some(_), None) if s.group_exists => report.problems.push(format!(
+                        "{stream}: the lag is unknown (Redis cannot say), so --max-lag cannot be checked"
+                    )),
+                    _ => {}
                 }
                 if let (Some(max), Some(age)) = (limits.max_pending_age, s.oldest_pending) {
                     if age > max {
@@ -259,11 +263,31 @@ fn check_redis(report: &mut Report, redis: &RedisSettings, group: &GroupSettings
     }
 }
 
+/// Entries after `last_delivered` (XRANGE with an exclusive start, Redis ≥ 6.2), counting at
+/// most `bound + 1` (enough to tell it is over the bound); `None` when Redis cannot say.
+fn lag_counted(
+    con: &mut redis::Connection,
+    stream: &str,
+    last_delivered: &str,
+    bound: Option<u64>,
+) -> Option<u64> {
+    let most = bound.map_or(10_000, |b| b.saturating_add(1));
+    let ids: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg(format!("({last_delivered}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(most)
+        .query(con);
+    ids.ok().map(|ids| ids.len() as u64)
+}
+
 fn check_stream(
     con: &mut redis::Connection,
     stream: &str,
     group_name: &str,
     now_ms: u64,
+    limits: Thresholds,
 ) -> Result<StreamCheck, broker::BrokerError> {
     let mut s = StreamCheck {
         stream: stream.to_string(),
@@ -275,6 +299,11 @@ fn check_stream(
         s.group_exists = true;
         s.consumers = Some(info.consumers);
         s.lag = info.lag;
+        if s.lag.is_none() && limits.max_lag.is_some() {
+            // Redis < 7, or a lag Redis lost track of (an entry deleted past the group's
+            // position): count what follows the last delivered entry, up to a bound.
+            s.lag = lag_counted(con, stream, &info.last_delivered, limits.max_lag);
+        }
         let (pending, oldest) = group::pending_summary(con, stream, group_name)?;
         s.pending = Some(pending);
         let oldest_ms = oldest.and_then(|id| id.split('-').next()?.parse::<u64>().ok());

@@ -114,6 +114,8 @@ pub(crate) struct Metrics {
     /// Event type → handler failures.
     handler_errors: Mutex<BTreeMap<String, u64>>,
     refreshed: Mutex<Option<Refreshed>>,
+    /// Since when Postgres has not answered the stats thread's probe (`None`: it answers).
+    postgres_silent_since: Mutex<Option<Instant>>,
 }
 
 impl Default for Metrics {
@@ -125,6 +127,7 @@ impl Default for Metrics {
             dead_lettered: Mutex::default(),
             handler_errors: Mutex::default(),
             refreshed: Mutex::default(),
+            postgres_silent_since: Mutex::default(),
         }
     }
 }
@@ -151,16 +154,36 @@ impl Metrics {
         }
     }
 
+    /// Records whether Postgres answered the last probe (or a commit proved it answers).
+    pub(crate) fn postgres_answered(&self, answered: bool) {
+        if let Ok(mut since) = self.postgres_silent_since.lock() {
+            match (answered, *since) {
+                (true, _) => *since = None,
+                (false, None) => *since = Some(Instant::now()),
+                (false, Some(_)) => {}
+            }
+        }
+    }
+
+    /// How long Postgres has not answered the stats thread's probe, if it has not.
+    pub(crate) fn postgres_silent_for(&self) -> Option<Duration> {
+        self.postgres_silent_since.lock().ok().and_then(|s| s.map(|at| at.elapsed()))
+    }
+
     /// The last refresh, if there was one.
     pub(crate) fn refreshed(&self) -> Option<Refreshed> {
         self.refreshed.lock().ok().and_then(|r| r.clone())
     }
 }
 
-/// The whole exposition, as `GET /metrics` returns it.
-pub(crate) fn render(shared: &Shared) -> String {
+/// The whole exposition, as `GET /metrics` returns it; during start-up (no pipeline yet),
+/// only `streamsink_build_info`.
+pub(crate) fn render(shared: Option<&Shared>) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Scrape::take(shared)));
+    registry.register_collector(Box::new(BuildInfo));
+    if let Some(shared) = shared {
+        registry.register_collector(Box::new(Scrape::take(shared)));
+    }
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry) {
         log::debug!("metrics: encoding failed: {e}");
@@ -209,7 +232,7 @@ impl Scrape {
             streams: m.refreshed().map(|r| r.streams).unwrap_or_default(),
             last_commit_ms: c.last_commit_ms.load(Ordering::Relaxed),
             redis_up: shared.redis_outage.lasting().is_none(),
-            postgres_up: shared.postgres_outage.lasting().is_none(),
+            postgres_up: shared.postgres_outage.lasting().is_none() && m.postgres_silent_for().is_none(),
         }
     }
 }
@@ -256,19 +279,28 @@ impl EncodeMetric for HistogramSample {
     }
 }
 
-impl Collector for Scrape {
+/// The version, exposed from the first moment the endpoint answers.
+#[derive(Debug)]
+struct BuildInfo;
+
+impl Collector for BuildInfo {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let group: Labels = vec![("group", self.group.clone())];
-        let per_stream = |s: &StreamFigures| -> Labels {
-            vec![("stream", s.stream.clone()), ("group", self.group.clone())]
-        };
         family(
             &mut enc,
             "streamsink_build_info",
             "The running version (always 1).",
             MetricType::Gauge,
             vec![(vec![("version", env!("CARGO_PKG_VERSION").to_string())], ConstGauge::new(1i64))],
-        )?;
+        )
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let group: Labels = vec![("group", self.group.clone())];
+        let per_stream = |s: &StreamFigures| -> Labels {
+            vec![("stream", s.stream.clone()), ("group", self.group.clone())]
+        };
         family(
             &mut enc,
             "streamsink_up",

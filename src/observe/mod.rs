@@ -1,9 +1,9 @@
 //! What an operator sees of a running worker: `counters` (totals since start), the periodic
-//! `stats` line and the systemd STATUS line, `logging` (stderr, journald priorities), and
-//! `service` (systemd's notify protocol).
+//! `stats` line and the systemd STATUS line, `metrics` and `http` (Prometheus `/metrics`,
+//! `/health/*`), `check` (`streamsink check`), `logging` (stderr, journald) and `service`
+//! (systemd's notify protocol).
 //!
-//! Where to add a metric: a counter in `counters.rs`, incremented where the thing happens,
-//! and shown by the stats line through `Snapshot`'s `Display`.
+//! Where to add a metric: ARCHITECTURE.md, "Where to add…".
 
 pub mod check;
 pub mod counters;

@@ -12,13 +12,17 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::metrics::StreamFigures;
 use super::service;
 use crate::broker::{self, group};
+use crate::sink::pool::Pool;
 use crate::supervisor::Shared;
 
 /// How often the STATUS line is refreshed (or the stats interval, if shorter).
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long the idle probe of Postgres waits for a connection.
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+
 /// Runs the stats thread until `done` is closed.
-pub(crate) fn run(shared: Arc<Shared>, done: Receiver<()>) {
+pub(crate) fn run(shared: Arc<Shared>, pool: Pool, done: Receiver<()>) {
     let interval = shared.config.worker.stats_interval;
     let tick = STATUS_INTERVAL.min(interval);
     let mut redis: Option<redis::Connection> = None;
@@ -32,6 +36,7 @@ pub(crate) fn run(shared: Arc<Shared>, done: Receiver<()>) {
             _ => return,
         }
         let now = shared.counters.snapshot();
+        probe_postgres_if_idle(&shared, &pool, tick);
         let streams = stream_figures(&mut redis, &shared);
         let figures = Figures::sum(&streams);
         shared.metrics.set_streams(streams);
@@ -105,6 +110,20 @@ fn status_line(shared: &Shared, rate: f64, f: &Figures) -> String {
         }
     }
     line
+}
+
+/// Asks Postgres `SELECT 1` when no batch committed during the last `tick`: an idle worker
+/// notices nothing of a database gone away (only a write or a pool refusal starts an outage),
+/// and `/health/ready` and `streamsink_up` must. A commit proves it answers; so the probe costs
+/// nothing while work flows.
+fn probe_postgres_if_idle(shared: &Shared, pool: &Pool, tick: Duration) {
+    if shared.counters.since_last_commit().is_some_and(|ago| ago < tick) {
+        shared.metrics.postgres_answered(true);
+        return;
+    }
+    let answered =
+        pool.get_timeout(PROBE_WAIT).ok().is_some_and(|mut client| client.simple_query("SELECT 1").is_ok());
+    shared.metrics.postgres_answered(answered);
 }
 
 /// Each stream's length, pending count, oldest pending age, lag and dead-letter length, as
