@@ -31,13 +31,15 @@ fn lagging_stream_with_an_ancient_pending_entry(stream: &str, n: usize) {
     let mut r = redis();
     let _: String =
         redis::cmd("XADD").arg(stream).arg("1000-0").arg("event").arg("{}").query(&mut r).unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg("event-processors")
-        .arg("0")
-        .query(&mut r)
-        .unwrap();
+    group_at_0_with_one_entry_delivered(&mut r, stream);
+    publish_many(&mut r, stream, n, "lag");
+}
+
+/// Creates the group at the stream's start and delivers its first entry to a consumer that
+/// never acknowledges it.
+fn group_at_0_with_one_entry_delivered(r: &mut redis::Connection, stream: &str) {
+    let _: () =
+        redis::cmd("XGROUP").arg("CREATE").arg(stream).arg("event-processors").arg("0").query(r).unwrap();
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg("event-processors")
@@ -47,9 +49,8 @@ fn lagging_stream_with_an_ancient_pending_entry(stream: &str, n: usize) {
         .arg("STREAMS")
         .arg(stream)
         .arg(">")
-        .query(&mut r)
+        .query(r)
         .unwrap();
-    publish_many(&mut r, stream, n, "lag");
 }
 
 #[test]
@@ -183,24 +184,7 @@ fn max_lag_holds_where_redis_has_lost_count_of_the_lag() {
     let stream = TestStream::new();
     let mut r = redis();
     let ids = publish_many(&mut r, &stream.name, 3, "l");
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream.name)
-        .arg("event-processors")
-        .arg("0")
-        .query(&mut r)
-        .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("event-processors")
-        .arg("c")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg(&stream.name)
-        .arg(">")
-        .query(&mut r)
-        .unwrap();
+    group_at_0_with_one_entry_delivered(&mut r, &stream.name);
     // An entry deleted between the group's position and the end: Redis 7 reports the lag as nil.
     let _: u64 = redis::cmd("XDEL").arg(&stream.name).arg(&ids[1]).query(&mut r).unwrap();
     let url = redis_url();
