@@ -196,6 +196,17 @@ fn env_name<A: Args>(id: &str) -> String {
     env.map_or_else(|| id.to_string(), |e| e.to_string_lossy().into_owned())
 }
 
+impl OptionalPostgresSettings {
+    /// The URL, unless it is unset or empty (an env file's `DATABASE_URL=` line).
+    pub fn database_url(&self) -> Option<&SecretUrl> {
+        self.database_url.as_ref().and_then(|u| u.0.as_ref())
+    }
+}
+
+/// A URL setting that may be set to nothing (empty).
+#[derive(Debug, Clone)]
+pub struct MaybeUrl(Option<SecretUrl>);
+
 /// Where PostgreSQL is, for a command that can do without it (`check` checks Redis alone).
 #[derive(Args, Debug, Clone)]
 pub struct OptionalPostgresSettings {
@@ -205,9 +216,9 @@ pub struct OptionalPostgresSettings {
         env = "DATABASE_URL",
         value_name = "URL",
         hide_env_values = true,
-        value_parser = database_url
+        value_parser = optional_database_url
     )]
-    pub database_url: Option<SecretUrl>,
+    database_url: Option<MaybeUrl>,
     /// `STREAMSINK_PG_TLS`, `STREAMSINK_PG_CA`.
     #[command(flatten)]
     pub tls: PostgresTlsSettings,
@@ -561,6 +572,11 @@ fn redis_url(value: &str) -> Result<SecretUrl, InvalidValue> {
 }
 
 /// `DATABASE_URL`, parsed into the client's configuration at once (see [`redis_url`]).
+/// [`database_url`], an empty value meaning none.
+fn optional_database_url(value: &str) -> Result<MaybeUrl, InvalidValue> {
+    if value.trim().is_empty() { Ok(MaybeUrl(None)) } else { database_url(value).map(|u| MaybeUrl(Some(u))) }
+}
+
 fn database_url(value: &str) -> Result<SecretUrl, InvalidValue> {
     Ok(SecretUrl::postgres(value)?)
 }

@@ -130,6 +130,11 @@ fn without_database_url_it_checks_redis_alone_and_says_so() {
     assert!(out.contains("DATABASE_URL not set: Redis checked alone"), "{out}");
     let (_, out, _) = check(&["--json"], &[("REDIS_URL", &url), ("STREAMSINK_STREAMS", &stream.name)]);
     assert_eq!(json(&out)["postgres"]["checked"], false);
+    // An env file's `DATABASE_URL=` line says the same.
+    let env = [("REDIS_URL", url.as_str()), ("STREAMSINK_STREAMS", &stream.name), ("DATABASE_URL", "")];
+    let (code, out, err) = check(&[], &env);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("Redis checked alone"), "{out}");
 }
 
 #[test]

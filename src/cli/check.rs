@@ -36,7 +36,7 @@ fn duration(value: &str) -> Result<Duration, String> {
 }
 
 pub fn execute(args: CheckArgs) -> ExitCode {
-    let database_url = args.postgres.database_url.as_ref();
+    let database_url = args.postgres.database_url();
     let settings = args.redis.check().and_then(|()| match database_url {
         Some(url) => args.postgres.tls.check(url),
         None => Ok(()),
