@@ -118,30 +118,50 @@ pub fn group_info(con: &mut Connection, stream: &str, group: &str) -> Result<Opt
     Ok(None)
 }
 
-/// Entries in the stream not yet delivered to the group (XINFO GROUPS `lag`, Redis ≥ 7);
-/// `None` where Redis does not report it.
-pub(crate) fn group_lag(con: &mut Connection, stream: &str, group: &str) -> Result<Option<u64>, BrokerError> {
-    let reply: Value = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(stream)
-        .query(con)
-        .map_err(|e| BrokerError::new("XINFO GROUPS", stream, e))?;
-    let Value::Array(groups) = reply else {
-        return Ok(None);
+/// What Redis says of one stream and the group on it: what `/metrics` exposes (refreshed by the
+/// stats thread) and `streamsink check` prints. `None` where Redis cannot say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamFigures {
+    pub stream: String,
+    /// Whether the group exists on the stream; without it, every group figure is `None`.
+    pub group_exists: bool,
+    pub length: u64,
+    /// Entries not yet delivered to the group (XINFO GROUPS `lag`, Redis ≥ 7); `None` where
+    /// Redis does not know it.
+    pub lag: Option<u64>,
+    pub pending: Option<u64>,
+    /// Age of the oldest pending entry (from its id's time, at `now`); `None` with none pending.
+    pub oldest_pending: Option<Duration>,
+    pub consumers: Option<u64>,
+    /// The group's position (XINFO GROUPS `last-delivered-id`).
+    pub last_delivered: Option<String>,
+    /// Entries in `<stream>:dlq`.
+    pub dead_letters: u64,
+}
+
+/// Reads [`StreamFigures`] for `stream` and `group`: XLEN of the stream and its dead-letter
+/// stream, XINFO GROUPS, XPENDING. A missing group (or stream) is a figure, not an error.
+pub fn stream_figures(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+    now: jiff::Timestamp,
+) -> Result<StreamFigures, BrokerError> {
+    let mut f = StreamFigures {
+        stream: stream.to_string(),
+        length: length(con, stream)?,
+        dead_letters: length(con, &super::ack::dead_letter_stream(stream))?,
+        ..StreamFigures::default()
     };
-    for g in groups {
-        let mut name = None;
-        let mut lag = None;
-        for (k, v) in pairs(g) {
-            match (text(k).as_deref(), v) {
-                (Some("name"), v) => name = text(v),
-                (Some("lag"), Value::Int(n)) => lag = Some(n.max(0) as u64),
-                _ => {}
-            }
-        }
-        if name.as_deref() == Some(group) {
-            return Ok(lag);
-        }
+    if let Some(info) = group_info(con, stream, group)? {
+        let (pending, oldest) = pending_summary(con, stream, group)?;
+        let oldest = oldest.as_deref().and_then(crate::event::entry_timestamp);
+        f.group_exists = true;
+        f.lag = info.lag;
+        f.pending = Some(pending);
+        f.oldest_pending = oldest.map(|at| Duration::try_from(now.duration_since(at)).unwrap_or_default());
+        f.consumers = Some(info.consumers);
+        f.last_delivered = Some(info.last_delivered);
     }
-    Ok(None)
+    Ok(f)
 }

@@ -8,6 +8,8 @@ mod envelope;
 mod flat;
 mod time;
 
+pub(crate) use time::entry_timestamp;
+
 use jiff::Timestamp;
 use serde_json::Value;
 

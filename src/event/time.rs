@@ -31,7 +31,7 @@ pub(super) fn epoch_timestamp(n: f64) -> Option<Timestamp> {
 }
 
 /// The time encoded in a stream entry ID (`<ms>-<seq>`): when Redis received the entry.
-pub(super) fn entry_timestamp(entry_id: &str) -> Option<Timestamp> {
+pub(crate) fn entry_timestamp(entry_id: &str) -> Option<Timestamp> {
     let ms: i64 = entry_id.split('-').next()?.parse().ok()?;
     Timestamp::from_millisecond(ms).ok()
 }

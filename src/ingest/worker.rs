@@ -203,13 +203,13 @@ impl Worker {
         // whole: their commit was in an earlier life, and which rows are new is not
         // transferred back (only the handled ones are). Dead-lettered events are left out.
         if outcome.written.duplicates == 0 {
-            let now_ms = jiff::Timestamp::now().as_millisecond();
+            let now = jiff::Timestamp::now();
             for (i, e) in events.iter().enumerate() {
                 if outcome.failed.iter().any(|f| f.index == i) {
                     continue;
                 }
-                if let Some(ms) = e.entry_id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()) {
-                    metrics.event_latency_seconds.observe((now_ms - ms) as f64 / 1000.0);
+                if let Some(at) = crate::event::entry_timestamp(&e.entry_id) {
+                    metrics.event_latency_seconds.observe(now.duration_since(at).as_secs_f64());
                 }
             }
         }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::broker::{self, group};
+use crate::broker;
+use crate::broker::group::{self, StreamFigures};
 use crate::config::{GroupSettings, PostgresTlsSettings, RedisSettings};
 use crate::secret::SecretUrl;
 use crate::sink::{migrate, pool};
@@ -25,19 +26,6 @@ pub struct Thresholds {
     pub max_lag: Option<u64>,
     /// Age of the oldest pending entry, per stream.
     pub max_pending_age: Option<Duration>,
-}
-
-/// One stream as the check saw it; `None` where Redis could not say.
-#[derive(Debug, Clone, Default)]
-pub struct StreamCheck {
-    pub stream: String,
-    pub group_exists: bool,
-    pub length: u64,
-    pub lag: Option<u64>,
-    pub pending: Option<u64>,
-    pub oldest_pending: Option<Duration>,
-    pub consumers: Option<u64>,
-    pub dead_letters: u64,
 }
 
 /// What Postgres answered.
@@ -62,7 +50,7 @@ pub struct Report {
     pub postgres_url: Option<String>,
     pub postgres: PostgresCheck,
     pub group: String,
-    pub streams: Vec<StreamCheck>,
+    pub streams: Vec<StreamFigures>,
     /// Every reason the check fails, one line each; empty when healthy.
     pub problems: Vec<String>,
 }
@@ -231,9 +219,8 @@ fn check_redis(report: &mut Report, redis: &RedisSettings, group: &GroupSettings
     if report.redis.is_err() {
         return;
     }
-    let now_ms = jiff::Timestamp::now().as_millisecond().max(0) as u64;
     for stream in group.streams.iter() {
-        match check_stream(&mut con, stream, &group.name, now_ms, limits) {
+        match check_stream(&mut con, stream, &group.name, limits) {
             Ok(s) => {
                 if !s.group_exists {
                     report.problems.push(format!("group {} does not exist on stream {stream}", group.name));
@@ -282,32 +269,19 @@ fn lag_counted(
     ids.ok().map(|ids| ids.len() as u64)
 }
 
+/// The stream's figures; where Redis has lost count of the lag (Redis < 7, or an entry
+/// deleted past the group's position) and `--max-lag` needs it, the lag counted here.
 fn check_stream(
     con: &mut redis::Connection,
     stream: &str,
     group_name: &str,
-    now_ms: u64,
     limits: Thresholds,
-) -> Result<StreamCheck, broker::BrokerError> {
-    let mut s = StreamCheck {
-        stream: stream.to_string(),
-        length: group::length(con, stream)?,
-        dead_letters: group::length(con, &broker::ack::dead_letter_stream(stream))?,
-        ..StreamCheck::default()
-    };
-    if let Some(info) = group::group_info(con, stream, group_name)? {
-        s.group_exists = true;
-        s.consumers = Some(info.consumers);
-        s.lag = info.lag;
-        if s.lag.is_none() && limits.max_lag.is_some() {
-            // Redis < 7, or a lag Redis lost track of (an entry deleted past the group's
-            // position): count what follows the last delivered entry, up to a bound.
-            s.lag = lag_counted(con, stream, &info.last_delivered, limits.max_lag);
+) -> Result<StreamFigures, broker::BrokerError> {
+    let mut s = group::stream_figures(con, stream, group_name, jiff::Timestamp::now())?;
+    if let (None, Some(last_delivered)) = (s.lag, s.last_delivered.as_deref()) {
+        if limits.max_lag.is_some() {
+            s.lag = lag_counted(con, stream, last_delivered, limits.max_lag);
         }
-        let (pending, oldest) = group::pending_summary(con, stream, group_name)?;
-        s.pending = Some(pending);
-        let oldest_ms = oldest.and_then(|id| id.split('-').next()?.parse::<u64>().ok());
-        s.oldest_pending = oldest_ms.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
     }
     Ok(s)
 }

@@ -26,6 +26,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::broker::group::StreamFigures;
 use crate::supervisor::Shared;
 
 /// The content type of [`render`]'s text.
@@ -79,21 +80,6 @@ impl Histogram {
         let count = buckets.iter().map(|(_, n)| n).sum();
         HistogramSample { sum: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, count, buckets }
     }
-}
-
-/// What Redis said of one stream at the last refresh; `None` where it could not say.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct StreamFigures {
-    pub stream: String,
-    pub length: Option<u64>,
-    pub pending: Option<u64>,
-    /// `None` when Redis reports the lag unknown (or is older than 7).
-    pub lag: Option<u64>,
-    /// Age of the oldest pending entry (from its id's time); `None` with nothing pending.
-    pub oldest_pending: Option<Duration>,
-    pub dead_letters: Option<u64>,
-    /// Whether the group exists on the stream.
-    pub group_exists: bool,
 }
 
 /// The last refresh of the per-stream figures.
@@ -270,8 +256,7 @@ struct HistogramSample {
 
 impl EncodeMetric for HistogramSample {
     fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
-        let bounded: Vec<(f64, u64)> = self.buckets.clone();
-        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &bounded, None)
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -367,9 +352,7 @@ impl Collector for Scrape {
                 .collect(),
         )?;
         for (name, help, sample) in &self.histograms {
-            let sample =
-                HistogramSample { sum: sample.sum, count: sample.count, buckets: sample.buckets.clone() };
-            family(&mut enc, name, help, MetricType::Histogram, vec![(Vec::new(), sample)])?;
+            sample.encode(enc.encode_descriptor(name, help, None, MetricType::Histogram)?)?;
         }
         let gauge = |value: Option<u64>| value.map(|v| ConstGauge::new(v as i64));
         let by_stream =
@@ -381,7 +364,7 @@ impl Collector for Scrape {
             "streamsink_stream_length",
             "Entries in the stream (XLEN).",
             MetricType::Gauge,
-            by_stream(&|s| gauge(s.length)),
+            by_stream(&|s| gauge(Some(s.length))),
         )?;
         family(
             &mut enc,
@@ -413,7 +396,7 @@ impl Collector for Scrape {
             "streamsink_dead_letter_length",
             "Entries in the stream's dead-letter stream (<stream>:dlq).",
             MetricType::Gauge,
-            by_stream(&|s| gauge(s.dead_letters)),
+            by_stream(&|s| gauge(Some(s.dead_letters))),
         )?;
         let last_commit = (self.last_commit_ms > 0)
             .then(|| (Vec::new(), ConstGauge::new(self.last_commit_ms as f64 / 1000.0)))

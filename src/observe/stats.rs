@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::metrics::StreamFigures;
 use super::service;
-use crate::broker::{self, group};
+use crate::broker;
+use crate::broker::group::{self, StreamFigures};
 use crate::sink::pool::Pool;
 use crate::supervisor::Shared;
 
@@ -137,10 +137,10 @@ fn stream_figures(redis: &mut Option<redis::Connection>, shared: &Shared) -> Vec
         return Vec::new();
     };
     let group = &shared.config.group.name;
-    let now_ms = jiff::Timestamp::now().as_millisecond().max(0) as u64;
+    let now = jiff::Timestamp::now();
     let mut all = Vec::with_capacity(shared.config.group.streams.len());
     for s in shared.config.group.streams.iter() {
-        match one_stream(con, s, group, now_ms) {
+        match group::stream_figures(con, s, group, now) {
             Ok(f) => all.push(f),
             Err(e) => {
                 log::debug!("stats: {e}");
@@ -150,30 +150,4 @@ fn stream_figures(redis: &mut Option<redis::Connection>, shared: &Shared) -> Vec
         }
     }
     all
-}
-
-fn one_stream(
-    con: &mut redis::Connection,
-    stream: &str,
-    group: &str,
-    now_ms: u64,
-) -> Result<StreamFigures, broker::BrokerError> {
-    let mut f = StreamFigures {
-        stream: stream.to_string(),
-        length: Some(group::length(con, stream)?),
-        dead_letters: Some(group::length(con, &broker::ack::dead_letter_stream(stream))?),
-        ..StreamFigures::default()
-    };
-    match group::pending_summary(con, stream, group) {
-        Ok((pending, oldest)) => {
-            f.group_exists = true;
-            f.pending = Some(pending);
-            let age = oldest.and_then(|id| id.split('-').next()?.parse::<u64>().ok());
-            f.oldest_pending = age.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
-            f.lag = group::group_lag(con, stream, group)?;
-        }
-        Err(e) if e.is_no_group() => {}
-        Err(e) => return Err(e),
-    }
-    Ok(f)
 }
