@@ -232,7 +232,7 @@ sql "SELECT pg_reload_conf()" postgres >/dev/null
 # has stopped, and a test that publishes in that moment sees no outage at all.
 pg_down() {
     vm systemctl stop "postgresql@$PGVERSION-main"
-    until_ok 30 sh -c "! nsenter -t $LEADER -a pg_isready -q -p $PGPORT" || echo "vm-test: PostgreSQL still answers" >&2
+    until_ok 30 pg_silent || echo "vm-test: PostgreSQL still answers" >&2
 }
 pg_up() {
     vm systemctl start "postgresql@$PGVERSION-main"
@@ -249,6 +249,23 @@ unit() { vm systemctl show -p "$1" --value streamsink; }
 # journal [journalctl args]: the unit's messages. Read whole into a variable before grepping:
 # under pipefail, `journalctl | grep -q` fails when grep stops reading early (SIGPIPE).
 journal() { vm journalctl -u streamsink --no-pager -o cat "$@"; }
+
+# Conditions to wait for with until_ok (functions: they run in this shell).
+state_is() { [ "$(unit ActiveState)" = "$1" ]; }
+main_pid_changed_from() { local p; p=$(unit MainPID); [ "$p" != 0 ] && [ "$p" != "$1" ]; }
+restarted_from() { main_pid_changed_from "$1" && state_is active; }
+back_or_given_up() { state_is failed || restarted_from "$1"; }
+status_has() { [[ $(unit StatusText) =~ $1 ]]; }
+dead_letters_are() { [ "$(vm redis-cli XLEN "$STREAM:dlq")" = "$1" ]; }
+rows_over() { [ "$(rows)" -gt "$1" ]; }
+pg_silent() { ! vm pg_isready -q -p "$PGPORT"; }
+# journal_matches PATTERN [journalctl args]
+journal_matches() {
+    local pattern=$1 out
+    shift
+    out=$(journal "$@")
+    grep -q -- "$pattern" <<<"$out"
+}
 
 # publish FIRST COUNT: COUNT envelope events vm-FIRST.., sent in one pipeline.
 publish() {
@@ -295,7 +312,7 @@ check_start_waits_for_ready() {
     vm systemctl enable streamsink >/dev/null 2>&1
     vm systemctl start --no-block streamsink
     # Postgres is down: the unit must stay "activating" (no READY=1) however long it waits.
-    until_ok 10 sh -c "[ \"\$(nsenter -t $LEADER -a systemctl show -p ActiveState --value streamsink)\" = activating ]" ||
+    until_ok 10 state_is activating ||
         { echo "never activating: $(unit ActiveState)"; return 1; }
     local pid state sub restarts
     pid=$(unit MainPID)
@@ -320,7 +337,7 @@ check "systemctl start returns only when ready (stays activating while Postgres 
 
 check_status_text() {
     local text=""
-    until_ok 15 sh -c "nsenter -t $LEADER -a systemctl show -p StatusText --value streamsink | grep -q 'rate .*lag .*pending'" || true
+    until_ok 15 status_has 'rate .*lag .*pending' || true
     text=$(unit StatusText)
     echo "StatusText=$text"
     [[ $text =~ ^rate\ [0-9]+/s,\ lag\ [0-9]+,\ pending\ [0-9]+.*(last\ commit|no\ commit\ yet) ]]
@@ -362,7 +379,7 @@ check "streamsink check with the service's env file (as the README shows): healt
 
 BAD_ID=$(vm redis-cli XADD "$STREAM" '*' event '{not json')
 check_dead_letter_warning() {
-    until_ok 20 sh -c "[ \"\$(nsenter -t $LEADER -a redis-cli XLEN $STREAM:dlq)\" = 1 ]" || { echo "no dead letter"; return 1; }
+    until_ok 20 dead_letters_are 1 || { echo "no dead letter"; return 1; }
     local warn all
     warn=$(journal -p warning)
     all=$(journal)
@@ -386,7 +403,7 @@ check_structured_fields() {
     grep -q "malformed entry $BAD_ID" <<<"$hit" || { echo "STREAM=$STREAM ENTRY_ID=$BAD_ID finds: $hit"; return 1; }
     # An event Postgres rejects (jsonb has no \u0000) is dead-lettered under its event id.
     vm redis-cli XADD "$STREAM" '*' event '{"id":"vm-rejected","type":"vm.test","data":{"s":"a\u0000b"}}' >/dev/null
-    until_ok 20 sh -c "[ \"\$(nsenter -t $LEADER -a redis-cli XLEN $STREAM:dlq)\" = 2 ]" || { echo "the rejected row was not dead-lettered"; return 1; }
+    until_ok 20 dead_letters_are 2 || { echo "the rejected row was not dead-lettered"; return 1; }
     local by_event
     by_event=$(journal EVENT_ID=vm-rejected)
     grep -q "dead-lettering" <<<"$by_event" || { echo "EVENT_ID=vm-rejected finds: $by_event"; return 1; }
@@ -411,7 +428,7 @@ check_rust_log_filters() {
     publish $TOTAL 10
     TOTAL=$((TOTAL + 10))
     local found=0
-    until_ok 20 sh -c "nsenter -t $LEADER -a journalctl -u streamsink -p debug..debug --no-pager -o cat | grep -q '$debug_lines'" && found=1
+    until_ok 20 journal_matches "$debug_lines" -p debug..debug && found=1
     vm rm /etc/systemd/system/streamsink.service.d/rust-log.conf
     vm systemctl daemon-reload
     vm systemctl restart streamsink
@@ -445,7 +462,7 @@ check_kill9() {
     vm kill -9 "$pid"
     local at_kill
     at_kill=$(rows)
-    until_ok 30 sh -c "p=\$(nsenter -t $LEADER -a systemctl show -p MainPID --value streamsink); [ \"\$p\" != 0 ] && [ \"\$p\" != $pid ] && [ \"\$(nsenter -t $LEADER -a systemctl is-active streamsink)\" = active ]" ||
+    until_ok 30 restarted_from "$pid" ||
         { echo "not restarted: MainPID=$(unit MainPID) $(unit ActiveState)"; return 1; }
     local drained
     drained=$(wait_rows $TOTAL 90) || { echo "restarted, but $drained"; return 1; }
@@ -462,10 +479,10 @@ check_watchdog() {
     pid=$(unit MainPID)
     since=$(vm date '+%Y-%m-%d %H:%M:%S')
     vm kill -STOP "$pid"
-    if ! until_ok 40 sh -c "nsenter -t $LEADER -a journalctl -u streamsink --since '$since' --no-pager -o cat | grep -q \"Failed with result 'watchdog'\""; then
+    if ! until_ok 40 journal_matches "Failed with result 'watchdog'" --since "$since"; then
         vm kill -CONT "$pid" 2>/dev/null
         outcome="no watchdog failure in the journal"
-    elif ! until_ok 30 sh -c "p=\$(nsenter -t $LEADER -a systemctl show -p MainPID --value streamsink); [ \"\$p\" != 0 ] && [ \"\$p\" != $pid ] && [ \"\$(nsenter -t $LEADER -a systemctl is-active streamsink)\" = active ]"; then
+    elif ! until_ok 30 restarted_from "$pid"; then
         outcome="not restarted after the watchdog"
     fi
     vm rm -f /etc/systemd/system/streamsink.service.d/watchdog.conf
@@ -481,7 +498,7 @@ check_outage() {
     pg_down
     publish $TOTAL 500
     TOTAL=$((TOTAL + 500))
-    until_ok 40 sh -c "nsenter -t $LEADER -a systemctl show -p StatusText --value streamsink | grep -q 'Postgres unavailable'" ||
+    until_ok 40 status_has 'Postgres unavailable' ||
         { pg_up; echo "StatusText never showed the outage: $(unit StatusText)"; return 1; }
     local during state later restarts
     during=$(unit StatusText)
@@ -505,7 +522,7 @@ check_stop_under_load() {
     local before=$TOTAL
     publish $TOTAL 60000
     TOTAL=$((TOTAL + 60000))
-    until_ok 30 sh -c "[ \"\$(nsenter -t $LEADER -a runuser -u postgres -- psql -p $PGPORT -d streamsink -qAtc \"SELECT count(*) FROM events WHERE type = 'vm.test'\")\" -gt $before ]" ||
+    until_ok 30 rows_over "$before" ||
         { echo "no progress before the stop"; return 1; }
     local start end state result at_stop left
     start=$(date +%s%N)
@@ -573,7 +590,7 @@ check_start_limit() {
         vm kill -9 "$pid"
         kills=$((kills + 1))
         # Back as a new process (RestartSec=2s), or given up.
-        until_ok 20 sh -c "s=\$(nsenter -t $LEADER -a systemctl show -p ActiveState --value streamsink); p=\$(nsenter -t $LEADER -a systemctl show -p MainPID --value streamsink); [ \"\$s\" = failed ] || { [ \"\$s\" = active ] && [ \"\$p\" != 0 ] && [ \"\$p\" != $pid ]; }" ||
+        until_ok 20 back_or_given_up "$pid" ||
             { echo "neither restarted nor failed after kill $kills: $(unit ActiveState)"; return 1; }
     done
     local state limit
@@ -663,11 +680,11 @@ check_upgrade() {
     local pid version
     pid=$(unit MainPID)
     vm apt-get install -y -qq /mnt/vm-test/streamsink-upgrade.deb >"$WORK/apt.log" 2>&1 || { tail -n 5 "$WORK/apt.log"; return 1; }
-    until_ok 30 sh -c "p=\$(nsenter -t $LEADER -a systemctl show -p MainPID --value streamsink); [ \"\$p\" != 0 ] && [ \"\$p\" != $pid ]" ||
+    until_ok 30 main_pid_changed_from "$pid" ||
         { echo "still pid $pid after the upgrade"; return 1; }
     version=$(vm dpkg-query -W -f '${Version}' streamsink)
     grep -q '^REDIS_URL=redis://localhost' /proc/"$LEADER"/root$ENV || { echo "the upgrade replaced the edited env file"; return 1; }
-    until_ok 30 sh -c "[ \"\$(nsenter -t $LEADER -a systemctl is-active streamsink)\" = active ]" || { echo "not active after the upgrade"; return 1; }
+    until_ok 30 state_is active || { echo "not active after the upgrade"; return 1; }
     publish $TOTAL 100
     TOTAL=$((TOTAL + 100))
     local drained
