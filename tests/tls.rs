@@ -43,31 +43,55 @@ fn worker_connections_ssl(db: &TestDb) -> Vec<bool> {
     rows.iter().map(|r| r.get(0)).collect()
 }
 
+/// A TLS-only Redis and a TLS-only PostgreSQL of the test's own, a database on it and a stream
+/// name. Fields drop in order: the database before its server, the certificates last.
+struct Servers {
+    db: TestDb,
+    pg: PrivatePostgres,
+    redis: TlsRedis,
+    stream: String,
+    pki: Pki,
+}
+
+impl Servers {
+    fn start() -> Servers {
+        let pki = Pki::new();
+        let redis = TlsRedis::start(&pki, false);
+        let pg = tls_postgres(&pki);
+        let db = TestDb::create_on(&pg.socket_admin_url());
+        Servers { db, pg, redis, stream: unique("ss:stream"), pki }
+    }
+
+    fn database_url(&self) -> String {
+        format!("postgres://postgres@localhost:{}/{}", self.pg.port, self.db.name)
+    }
+
+    /// `streamsink run` verifying both servers (verify-full) against the test CA.
+    fn verifying_worker(&self) -> Process {
+        let (ca, database_url, redis_url) = (self.pki.path("ca.pem"), self.database_url(), self.redis.url());
+        Process::spawn(
+            &["run"],
+            &[
+                ("REDIS_URL", redis_url.as_str()),
+                ("STREAMSINK_REDIS_CA", &ca),
+                ("DATABASE_URL", &database_url),
+                ("STREAMSINK_PG_TLS", "verify-full"),
+                ("STREAMSINK_PG_CA", &ca),
+                ("STREAMSINK_STREAMS", &self.stream),
+                ("STREAMSINK_BLOCK", "200ms"),
+            ],
+        )
+    }
+}
+
 #[test]
 fn events_drain_over_tls_to_both_and_every_connection_is_encrypted() {
-    let pki = Pki::new();
-    let redis = TlsRedis::start(&pki, false);
-    let pg = tls_postgres(&pki);
-    let db = TestDb::create_on(&pg.socket_admin_url());
-    let stream = unique("ss:stream");
-    let mut con = redis.con(&pki);
-    publish_many(&mut con, &stream, 300, "tls");
+    let servers = Servers::start();
+    let Servers { db, redis, stream, pki, .. } = &servers;
+    let mut con = redis.con(pki);
+    publish_many(&mut con, stream, 300, "tls");
 
-    let (ca, database_url) =
-        (pki.path("ca.pem"), format!("postgres://postgres@localhost:{}/{}", pg.port, db.name));
-    let redis_url = redis.url();
-    let p = Process::spawn(
-        &["run"],
-        &[
-            ("REDIS_URL", redis_url.as_str()),
-            ("STREAMSINK_REDIS_CA", &ca),
-            ("DATABASE_URL", &database_url),
-            ("STREAMSINK_PG_TLS", "verify-full"),
-            ("STREAMSINK_PG_CA", &ca),
-            ("STREAMSINK_STREAMS", &stream),
-            ("STREAMSINK_BLOCK", "200ms"),
-        ],
-    );
+    let p = servers.verifying_worker();
     let connecting = p.wait_for_line("connecting:", Duration::from_secs(10));
     assert!(connecting.contains(&format!("rediss://127.0.0.1:{}", redis.port)), "{connecting}");
     assert!(connecting.contains("(TLS verify-full)"), "{connecting}");
@@ -75,9 +99,9 @@ fn events_drain_over_tls_to_both_and_every_connection_is_encrypted() {
         (db.count_or_zero("SELECT count(*) FROM events") == 300).then_some(())
     });
     wait_until(Duration::from_secs(10), "nothing pending", || {
-        (pending(&mut con, &stream, GROUP) == 0).then_some(())
+        (pending(&mut con, stream, GROUP) == 0).then_some(())
     });
-    let ssl = worker_connections_ssl(&db);
+    let ssl = worker_connections_ssl(db);
     assert!(!ssl.is_empty() && ssl.iter().all(|s| *s), "the worker's connections: ssl = {ssl:?}");
     // And Redis sees only TLS clients: its TCP port is closed (port 0), so the worker's reader,
     // acker and stats connections all came in on the TLS port.
@@ -147,14 +171,11 @@ fn mutual_tls_to_redis_needs_the_client_certificate() {
 
 #[test]
 fn a_wrong_ca_fails_at_start_in_one_line_naming_the_setting() {
-    let pki = Pki::new();
-    let redis = TlsRedis::start(&pki, false);
-    let pg = tls_postgres(&pki);
-    let db = TestDb::create_on(&pg.socket_admin_url());
-    let stream = unique("ss:stream");
+    let servers = Servers::start();
+    let Servers { db, pg, redis, stream, pki } = &servers;
     let (wrong, right) = (pki.path("other-ca.pem"), pki.path("ca.pem"));
     let redis_url = redis.url();
-    let database_url = format!("postgres://postgres@localhost:{}/{}", pg.port, db.name);
+    let database_url = servers.database_url();
 
     // Redis: the worker exits 1 on its first attempt with one error line.
     let (code, out) = exit_of(Process::spawn(
@@ -164,7 +185,7 @@ fn a_wrong_ca_fails_at_start_in_one_line_naming_the_setting() {
             ("STREAMSINK_REDIS_CA", &wrong),
             ("DATABASE_URL", &database_url),
             ("STREAMSINK_PG_CA", &right),
-            ("STREAMSINK_STREAMS", &stream),
+            ("STREAMSINK_STREAMS", stream),
         ],
     ));
     assert_eq!(code, Some(1), "{out:#?}");
@@ -457,53 +478,36 @@ fn at_the_stop_deadline_statements_are_cancelled_over_tls() {
 
 #[test]
 fn a_certificate_refused_while_running_is_an_outage_naming_the_setting_and_the_worker_resumes() {
-    let pki = Pki::new();
-    let mut redis = TlsRedis::start(&pki, false);
-    let pg = tls_postgres(&pki);
-    let db = TestDb::create_on(&pg.socket_admin_url());
-    let stream = unique("ss:stream");
-    let (ca, database_url) =
-        (pki.path("ca.pem"), format!("postgres://postgres@localhost:{}/{}", pg.port, db.name));
-    let redis_url = redis.url();
-    let p = Process::spawn(
-        &["run"],
-        &[
-            ("REDIS_URL", redis_url.as_str()),
-            ("STREAMSINK_REDIS_CA", &ca),
-            ("DATABASE_URL", &database_url),
-            ("STREAMSINK_PG_TLS", "verify-full"),
-            ("STREAMSINK_PG_CA", &ca),
-            ("STREAMSINK_STREAMS", &stream),
-            ("STREAMSINK_BLOCK", "200ms"),
-        ],
-    );
+    let mut servers = Servers::start();
+    let p = servers.verifying_worker();
+    let Servers { db, pg, redis, stream, pki } = &mut servers;
     let rows = |n: i64| {
         wait_until(Duration::from_secs(30), &format!("{n} rows"), || {
             (db.count_or_zero("SELECT count(*) FROM events") == n).then_some(())
         })
     };
-    publish_many(&mut redis.con(&pki), &stream, 10, "before");
+    publish_many(&mut redis.con(pki), stream, 10, "before");
     rows(10);
 
     // Redis comes back with a certificate of another CA: one error line naming the setting,
     // the worker waits; with its own certificate again, the worker goes on.
-    redis.restart_serving(&pki, "other-server");
+    redis.restart_serving(pki, "other-server");
     let line = p.wait_for_line("Redis refuses the TLS connection", Duration::from_secs(20));
     assert!(line.contains("invalid peer certificate: UnknownIssuer (check STREAMSINK_REDIS_CA)"), "{line}");
-    redis.restart_serving(&pki, "server");
-    publish_many(&mut redis.con(&pki), &stream, 10, "after-redis");
+    redis.restart_serving(pki, "server");
+    publish_many(&mut redis.con(pki), stream, 10, "after-redis");
     rows(20);
     p.wait_for_line("Redis available again", Duration::from_secs(10));
 
     // The same for PostgreSQL, whose pooled connections the restart breaks.
     pg.stop();
-    serve_certificate(&pg, &pki, "other-server");
+    serve_certificate(pg, pki, "other-server");
     pg.start_again();
-    publish_many(&mut redis.con(&pki), &stream, 10, "after-pg");
+    publish_many(&mut redis.con(pki), stream, 10, "after-pg");
     let line = p.wait_for_line("Postgres refuses the TLS connection", Duration::from_secs(20));
     assert!(line.contains("invalid peer certificate: UnknownIssuer (check STREAMSINK_PG_CA)"), "{line}");
     pg.stop();
-    serve_certificate(&pg, &pki, "server");
+    serve_certificate(pg, pki, "server");
     pg.start_again();
     rows(30);
     p.wait_for_line("Postgres available again", Duration::from_secs(10));
