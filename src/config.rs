@@ -227,6 +227,18 @@ pub struct OptionalPostgresSettings {
 /// Which streams and which consumer group: for every command that works on the group.
 #[derive(Args, Debug, Clone)]
 pub struct GroupSettings {
+    /// `STREAMSINK_STREAMS`.
+    #[command(flatten)]
+    pub streams: StreamsSettings,
+    /// `STREAMSINK_GROUP`.
+    #[command(flatten)]
+    pub name: GroupName,
+}
+
+/// The streams the worker reads: a group of its own so that `status` can default to them
+/// without asking for a consumer group.
+#[derive(Args, Debug, Clone)]
+pub struct StreamsSettings {
     /// Comma-separated streams; one reader reads them all.
     #[arg(
         long = "streams",
@@ -236,6 +248,18 @@ pub struct GroupSettings {
         value_parser = stream_list
     )]
     pub streams: StreamList,
+}
+
+impl std::ops::Deref for StreamsSettings {
+    type Target = StreamList;
+    fn deref(&self) -> &StreamList {
+        &self.streams
+    }
+}
+
+/// The consumer group: a group of its own so that `pending` can name it without the streams.
+#[derive(Args, Debug, Clone)]
+pub struct GroupName {
     /// Consumer group.
     #[arg(
         long = "group",
@@ -244,7 +268,20 @@ pub struct GroupSettings {
         default_value = "event-processors",
         value_parser = non_empty
     )]
-    pub name: String,
+    pub group: String,
+}
+
+impl std::ops::Deref for GroupName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.group
+    }
+}
+
+impl std::fmt::Display for GroupName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.group)
+    }
 }
 
 /// How the worker reads, writes, reclaims and reports.
@@ -322,6 +359,12 @@ pub struct WorkerSettings {
         value_parser = byte_size
     )]
     pub max_inflight: u64,
+    /// Trim each stream to entries younger than this (30d, 12h), at most once a minute, never past an entry a group still needs; unset or empty: keep everything.
+    #[arg(long, env = "STREAMSINK_RETENTION", value_name = "DURATION", value_parser = retention)]
+    pub retention: Option<Retention>,
+    /// Trim each dead-letter stream (<stream>:dlq) to entries younger than this (90d); unset or empty: keep everything.
+    #[arg(long, env = "STREAMSINK_DLQ_RETENTION", value_name = "DURATION", value_parser = retention)]
+    pub dlq_retention: Option<Retention>,
     /// Address for GET /metrics (Prometheus), /health/live and /health/ready, e.g. 127.0.0.1:9464; unset or empty: off.
     #[arg(long, env = "STREAMSINK_METRICS_ADDR", value_name = "HOST:PORT", value_parser = listen_addr)]
     pub metrics_addr: Option<Listen>,
@@ -331,6 +374,11 @@ pub struct WorkerSettings {
 /// `STREAMSINK_METRICS_ADDR=` means).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listen(pub Option<std::net::SocketAddr>);
+
+/// How long entries are kept, or for ever (an empty value: what an env file's
+/// `STREAMSINK_RETENTION=` means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
 
 impl WorkerSettings {
     /// The consumer name: the one set, or `<hostname>-<pid>`, unique per process, so two
@@ -354,6 +402,16 @@ impl WorkerSettings {
     /// end of BLOCK is never abandoned (abandoned entries would sit pending until reclaimed).
     pub(crate) fn read_timeout(&self) -> Duration {
         self.block + crate::broker::COMMAND_TIMEOUT
+    }
+
+    /// `STREAMSINK_RETENTION`: `None` keeps everything.
+    pub fn retention(&self) -> Option<Duration> {
+        self.retention.and_then(|r| r.0)
+    }
+
+    /// `STREAMSINK_DLQ_RETENTION`: `None` keeps everything.
+    pub fn dlq_retention(&self) -> Option<Duration> {
+        self.dlq_retention.and_then(|r| r.0)
     }
 }
 
@@ -545,7 +603,7 @@ pub(crate) enum InvalidValue {
     EmptyStreamName(String),
     #[error("'{value}' is not a whole number from {min} to {max}")]
     NotACount { value: String, min: usize, max: usize },
-    #[error("'{0}' is not a duration with a unit (like 250ms, 5s, 1m, 1h)")]
+    #[error("'{0}' is not a duration with a unit (like 250ms, 5s, 1m, 1h, 30d)")]
     NotADuration(String),
     #[error("'{0}' must be longer than zero")]
     ZeroDuration(String),
@@ -628,7 +686,23 @@ fn duration(value: &str) -> Result<Duration, InvalidValue> {
     }
 }
 
-/// Parses `250ms`, `5s`, `1m`, `1h`: a whole number and a unit, which is required so that a
+/// `STREAMSINK_RETENTION`: a duration, or empty for none.
+fn retention(value: &str) -> Result<Retention, InvalidValue> {
+    if value.trim().is_empty() { Ok(Retention(None)) } else { duration(value).map(|d| Retention(Some(d))) }
+}
+
+/// A point in time on the command line (`--since`, `--until`): an RFC 3339 timestamp
+/// (`2026-12-01T10:00:00Z`), or a duration meaning that long before now (`2h`, `7d`).
+pub fn parse_time(value: &str, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
+    let value = value.trim();
+    if let Ok(at) = value.parse::<jiff::Timestamp>() {
+        return Some(at);
+    }
+    let ago = jiff::SignedDuration::try_from(parse_duration(value)?).ok()?;
+    now.checked_sub(ago).ok()
+}
+
+/// Parses `250ms`, `5s`, `1m`, `1h`, `30d`: a whole number and a unit, which is required so that a
 /// bare `5` cannot be misread as seconds by one reader and milliseconds by another.
 pub fn parse_duration(value: &str) -> Option<Duration> {
     let (n, unit) = number_and_unit(value)?;
@@ -637,6 +711,7 @@ pub fn parse_duration(value: &str) -> Option<Duration> {
         "s" => n.checked_mul(1_000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
         _ => None,
     }?;
     Some(Duration::from_millis(millis))
@@ -713,7 +788,7 @@ mod tests {
     fn defaults_apply_when_only_urls_are_set() {
         let c = with(&[]).unwrap();
         assert_eq!(c.group.streams.0, vec!["events:incoming"]);
-        assert_eq!(c.group.name, "event-processors");
+        assert_eq!(&*c.group.name, "event-processors");
         let w = &c.worker;
         assert_eq!((w.workers, w.batch, w.max_deliveries), (4, 1000, 3));
         assert_eq!(w.block, Duration::from_secs(1));
@@ -742,8 +817,8 @@ mod tests {
             ("--group-start", "yesterday", "STREAMSINK_GROUP_START (--group-start): 'yesterday' is not 0, $"),
             (
                 "--stats-interval",
-                "1d",
-                "STREAMSINK_STATS_INTERVAL (--stats-interval): '1d' is not a duration",
+                "1w",
+                "STREAMSINK_STATS_INTERVAL (--stats-interval): '1w' is not a duration",
             ),
             ("--group", " ", "STREAMSINK_GROUP (--group): must not be empty"),
         ];

@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod hooks;
 mod ingest;
 pub mod observe;
+pub mod operate;
 mod retry;
 pub mod secret;
 pub mod sink;

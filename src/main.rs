@@ -32,6 +32,19 @@ enum Command {
     Migrate(cli::migrate::MigrateArgs),
     /// Check Redis, Postgres and every stream's group once; exit 0 healthy, 1 unhealthy.
     Check(Box<cli::check::CheckArgs>),
+    /// Show each stream: its length and time span, every group's consumers, pending and lag,
+    /// and its dead letters.
+    Status(Box<cli::status::StatusArgs>),
+    /// List a group's pending entries: consumer, idle time, deliveries, last error.
+    Pending(Box<cli::pending::PendingArgs>),
+    /// Inspect, replay or purge a stream's dead letters (<stream>:dlq).
+    Dlq(Box<cli::dlq::DlqArgs>),
+    /// Publish JSON lines (a file or stdin) as events, in pipelined batches.
+    Publish(Box<cli::publish::PublishArgs>),
+    /// Write a time range of a stream to Postgres again, outside the consumer group.
+    Backfill(Box<cli::backfill::BackfillArgs>),
+    /// Trim a stream by age or length, never past an entry a group still needs.
+    Trim(Box<cli::trim::TrimArgs>),
 }
 
 fn main() -> ExitCode {
@@ -43,5 +56,11 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::execute(*args),
         Command::Migrate(args) => cli::migrate::execute(args),
         Command::Check(args) => cli::check::execute(*args),
+        Command::Status(args) => cli::status::execute(*args),
+        Command::Pending(args) => cli::pending::execute(*args),
+        Command::Dlq(args) => cli::dlq::execute(*args),
+        Command::Publish(args) => cli::publish::execute(*args),
+        Command::Backfill(args) => cli::backfill::execute(*args),
+        Command::Trim(args) => cli::trim::execute(*args),
     }
 }

@@ -350,7 +350,7 @@ fn one_reader_reads_several_streams() {
     let db = TestDb::create();
     let (a, b) = (TestStream::new(), TestStream::new());
     let mut config = settings(&db, &a);
-    config.group.streams = StreamList(vec![a.name.clone(), b.name.clone()]);
+    config.group.streams.streams = StreamList(vec![a.name.clone(), b.name.clone()]);
     let mut r = redis();
     publish_many(&mut r, &a.name, 3, "a");
     publish_many(&mut r, &b.name, 4, "b");

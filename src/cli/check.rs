@@ -4,12 +4,11 @@
 //! Exit codes: 0 healthy, 1 unhealthy (a service unreachable, a group missing, migrations
 //! behind, a threshold passed), 2 a bad flag or setting.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use streamsink::config::{GroupSettings, OptionalPostgresSettings, RedisSettings, parse_duration};
+use streamsink::config::{GroupSettings, OptionalPostgresSettings, RedisSettings};
 use streamsink::observe::check::{self, Thresholds};
 
 #[derive(Args)]
@@ -24,15 +23,11 @@ pub struct CheckArgs {
     #[arg(long, value_name = "N")]
     max_lag: Option<u64>,
     /// Unhealthy when a stream's oldest pending entry is older than this (30s, 5m, 1h).
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = super::duration)]
     max_pending_age: Option<Duration>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
-}
-
-fn duration(value: &str) -> Result<Duration, String> {
-    parse_duration(value).ok_or_else(|| format!("'{value}' is not a duration with a unit (like 30s, 5m, 1h)"))
 }
 
 pub fn execute(args: CheckArgs) -> ExitCode {
@@ -47,8 +42,6 @@ pub fn execute(args: CheckArgs) -> ExitCode {
     let limits = Thresholds { max_lag: args.max_lag, max_pending_age: args.max_pending_age };
     let postgres = database_url.map(|url| (url, &args.postgres.tls));
     let report = check::check(&args.redis, postgres, &args.group, limits);
-    // A reader that stops early (`| head`, `| grep -q`) is not a failure of the check.
-    let mut out = std::io::stdout().lock();
-    let _ = if args.json { writeln!(out, "{}", report.to_json()) } else { writeln!(out, "{report}") };
+    super::print(&report, args.json);
     if report.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -4,15 +4,23 @@
 //! Where to add a subcommand: a file here with its `Args` struct and `execute`, and one
 //! variant in `main.rs`'s `Command`.
 
+pub mod backfill;
 pub mod check;
+pub mod dlq;
 pub mod migrate;
+pub mod pending;
+pub mod publish;
 pub mod run;
+pub mod status;
+pub mod trim;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use log::Level;
 use streamsink::config::SettingsError;
 use streamsink::observe::logging;
+use streamsink::operate::Report;
 
 /// Exit code of a bad flag or setting: systemd's `RestartPreventExitStatus=2` keeps a unit
 /// that cannot start from restarting forever.
@@ -39,4 +47,25 @@ pub fn refused(refused: &SettingsError) -> ExitCode {
 fn failed(e: &dyn std::error::Error) -> ExitCode {
     logging::last_words(Level::Error, e);
     ExitCode::FAILURE
+}
+
+/// Prints `report` on stdout, as JSON with `--json`, else as its table. A reader that stops
+/// early (`| head`, `| grep -q`) is not a failure of the command.
+fn print(report: &impl Report, json: bool) {
+    let mut out = std::io::stdout().lock();
+    let _ = if json { writeln!(out, "{}", report.to_json()) } else { write!(out, "{report}") };
+}
+
+#[allow(dead_code)] // for dlq and backfill, being built
+/// `--since`/`--until`: an RFC 3339 time (2026-12-01T10:00:00Z) or a duration before now (2h, 7d).
+fn time(value: &str) -> Result<jiff::Timestamp, String> {
+    streamsink::config::parse_time(value, jiff::Timestamp::now()).ok_or_else(|| {
+        format!("'{value}' is not a time: give an RFC 3339 time (2026-12-01T10:00:00Z) or a duration before now (2h, 7d)")
+    })
+}
+
+/// A duration flag (`--min-idle`, `--max-age`): a whole number and a unit.
+fn duration(value: &str) -> Result<std::time::Duration, String> {
+    streamsink::config::parse_duration(value)
+        .ok_or_else(|| format!("'{value}' is not a duration with a unit (like 30s, 5m, 1h, 30d)"))
 }

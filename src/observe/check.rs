@@ -59,9 +59,11 @@ impl Report {
     pub fn healthy(&self) -> bool {
         self.problems.is_empty()
     }
+}
 
+impl crate::operate::Report for Report {
     /// The report for machines (`--json`).
-    pub fn to_json(&self) -> Value {
+    fn to_json(&self) -> Value {
         let postgres = match &self.postgres {
             PostgresCheck::NotChecked => json!({ "checked": false }),
             PostgresCheck::Unreachable(e) => json!({ "checked": true, "ok": false, "error": e }),
@@ -120,11 +122,11 @@ impl fmt::Display for Report {
         }
         if !self.streams.is_empty() {
             let dash = || "-".to_string();
-            let rows: Vec<[String; 8]> = self
+            let rows: Vec<Vec<String>> = self
                 .streams
                 .iter()
                 .map(|s| {
-                    [
+                    vec![
                         s.stream.clone(),
                         if s.group_exists { self.group.clone() } else { format!("{} (missing)", self.group) },
                         s.length.to_string(),
@@ -146,23 +148,14 @@ impl fmt::Display for Report {
                 "consumers",
                 "dead letters",
             ];
-            let width =
-                |i: usize| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0);
-            let widths: Vec<usize> = (0..8).map(width).collect();
-            let line = |cells: Vec<&str>| {
-                cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ")
-            };
             writeln!(f)?;
-            writeln!(f, "{}", line(header.to_vec()).trim_end())?;
-            for r in &rows {
-                writeln!(f, "{}", line(r.iter().map(String::as_str).collect()).trim_end())?;
-            }
+            write!(f, "{}", crate::operate::table::render(&header, &rows))?;
         }
         writeln!(f)?;
         if self.healthy() {
-            write!(f, "healthy")
+            writeln!(f, "healthy")
         } else {
-            write!(f, "UNHEALTHY: {}", self.problems.join("; "))
+            writeln!(f, "UNHEALTHY: {}", self.problems.join("; "))
         }
     }
 }
@@ -180,7 +173,7 @@ pub fn check(
         redis: Err(String::new()),
         postgres_url: database_url.map(|u| u.to_string()),
         postgres: PostgresCheck::NotChecked,
-        group: group.name.clone(),
+        group: group.name.to_string(),
         streams: Vec::new(),
         problems: Vec::new(),
     };

@@ -197,7 +197,7 @@ impl Scrape {
         let m = &shared.metrics;
         let c = &shared.counters;
         Scrape {
-            group: shared.config.group.name.clone(),
+            group: shared.config.group.name.to_string(),
             counters: c.snapshot(),
             read: c.read.load(Ordering::Relaxed),
             dead_lettered: m.dead_lettered.lock().map(|d| d.clone()).unwrap_or_default(),
