@@ -66,22 +66,39 @@ fn settings_of_every_command() -> Vec<Setting> {
         assert!(out.status.success(), "{args:?}");
         String::from_utf8(out.stdout).unwrap()
     };
-    let top = help(&["--help"]);
-    let commands: Vec<&str> = top
-        .lines()
-        .skip_while(|l| !l.starts_with("Commands:"))
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|c| *c != "help")
-        .collect();
-    assert!(commands.contains(&"run") && commands.contains(&"migrate"), "{top}");
+    // The commands under `path` as its help lists them, and theirs in turn (`dlq list`, ...).
+    fn commands(help: &dyn Fn(&[&str]) -> String, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let text = help(&args);
+        let subcommands: Vec<String> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Commands:"))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| *c != "help")
+            .map(str::to_string)
+            .collect();
+        for c in subcommands {
+            let sub: Vec<String> = path.iter().cloned().chain([c]).collect();
+            out.push(sub.clone());
+            commands(help, sub, out);
+        }
+    }
+    let mut all = Vec::new();
+    commands(&help, Vec::new(), &mut all);
+    let names: Vec<String> = all.iter().map(|c| c.join(" ")).collect();
+    for expected in ["run", "migrate", "check", "status", "pending", "publish", "trim"] {
+        assert!(names.iter().any(|n| n == expected), "no command {expected} in {names:?}");
+    }
     let between = |line: &str, open: &str| {
         line.split(open).nth(1).and_then(|r| r.split(']').next()).map(str::to_string)
     };
     let mut settings: Vec<Setting> = Vec::new();
-    for command in commands {
-        for line in help(&[command, "--help"]).lines().filter(|l| l.contains("[env: ")) {
+    for command in &all {
+        let args: Vec<&str> = command.iter().map(String::as_str).chain(["--help"]).collect();
+        for line in help(&args).lines().filter(|l| l.contains("[env: ")) {
             let env = between(line, "[env: ").unwrap().trim_end_matches('=').to_string();
             let flag = line.split_whitespace().next().unwrap().to_string();
             let setting = Setting { env, flag, default: between(line, "[default: ") };

@@ -6,7 +6,8 @@ use std::time::Duration;
 use redis::{Connection, Value};
 
 use super::BrokerError;
-use super::reply::{self, id_key, text};
+use super::inspect::next_id;
+use super::reply::{self, text};
 use crate::event::Entry;
 
 /// Entries taken over from the pending list (this consumer's own, or stuck with another).
@@ -170,15 +171,6 @@ pub fn refresh(
     Ok(())
 }
 
-/// The smallest id after `id` (exclusive ranges need Redis 6.2, which the fallback lacks).
-fn next_id(id: &str) -> String {
-    let (ms, seq) = id_key(id);
-    match seq.checked_add(1) {
-        Some(seq) => format!("{ms}-{seq}"),
-        None => format!("{}-0", ms + 1),
-    }
-}
-
 /// Sets each entry's `deliveries` to Redis's count (XPENDING per id, pipelined). An entry no
 /// longer pending keeps its count.
 pub fn load_delivery_counts(
@@ -202,15 +194,4 @@ pub fn load_delivery_counts(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_id_after_an_id_carries_into_the_millisecond() {
-        assert_eq!(next_id("5-3"), "5-4");
-        assert_eq!(next_id(&format!("5-{}", u64::MAX)), "6-0");
-    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::{Connection, Value};
 
 use super::BrokerError;
-use super::reply::{pairs, text};
+use super::inspect::GroupInfo;
 
 /// Creates the group on `stream` (and the stream, MKSTREAM) starting at `start`. Returns
 /// whether it was created; an existing group (BUSYGROUP) is success, so every instance may
@@ -76,46 +76,10 @@ pub fn pending_summary(
     Ok((count, oldest.filter(|_| count > 0)))
 }
 
-/// What XINFO GROUPS says of one group.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GroupInfo {
-    pub consumers: u64,
-    pub pending: u64,
-    /// `None` where Redis does not know (or is older than 7).
-    pub lag: Option<u64>,
-    pub last_delivered: String,
-}
-
 /// `group` on `stream` as XINFO GROUPS reports it; `None` if the group (or the stream) does
 /// not exist.
 pub fn group_info(con: &mut Connection, stream: &str, group: &str) -> Result<Option<GroupInfo>, BrokerError> {
-    let reply: redis::RedisResult<Value> = redis::cmd("XINFO").arg("GROUPS").arg(stream).query(con);
-    let reply = match reply {
-        Ok(r) => r,
-        Err(e) if e.to_string().contains("no such key") => return Ok(None),
-        Err(e) => return Err(BrokerError::new("XINFO GROUPS", stream, e)),
-    };
-    let Value::Array(groups) = reply else {
-        return Ok(None);
-    };
-    for g in groups {
-        let mut info = GroupInfo::default();
-        let mut name = None;
-        for (k, v) in pairs(g) {
-            match (text(k).as_deref(), v) {
-                (Some("name"), v) => name = text(v),
-                (Some("consumers"), Value::Int(n)) => info.consumers = n.max(0) as u64,
-                (Some("pending"), Value::Int(n)) => info.pending = n.max(0) as u64,
-                (Some("lag"), Value::Int(n)) => info.lag = Some(n.max(0) as u64),
-                (Some("last-delivered-id"), v) => info.last_delivered = text(v).unwrap_or_default(),
-                _ => {}
-            }
-        }
-        if name.as_deref() == Some(group) {
-            return Ok(Some(info));
-        }
-    }
-    Ok(None)
+    Ok(super::inspect::groups(con, stream)?.and_then(|all| all.into_iter().find(|g| g.name == group)))
 }
 
 /// What Redis says of one stream and the group on it: what `/metrics` exposes (refreshed by the

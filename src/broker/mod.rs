@@ -12,6 +12,7 @@ pub(crate) mod claim;
 pub(crate) mod conn;
 pub mod errors;
 pub mod group;
+pub mod inspect;
 pub(crate) mod read;
 mod reply;
 

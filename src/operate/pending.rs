@@ -1,1 +1,157 @@
-//! (being built)
+//! `streamsink pending`: the entries a group holds but has not acknowledged, oldest first, with
+//! who holds them, for how long, how often they were delivered, and the last error recorded for
+//! them (the `<stream>:errors` hash the workers keep), so an operator can tell a slow consumer
+//! from a poison entry from a dead consumer. Read-only, Redis only.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::table::{self, age};
+use super::{OperateError, Report};
+use crate::broker::errors::last_errors;
+use crate::broker::group::pending_summary;
+use crate::broker::inspect::{self, PendingEntry};
+use crate::config::RedisSettings;
+
+/// Which pending entries to list.
+#[derive(Debug, Clone)]
+pub struct Query<'a> {
+    pub stream: &'a str,
+    pub group: &'a str,
+    /// Only this consumer's.
+    pub consumer: Option<&'a str>,
+    /// Only entries idle at least this long.
+    pub min_idle: Option<Duration>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Pending entries, oldest first.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub stream: String,
+    pub group: String,
+    /// The group's whole pending count (all consumers, any idle time).
+    pub total: u64,
+    pub entries: Vec<Listed>,
+    /// True when more entries matched than `limit` allowed.
+    pub more: bool,
+}
+
+/// One pending entry and its last recorded error.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub entry: PendingEntry,
+    pub last_error: Option<String>,
+}
+
+/// Entries read from XPENDING per round trip while filtering by idle time.
+const PAGE: usize = 1000;
+
+/// Lists the pending entries `query` selects. A group (or stream) that does not exist is
+/// refused with one line saying which.
+pub fn pending(redis: &RedisSettings, query: &Query<'_>) -> Result<Pending, OperateError> {
+    let mut con = super::connect(redis)?;
+    let exists =
+        inspect::groups(&mut con, query.stream)?.is_some_and(|g| g.iter().any(|g| g.name == query.group));
+    if !exists {
+        return Err(OperateError::Refused(format!(
+            "group {} does not exist on stream {} (see streamsink status --stream {})",
+            query.group, query.stream, query.stream
+        )));
+    }
+    let (total, _) = pending_summary(&mut con, query.stream, query.group)?;
+    let mut found: Vec<PendingEntry> = Vec::new();
+    let mut after: Option<String> = None;
+    let mut more = false;
+    loop {
+        let page = inspect::pending_page(
+            &mut con,
+            query.stream,
+            query.group,
+            after.as_deref(),
+            PAGE,
+            query.consumer,
+        )?;
+        let last = page.last().map(|e| e.id.clone());
+        let full = page.len() == PAGE;
+        for e in page.into_iter().filter(|e| query.min_idle.is_none_or(|min| e.idle >= min)) {
+            if found.len() == query.limit {
+                more = true;
+                break;
+            }
+            found.push(e);
+        }
+        if more || !full {
+            break;
+        }
+        after = last;
+    }
+    let ids: Vec<&str> = found.iter().map(|e| e.id.as_str()).collect();
+    let errors = last_errors(&mut con, query.stream, &ids)?;
+    let entries =
+        found.into_iter().zip(errors).map(|(entry, last_error)| Listed { entry, last_error }).collect();
+    Ok(Pending { stream: query.stream.to_string(), group: query.group.to_string(), total, entries, more })
+}
+
+impl Report for Pending {
+    fn to_json(&self) -> Value {
+        json!({
+            "stream": self.stream,
+            "group": self.group,
+            "pending": self.total,
+            "more": self.more,
+            "entries": self.entries.iter().map(|l| json!({
+                "id": l.entry.id,
+                "consumer": l.entry.consumer,
+                "idle_seconds": l.entry.idle.as_secs_f64(),
+                "deliveries": l.entry.deliveries,
+                "last_error": l.last_error,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A table of entries, then a line of totals.
+impl fmt::Display for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.entries.is_empty() {
+            let rows: Vec<Vec<String>> = self
+                .entries
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.entry.id.clone(),
+                        l.entry.consumer.clone(),
+                        age(l.entry.idle),
+                        l.entry.deliveries.to_string(),
+                        l.last_error.as_deref().map_or_else(|| "-".to_string(), one_line),
+                    ]
+                })
+                .collect();
+            let header = ["id", "consumer", "idle", "deliveries", "last error"];
+            write!(f, "{}", table::render(&header, &rows))?;
+        }
+        let more = if self.more { " (more match: raise --limit)" } else { "" };
+        writeln!(
+            f,
+            "{} shown{more}; {} pending in group {} on {}",
+            self.entries.len(),
+            self.total,
+            self.group,
+            self.stream
+        )
+    }
+}
+
+/// An error message on one table line: newlines folded, at most 120 characters.
+fn one_line(text: &str) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= 120 {
+        flat
+    } else {
+        format!("{}…", flat.chars().take(119).collect::<String>())
+    }
+}

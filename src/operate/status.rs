@@ -1,1 +1,185 @@
-//! (being built)
+//! `streamsink status`: what an operator asks first in an incident. Per stream: its length and
+//! time span; per group (every group, not only streamsink's): consumers with their pending and
+//! idle time, pending, lag, oldest pending age and position; the dead-letter stream's length and
+//! time span. Read-only, Redis only.
+
+use std::fmt;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::table::{self, age, id_time};
+use super::{OperateError, Report};
+use crate::broker::ack::dead_letter_stream;
+use crate::broker::group::pending_summary;
+use crate::broker::inspect::{self, ConsumerInfo, GroupInfo, StreamInfo};
+use crate::config::RedisSettings;
+
+/// The status of some streams, read at `at`.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub at: Timestamp,
+    pub streams: Vec<StreamStatus>,
+}
+
+/// One stream, its groups and its dead letters. `info` is `None` for a stream that does not
+/// exist (a typo, or a stream nothing has written to yet).
+#[derive(Debug, Clone)]
+pub struct StreamStatus {
+    pub stream: String,
+    pub info: Option<StreamInfo>,
+    pub groups: Vec<GroupStatus>,
+    /// The dead-letter stream (`<stream>:dlq`); `None` where it does not exist (no dead letters yet).
+    pub dead_letters: Option<StreamInfo>,
+}
+
+/// One group of a stream.
+#[derive(Debug, Clone)]
+pub struct GroupStatus {
+    pub info: GroupInfo,
+    /// Id of the oldest pending entry (its age is the time since it was added).
+    pub oldest_pending: Option<String>,
+    pub consumers: Vec<ConsumerInfo>,
+}
+
+/// Reads the status of `streams`.
+pub fn status(redis: &RedisSettings, streams: &[String]) -> Result<Status, OperateError> {
+    let mut con = super::connect(redis)?;
+    let mut out = Status { at: Timestamp::now(), streams: Vec::with_capacity(streams.len()) };
+    for stream in streams {
+        let mut s = StreamStatus {
+            stream: stream.clone(),
+            info: inspect::stream_info(&mut con, stream)?,
+            groups: Vec::new(),
+            dead_letters: inspect::stream_info(&mut con, &dead_letter_stream(stream))?,
+        };
+        for info in inspect::groups(&mut con, stream)?.unwrap_or_default() {
+            let (_, oldest_pending) = pending_summary(&mut con, stream, &info.name)?;
+            let consumers = inspect::consumers(&mut con, stream, &info.name)?;
+            s.groups.push(GroupStatus { info, oldest_pending, consumers });
+        }
+        out.streams.push(s);
+    }
+    Ok(out)
+}
+
+impl Status {
+    /// Time since the entry `id` was added, as of this status.
+    fn age_of(&self, id: &str) -> Option<Duration> {
+        let added = crate::event::entry_timestamp(id)?;
+        Some(Duration::try_from(self.at.duration_since(added)).unwrap_or_default())
+    }
+}
+
+impl Report for Status {
+    /// An array with one object per stream.
+    fn to_json(&self) -> Value {
+        let span = |info: &Option<StreamInfo>| match info {
+            None => json!({ "exists": false, "length": 0 }),
+            Some(i) => json!({
+                "exists": true,
+                "length": i.length,
+                "first_id": i.first_id,
+                "first_at": i.first_id.as_deref().map(|id| id_time(Some(id))),
+                "last_id": i.last_id,
+                "last_at": i.last_id.as_deref().map(|id| id_time(Some(id))),
+            }),
+        };
+        let streams = self.streams.iter().map(|s| {
+            let mut stream = span(&s.info);
+            stream["stream"] = json!(s.stream);
+            stream["dead_letters"] = span(&s.dead_letters);
+            stream["dead_letters"]["stream"] = json!(dead_letter_stream(&s.stream));
+            stream["groups"] = s
+                .groups
+                .iter()
+                .map(|g| {
+                    json!({
+                        "group": g.info.name,
+                        "pending": g.info.pending,
+                        "lag": g.info.lag,
+                        "last_delivered_id": g.info.last_delivered,
+                        "oldest_pending_id": g.oldest_pending,
+                        "oldest_pending_seconds": g.oldest_pending.as_deref().and_then(|id| self.age_of(id)).map(|d| d.as_secs_f64()),
+                        "consumers": g.consumers.iter().map(|c| json!({
+                            "consumer": c.name, "pending": c.pending, "idle_seconds": c.idle.as_secs_f64(),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            stream
+        });
+        Value::Array(streams.collect())
+    }
+}
+
+/// Per stream: a headline, a table of groups, a table of consumers.
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, s) in self.streams.iter().enumerate() {
+            if n > 0 {
+                writeln!(f)?;
+            }
+            let Some(info) = &s.info else {
+                writeln!(f, "{}: no such stream", s.stream)?;
+                continue;
+            };
+            writeln!(
+                f,
+                "{}: {} entries, {} .. {}",
+                s.stream,
+                info.length,
+                id_time(info.first_id.as_deref()),
+                id_time(info.last_id.as_deref())
+            )?;
+            match &s.dead_letters {
+                Some(d) if d.length > 0 => writeln!(
+                    f,
+                    "dead letters ({}): {}, {} .. {}",
+                    dead_letter_stream(&s.stream),
+                    d.length,
+                    id_time(d.first_id.as_deref()),
+                    id_time(d.last_id.as_deref())
+                )?,
+                _ => writeln!(f, "dead letters ({}): none", dead_letter_stream(&s.stream))?,
+            }
+            if s.groups.is_empty() {
+                writeln!(f, "no consumer groups")?;
+                continue;
+            }
+            let dash = || "-".to_string();
+            let groups: Vec<Vec<String>> = s
+                .groups
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.info.name.clone(),
+                        g.consumers.len().to_string(),
+                        g.info.pending.to_string(),
+                        g.info.lag.map_or_else(dash, |l| l.to_string()),
+                        g.oldest_pending.as_deref().and_then(|id| self.age_of(id)).map_or_else(dash, age),
+                        g.info.last_delivered.clone(),
+                    ]
+                })
+                .collect();
+            let header = ["group", "consumers", "pending", "lag", "oldest pending", "last delivered"];
+            writeln!(f)?;
+            write!(f, "{}", table::render(&header, &groups))?;
+            let consumers: Vec<Vec<String>> = s
+                .groups
+                .iter()
+                .flat_map(|g| {
+                    g.consumers.iter().map(|c| {
+                        vec![g.info.name.clone(), c.name.clone(), c.pending.to_string(), age(c.idle)]
+                    })
+                })
+                .collect();
+            if !consumers.is_empty() {
+                writeln!(f)?;
+                write!(f, "{}", table::render(&["group", "consumer", "pending", "idle"], &consumers))?;
+            }
+        }
+        Ok(())
+    }
+}
