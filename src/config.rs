@@ -569,6 +569,11 @@ fn setting_name(e: &clap::Error, cmd: &clap::Command) -> String {
         Some(ContextValue::Strings(v)) => v.first().cloned().unwrap_or_default(),
         _ => String::new(),
     };
+    if arg.starts_with('<') && arg.contains('|') {
+        // A required group of flags, `<--a <A>|--b <B>>`: exactly one of them is needed.
+        let flags: Vec<&str> = arg.split(['<', '>', '|', ' ']).filter(|w| w.starts_with("--")).collect();
+        return format!("one of {}", flags.join(", "));
+    }
     let flag = arg.split_whitespace().next().unwrap_or_default().to_string();
     let env = cmd
         .get_arguments()

@@ -14,6 +14,7 @@ pub mod errors;
 pub mod group;
 pub(crate) mod read;
 mod reply;
+pub mod trim;
 
 use std::sync::Arc;
 
