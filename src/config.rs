@@ -707,6 +707,19 @@ pub fn parse_time(value: &str, now: jiff::Timestamp) -> Option<jiff::Timestamp> 
     now.checked_sub(ago).ok()
 }
 
+/// The inverse of [`parse_duration`] for log lines and reports: `30d`, `12h`, `90s`, `250ms`,
+/// in the largest unit that divides it.
+pub fn duration_text(d: Duration) -> String {
+    let (s, ms) = (d.as_secs(), d.subsec_millis());
+    match s {
+        _ if ms != 0 || s == 0 => format!("{}ms", d.as_millis()),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// Parses `250ms`, `5s`, `1m`, `1h`, `30d`: a whole number and a unit, which is required so that a
 /// bare `5` cannot be misread as seconds by one reader and milliseconds by another.
 pub fn parse_duration(value: &str) -> Option<Duration> {

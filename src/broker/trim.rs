@@ -116,7 +116,7 @@ pub struct Trimmed {
     pub minid: String,
     /// Entries removed (0 in [`Mode::Plan`]).
     pub removed: u64,
-    /// Set only when the safe point is below the target.
+    /// Set only when the safe point is below the target and keeps entries older than it.
     pub held_by: Option<Holder>,
     /// The lowest id any group still needs; `None` for a stream without groups.
     pub safe_point: Option<String>,

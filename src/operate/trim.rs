@@ -207,18 +207,6 @@ fn parse(id: &str) -> Result<EntryId, OperateError> {
     id.parse().map_err(OperateError::Refused)
 }
 
-/// `30d`, `12h`, `90s`: the largest whole unit.
-fn age_text(age: Duration) -> String {
-    let s = age.as_secs();
-    match s {
-        0 => format!("{}ms", age.as_millis()),
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
 fn reason_text(reason: HoldReason, safe_point: &str) -> String {
     match reason {
         HoldReason::Pending => {
@@ -233,7 +221,7 @@ fn reason_text(reason: HoldReason, safe_point: &str) -> String {
 impl Report {
     fn target_text(&self) -> String {
         match self.target {
-            Target::MaxAge(age) => format!("entries older than {}", age_text(age)),
+            Target::MaxAge(age) => format!("entries older than {}", crate::config::duration_text(age)),
             Target::MaxLen(n) => format!("all but the newest {n} entries"),
         }
     }
@@ -295,5 +283,22 @@ impl super::Report for Report {
         let removed = if self.options.dry_run { "would_remove" } else { "removed" };
         out[removed] = count(self.removed);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::{duration_text, parse_duration};
+
+    #[test]
+    fn ages_print_in_the_largest_unit_and_read_back() {
+        for (d, text) in [(30 * 86_400, "30d"), (12 * 3_600, "12h"), (90 * 60, "90m"), (61, "61s")] {
+            let d = Duration::from_secs(d);
+            assert_eq!(duration_text(d), text);
+            assert_eq!(parse_duration(text), Some(d));
+        }
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1500ms");
     }
 }

@@ -6,8 +6,8 @@
 -- sequence part above 2^53).
 -- KEYS[1] stream; ARGV[1] target id (<ms>-<seq>, no leading zeros); ARGV[2] mode: `exact`,
 -- `approx` (XTRIM ~ with LIMIT ARGV[3]) or `plan` (read the safe point, trim nothing).
--- Returns {MINID used, entries removed, holding group or '', 'pending'|'undelivered'|'',
--- safe point or ''}.
+-- Returns {MINID used, entries removed, the group holding entries older than the target
+-- back or '', 'pending'|'undelivered'|'', safe point or ''}.
 local MAX = '18446744073709551615'
 
 local function parts(id)
@@ -70,6 +70,10 @@ end
 local minid = target
 if safe ~= nil and cmp(safe, target) < 0 then
   minid = safe
+  -- Held back only if an entry older than the target is kept for it (a group that has read
+  -- the whole stream has its safe point after the last entry, and holds nothing).
+  local first = redis.call('XRANGE', KEYS[1], minid, '+', 'COUNT', 1)[1]
+  if first == nil or cmp(first[1], target) >= 0 then holder, why = '', '' end
 else
   holder, why = '', ''
 end
