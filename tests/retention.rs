@@ -308,3 +308,41 @@ fn the_worker_trims_dead_letters_older_than_their_own_retention() {
     wait_trimmed(&stream.dlq(), 505, &old, &recent);
     running.stop();
 }
+
+#[test]
+fn the_worker_never_trims_entries_pending_for_a_dead_consumer() {
+    let (db, stream) = (TestDb::create(), TestStream::new());
+    let mut r = redis();
+    let old = add_at(&mut r, &stream.name, days_ago(40), 300);
+    create_group(&mut r, &stream.name, GROUP);
+    process(&mut r, &stream.name, GROUP, 100);
+    assert_eq!(deliver(&mut r, &stream.name, GROUP, "dead", 100), old[100..200]);
+    process(&mut r, &stream.name, GROUP, 100);
+    let mut config = settings(&db, &stream);
+    config.worker.retention = Some(Retention(Some(Duration::from_secs(30 * 86_400))));
+    config.worker.claim_interval = Duration::from_millis(200); // claim_min_idle stays 60 s
+    let running = Running::start(config);
+
+    wait_until(Duration::from_secs(20), "the entries before the pending ones trimmed", || {
+        (len(&mut r, &stream.name) < 300).then_some(())
+    });
+    running.stop();
+    let left = ids(&mut r, &stream.name);
+    assert_eq!(left[left.len() - 200..], old[100..], "the pending entries and everything after stay");
+    assert_eq!(pending(&mut r, &stream.name, GROUP), 100);
+}
+
+#[test]
+fn a_dry_run_over_a_long_stream_stops_counting_at_its_cap_and_says_at_least() {
+    let stream = TestStream::new();
+    let mut r = redis();
+    let cap = streamsink::operate::trim::COUNT_CAP;
+    add_at(&mut r, &stream.name, days_ago(40), cap + 10);
+
+    let (code, out, err) = trim(&["--stream", &stream.name, "--max-age", "30d", "--dry-run", "--json"]);
+
+    assert_eq!(code, Some(0), "{out}{err}");
+    let report = json(&out);
+    assert_eq!(report["would_remove"], serde_json::json!({"entries": cap, "at_least": true}), "{report}");
+    assert_eq!(len(&mut r, &stream.name), cap + 10);
+}

@@ -16,10 +16,11 @@ use super::OperateError;
 use crate::broker::trim::{self, Direction, EntryId, HoldReason, Holder, Mode};
 use crate::config::RedisSettings;
 
-/// Entries one counting call steps over (inside Redis, in pages of 100).
-const COUNT_PAGE: u64 = 10_000;
-/// Counting stops here and says "at least": a count must not take minutes.
-pub const COUNT_CAP: u64 = 1_000_000;
+/// Entries one counting call steps over (inside Redis, in pages of 100): about 13 ms of Redis's
+/// time (stepping costs it ~13 µs an entry, measured), short enough not to stall other clients.
+const COUNT_PAGE: u64 = 1_000;
+/// Counting stops here (about 1.3 s) and says "at least".
+pub const COUNT_CAP: u64 = 100_000;
 /// Entries one approximate pass may remove (XTRIM … LIMIT): keeps each call short for Redis.
 pub const APPROXIMATE_LIMIT: u64 = 100_000;
 
