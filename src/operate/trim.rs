@@ -132,11 +132,9 @@ pub fn trim(
         Count { n: trimmed.removed, at_least: false }
     };
     if trimmed.held_by.is_some() {
-        report.kept_older = Some(count_below(&mut con, stream, target_id)?.minus(if options.dry_run {
-            report.removed
-        } else {
-            Count::default()
-        }));
+        // Entries below the target, less (in a dry run) those that would go.
+        let gone = if options.dry_run { report.removed } else { Count::default() };
+        report.kept_older = Some(count_below(&mut con, stream, target_id)?.minus(gone));
     }
     report.minid = Some(std::mem::take(&mut trimmed.minid));
     report.held_by = trimmed.held_by;
