@@ -569,6 +569,11 @@ fn setting_name(e: &clap::Error, cmd: &clap::Command) -> String {
         Some(ContextValue::Strings(v)) => v.first().cloned().unwrap_or_default(),
         _ => String::new(),
     };
+    if arg.starts_with('<') && arg.contains('|') {
+        // A required group of flags, `<--a <A>|--b <B>>`: exactly one of them is needed.
+        let flags: Vec<&str> = arg.split(['<', '>', '|', ' ']).filter(|w| w.starts_with("--")).collect();
+        return format!("one of {}", flags.join(", "));
+    }
     let flag = arg.split_whitespace().next().unwrap_or_default().to_string();
     let env = cmd
         .get_arguments()
@@ -700,6 +705,19 @@ pub fn parse_time(value: &str, now: jiff::Timestamp) -> Option<jiff::Timestamp> 
     }
     let ago = jiff::SignedDuration::try_from(parse_duration(value)?).ok()?;
     now.checked_sub(ago).ok()
+}
+
+/// The inverse of [`parse_duration`] for log lines and reports: `30d`, `12h`, `90s`, `250ms`,
+/// in the largest unit that divides it.
+pub fn duration_text(d: Duration) -> String {
+    let (s, ms) = (d.as_secs(), d.subsec_millis());
+    match s {
+        _ if ms != 0 || s == 0 => format!("{}ms", d.as_millis()),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// Parses `250ms`, `5s`, `1m`, `1h`, `30d`: a whole number and a unit, which is required so that a

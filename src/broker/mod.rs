@@ -15,6 +15,7 @@ pub mod group;
 pub mod inspect;
 pub(crate) mod read;
 mod reply;
+pub mod trim;
 
 use std::sync::Arc;
 

@@ -1,12 +1,60 @@
-//! (being built)
+//! `streamsink trim`: trims one stream by age or length, never past an entry a group still
+//! needs (`streamsink::operate::trim`). Redis only.
+//!
+//! Exit codes: 0 trimmed (or nothing to trim), 1 Redis failed or the stream does not exist,
+//! 2 a bad flag or setting.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
+use streamsink::config::RedisSettings;
+use streamsink::operate::trim::{self, Options, Target};
 
 #[derive(Args)]
-pub struct TrimArgs {}
+#[command(group = clap::ArgGroup::new("target").required(true).args(["max_age", "maxlen"]))]
+pub struct TrimArgs {
+    #[command(flatten)]
+    redis: RedisSettings,
+    /// The stream to trim (a dead-letter stream <stream>:dlq too).
+    #[arg(long, value_name = "STREAM", value_parser = non_empty)]
+    stream: String,
+    /// Remove entries whose id time is older than this (30d, 12h).
+    #[arg(long, value_name = "DURATION", value_parser = super::duration)]
+    max_age: Option<Duration>,
+    /// Keep the newest N entries, remove the older ones.
+    #[arg(long, value_name = "N")]
+    maxlen: Option<u64>,
+    /// Say how many entries would be removed, and why some are kept; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Remove whole macro-nodes only (XTRIM ~): cheaper for Redis, may keep a few more entries.
+    #[arg(long)]
+    approximate: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn execute(_args: TrimArgs) -> ExitCode {
-    ExitCode::FAILURE
+pub fn execute(args: TrimArgs) -> ExitCode {
+    if let Err(refused) = args.redis.check() {
+        return super::refused(&refused);
+    }
+    let target = match (args.max_age, args.maxlen) {
+        (Some(age), _) => Target::MaxAge(age),
+        (None, Some(n)) => Target::MaxLen(n),
+        (None, None) => unreachable!("clap requires --max-age or --maxlen"),
+    };
+    let options = Options { dry_run: args.dry_run, approximate: args.approximate };
+    match trim::trim(&args.redis, &args.stream, target, options) {
+        Ok(report) => {
+            super::print(&report, args.json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => super::failed(&e),
+    }
+}
+
+fn non_empty(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() { Err("the stream name is empty".into()) } else { Ok(value.to_string()) }
 }

@@ -1,7 +1,8 @@
 //! The path of one event, one role per file, top-down:
 //!
 //! 1. [`reader`]: XREADGROUP of new entries → a `Batch` on the bounded channel; every claim
-//!    interval it runs [`reclaim`] first (own pending at start, stuck entries, dead consumers).
+//!    interval it runs [`reclaim`] first (own pending at start, stuck entries, dead consumers,
+//!    then [`retention`]'s trimming when it is set).
 //! 2. [`worker`]: takes a batch off the channel and drives it through the next three steps.
 //! 3. [`triage`]: sorts the batch (over budget, malformed, events), and writes the events in
 //!    one transaction (`sink::batch`), splitting the batch until a row Postgres rejects stands
@@ -17,6 +18,7 @@ mod handoff;
 pub(crate) mod inflight;
 pub(crate) mod reader;
 mod reclaim;
+mod retention;
 mod triage;
 pub(crate) mod worker;
 

@@ -1,8 +1,8 @@
 //! The reclaim cycle, run by the reader at start and every `claim_interval`: this consumer's
 //! own pending entries (once, at start), then entries idle longer than `claim_min_idle` with
 //! any consumer (XAUTOCLAIM; XPENDING + XCLAIM before Redis 6.2), then pruning of dead
-//! consumers. Reclaimed entries carry Redis's delivery count, which the workers hold against
-//! the budget.
+//! consumers, then the streams' retention ([`super::retention`], at most once a minute).
+//! Reclaimed entries carry Redis's delivery count, which the workers hold against the budget.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +10,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::inflight::HeldBatch;
+use super::retention::Retention;
 use super::{Flow, handoff};
 use crate::broker::{Batch, BrokerError, ack, claim, claim::Claimed, group, read};
 use crate::observe::Counters;
@@ -22,11 +23,17 @@ pub(super) struct Reclaim {
     own_done: bool,
     /// XAUTOCLAIM is missing (Redis < 6.2) or the fallback is forced.
     fallback: bool,
+    retention: Retention,
 }
 
 impl Reclaim {
     pub(super) fn new(force_fallback: bool) -> Reclaim {
-        Reclaim { next_at: Instant::now(), own_done: false, fallback: force_fallback }
+        Reclaim {
+            next_at: Instant::now(),
+            own_done: false,
+            fallback: force_fallback,
+            retention: Retention::new(),
+        }
     }
 
     /// Due at start and every claim interval, but never while an outage holds batches back,
@@ -73,6 +80,7 @@ impl Reclaim {
         }
         self.own_done = true;
         self.next_at = Instant::now() + worker.claim_interval;
+        self.retention.run(c, shared)?;
         Ok(Flow::Continue)
     }
 
