@@ -118,17 +118,50 @@ const WATCH_ATTEMPTS: usize = 10;
 static REPLAY: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("lua/replay_dead_letter.lua")));
 
-/// Moves dead letter `id` of `<stream>:dlq` back onto `stream` with its original fields in
-/// their order (the eight `dlq_*` fields removed), atomically (see the module's invariant).
-pub fn replay(con: &mut Connection, stream: &str, id: &str) -> Result<Replay, BrokerError> {
+/// Moves dead letters `ids` of `<stream>:dlq` back onto `stream`, each with its original
+/// fields in their order (the eight `dlq_*` fields removed) and each atomically (see the
+/// module's invariant), in one round trip: one script call per id, pipelined. Returns what
+/// became of each, in the order of `ids`.
+pub fn replay(con: &mut Connection, stream: &str, ids: &[String]) -> Result<Vec<Replay>, BrokerError> {
+    let op = "replay dead letter";
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let dlq = dead_letter_stream(stream);
-    let reply: Vec<Value> = REPLAY
-        .key(&dlq)
-        .key(stream)
-        .arg(id)
-        .arg(MAX_SCRIPT_ITEMS)
-        .invoke(con)
-        .map_err(|e| BrokerError::new("replay dead letter", stream, e))?;
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("EVALSHA").arg(REPLAY.get_hash()).arg(2).arg(&dlq).arg(stream).arg(id).arg(MAX_SCRIPT_ITEMS);
+    }
+    let replies: Vec<redis::RedisResult<Value>> =
+        pipe.ignore_errors().query(con).map_err(|e| BrokerError::new(op, stream, e))?;
+    let mut outcomes = Vec::with_capacity(ids.len());
+    for (id, reply) in ids.iter().zip(replies) {
+        let reply = match reply {
+            // The script was not cached yet (or was flushed): the id is untouched; invoke
+            // loads the script and calls it again.
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                REPLAY.key(&dlq).key(stream).arg(id).arg(MAX_SCRIPT_ITEMS).invoke(con)
+            }
+            other => other,
+        };
+        let reply = reply.map_err(|e| BrokerError::new(op, stream, e))?;
+        outcomes.push(replayed(con, stream, &dlq, id, reply)?);
+    }
+    Ok(outcomes)
+}
+
+/// Decodes the script's reply for `id`, finishing an entry too wide for it.
+fn replayed(
+    con: &mut Connection,
+    stream: &str,
+    dlq: &str,
+    id: &str,
+    reply: Value,
+) -> Result<Replay, BrokerError> {
+    let op = "replay dead letter";
+    let Value::Array(reply) = reply else {
+        return Err(BrokerError::bad_reply(op, stream, format!("not an array: {reply:?}")));
+    };
     let mut reply = reply.into_iter();
     let status = reply.next().and_then(text).unwrap_or_default();
     match status.as_str() {
@@ -136,11 +169,11 @@ pub fn replay(con: &mut Connection, stream: &str, id: &str) -> Result<Replay, Br
             .next()
             .and_then(text)
             .map(Replay::Moved)
-            .ok_or_else(|| BrokerError::bad_reply("replay dead letter", stream, "no new id".into())),
+            .ok_or_else(|| BrokerError::bad_reply(op, stream, "no new id".into())),
         "gone" => Ok(Replay::Gone),
         "not a dead letter" => Ok(Replay::NotADeadLetter),
-        "too large" => replay_watched(con, stream, &dlq, id),
-        other => Err(BrokerError::bad_reply("replay dead letter", stream, format!("status '{other}'"))),
+        "too large" => replay_watched(con, stream, dlq, id),
+        other => Err(BrokerError::bad_reply(op, stream, format!("status '{other}'"))),
     }
 }
 

@@ -374,8 +374,8 @@ impl Moved {
             }
             Action::Purge => self.count += broker_dlq::delete(con, &self.dead_letter_stream, ids)?,
             Action::Replay => {
-                for id in ids {
-                    match broker_dlq::replay(con, &self.stream, id)? {
+                for (id, outcome) in ids.iter().zip(broker_dlq::replay(con, &self.stream, ids)?) {
+                    match outcome {
                         Replay::Moved(_) => self.count += 1,
                         Replay::Gone => self.not_found.push(id.clone()),
                         Replay::NotADeadLetter => self.skipped.push((id.clone(), NOT_A_DEAD_LETTER.into())),
