@@ -114,6 +114,7 @@ impl SelectArgs {
     }
 }
 
+/// Runs one `dlq` subcommand: settings checked first (exit 2), then its report or one line (exit 1).
 pub fn execute(args: DlqArgs) -> ExitCode {
     let target = match &args.command {
         DlqCommand::List(a) => &a.target,
