@@ -569,10 +569,10 @@ fn setting_name(e: &clap::Error, cmd: &clap::Command) -> String {
         Some(ContextValue::Strings(v)) => v.first().cloned().unwrap_or_default(),
         _ => String::new(),
     };
-    if arg.starts_with('<') && arg.contains('|') {
-        // A required group of flags, `<--a <A>|--b <B>>`: exactly one of them is needed.
-        let flags: Vec<&str> = arg.split(['<', '>', '|', ' ']).filter(|w| w.starts_with("--")).collect();
-        return format!("one of {}", flags.join(", "));
+    // A required group reads `<--all|ID|--reason <REASON>>`: name its members.
+    if let Some(group) = arg.strip_prefix('<').and_then(|g| g.strip_suffix('>')) {
+        let members: Vec<&str> = group.split('|').filter_map(|m| m.split_whitespace().next()).collect();
+        return format!("(one of {})", members.join(", "));
     }
     let flag = arg.split_whitespace().next().unwrap_or_default().to_string();
     let env = cmd

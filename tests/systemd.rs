@@ -89,7 +89,19 @@ fn settings_of_every_command() -> Vec<Setting> {
     let mut all = Vec::new();
     commands(&help, Vec::new(), &mut all);
     let names: Vec<String> = all.iter().map(|c| c.join(" ")).collect();
-    for expected in ["run", "migrate", "check", "status", "pending", "publish", "trim"] {
+    for expected in [
+        "run",
+        "migrate",
+        "check",
+        "status",
+        "pending",
+        "dlq list",
+        "dlq show",
+        "dlq replay",
+        "dlq purge",
+        "publish",
+        "trim",
+    ] {
         assert!(names.iter().any(|n| n == expected), "no command {expected} in {names:?}");
     }
     let between = |line: &str, open: &str| {

@@ -1,1 +1,516 @@
-//! (being built)
+//! `streamsink dlq`: a stream's dead letters (`<stream>:dlq`), listed, shown one by one,
+//! replayed onto the stream, or purged.
+//!
+//! Invariants: a replay moves each dead letter on its own and atomically (`broker::dlq`), so a
+//! crash mid-replay neither loses nor doubles one; a replay or purge touches only the dead
+//! letters there when it started (those the worker adds meanwhile, perhaps the replayed events
+//! failing again, wait for the next run); the dead-letter stream is read a page at a time, the
+//! page sized to a few MiB whatever the size of its entries; `--dry-run` changes nothing.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use redis::Connection;
+use serde_json::{Value, json};
+
+use super::{OperateError, Report, connect, first_id_at, last_id_at, table};
+use crate::broker::dlq::{self as broker_dlq, Replay, dead_letter_stream};
+use crate::config::RedisSettings;
+use crate::event::Entry;
+
+/// Which dead letters `list` shows and `replay`/`purge` select: all conditions given hold.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `dlq_reason` exactly.
+    pub reason: Option<String>,
+    /// Dead-lettered at or after (the dead letter's entry-id time).
+    pub since: Option<Timestamp>,
+    /// Dead-lettered at or before.
+    pub until: Option<Timestamp>,
+}
+
+impl Filter {
+    fn matches(&self, letter: &Summary) -> bool {
+        self.reason.as_ref().is_none_or(|r| *r == letter.reason)
+    }
+}
+
+/// The dead letters a `replay` or `purge` acts on.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// Every one there when the command starts.
+    All,
+    /// These ids, in this order.
+    Ids(Vec<String>),
+    /// Those matching.
+    Matching(Filter),
+}
+
+/// `(ms, seq)` of a full entry id `<ms>-<seq>`; `None` for anything else (a bare `<ms>` would
+/// select a whole millisecond in XRANGE).
+pub fn entry_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// One dead letter as `list` shows it: the `dlq_*` fields `ack` wrote (empty when the entry
+/// does not carry them: it was not written by streamsink).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub id: String,
+    pub failed_at: String,
+    pub reason: String,
+    pub error: String,
+    pub original_stream: String,
+    pub original_id: String,
+    pub group: String,
+    pub consumer: String,
+    pub deliveries: String,
+}
+
+impl Summary {
+    fn of(entry: &Entry) -> Summary {
+        let mut s = Summary { id: entry.id.clone(), ..Summary::default() };
+        let Some((_, tail)) = broker_dlq::split(&entry.fields) else { return s };
+        for (k, v) in tail {
+            let v = String::from_utf8_lossy(v).into_owned();
+            match k.as_slice() {
+                b"dlq_reason" => s.reason = v,
+                b"dlq_error" => s.error = v,
+                b"dlq_stream" => s.original_stream = v,
+                b"dlq_original_id" => s.original_id = v,
+                b"dlq_group" => s.group = v,
+                b"dlq_consumer" => s.consumer = v,
+                b"dlq_deliveries" => s.deliveries = v,
+                b"dlq_failed_at" => s.failed_at = v,
+                _ => {}
+            }
+        }
+        s
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "failed_at": self.failed_at,
+            "reason": self.reason,
+            "error": self.error,
+            "original_stream": self.original_stream,
+            "original_id": self.original_id,
+            "group": self.group,
+            "consumer": self.consumer,
+            "deliveries": self.deliveries.parse::<u64>().ok(),
+        })
+    }
+
+    /// The table row: the time to the second, the error's first line cut to fit.
+    fn row(&self) -> Vec<String> {
+        let failed_at = self
+            .failed_at
+            .parse::<Timestamp>()
+            .ok()
+            .and_then(|t| t.round(jiff::Unit::Second).ok())
+            .map_or_else(|| self.failed_at.clone(), |t| t.to_string());
+        vec![
+            self.id.clone(),
+            failed_at,
+            self.reason.clone(),
+            shorten(&self.error, ERROR_WIDTH),
+            self.original_id.clone(),
+            self.deliveries.clone(),
+        ]
+    }
+}
+
+/// Characters of an error shown in `list`'s table (`--json` has it whole).
+const ERROR_WIDTH: usize = 60;
+
+fn shorten(text: &str, width: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() <= width && line.len() == text.len() {
+        return line.to_string();
+    }
+    let cut: String = line.chars().take(width.saturating_sub(1)).collect();
+    format!("{cut}…")
+}
+
+/// `dlq list`: the first dead letters matching, oldest first.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub dead_letter_stream: String,
+    pub letters: Vec<Summary>,
+    /// More matched than `limit`, which were not read.
+    pub more: bool,
+    pub limit: usize,
+}
+
+/// Lists up to `limit` dead letters of `stream` matching `filter`.
+pub fn list(
+    redis: &RedisSettings,
+    stream: &str,
+    filter: &Filter,
+    limit: usize,
+) -> Result<Listed, OperateError> {
+    let mut con = connect(redis)?;
+    let dlq = dead_letter_stream(stream);
+    let mut listed = Listed { dead_letter_stream: dlq.clone(), letters: Vec::new(), more: false, limit };
+    walk(&mut con, &dlq, filter, |_, page| {
+        for letter in page.iter().map(Summary::of).filter(|l| filter.matches(l)) {
+            if listed.letters.len() == limit {
+                listed.more = true;
+                return Ok(false);
+            }
+            listed.letters.push(letter);
+        }
+        Ok(true)
+    })?;
+    Ok(listed)
+}
+
+impl Report for Listed {
+    fn to_json(&self) -> Value {
+        json!({
+            "dead_letter_stream": self.dead_letter_stream,
+            "dead_letters": self.letters.iter().map(Summary::to_json).collect::<Vec<_>>(),
+            "more": self.more,
+            "limit": self.limit,
+        })
+    }
+}
+
+impl fmt::Display for Listed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.letters.is_empty() {
+            return writeln!(f, "no dead letters on {} match", self.dead_letter_stream);
+        }
+        let header = ["id", "failed at", "reason", "error", "original id", "deliveries"];
+        let rows: Vec<Vec<String>> = self.letters.iter().map(Summary::row).collect();
+        write!(f, "{}", table::render(&header, &rows))?;
+        if self.more {
+            writeln!(
+                f,
+                "more dead letters match than the {} shown: raise --limit, or narrow with --reason, --since, --until",
+                self.limit
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `dlq show`: one dead letter, every field in its order.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub dead_letter_stream: String,
+    pub summary: Summary,
+    /// Field names and values as text (bytes that are not UTF-8 shown as U+FFFD).
+    pub fields: Vec<(String, String)>,
+}
+
+/// Reads dead letter `id` of `stream`; refused when it is not there.
+pub fn show(redis: &RedisSettings, stream: &str, id: &str) -> Result<Shown, OperateError> {
+    let mut con = connect(redis)?;
+    let dlq = dead_letter_stream(stream);
+    let entry = broker_dlq::get(&mut con, &dlq, id)?
+        .ok_or_else(|| OperateError::Refused(format!("no dead letter {id} on {dlq}")))?;
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok(Shown {
+        summary: Summary::of(&entry),
+        fields: entry.fields.iter().map(|(k, v)| (lossy(k), lossy(v))).collect(),
+        dead_letter_stream: dlq,
+    })
+}
+
+impl Report for Shown {
+    fn to_json(&self) -> Value {
+        let mut v = self.summary.to_json();
+        v["dead_letter_stream"] = json!(self.dead_letter_stream);
+        v["fields"] = self.fields.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect();
+        v
+    }
+}
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "dead letter {} on {}", self.summary.id, self.dead_letter_stream)?;
+        let rows: Vec<Vec<&str>> = self.fields.iter().map(|(k, v)| vec![k.as_str(), v.as_str()]).collect();
+        write!(f, "{}", table::render(&["field", "value"], &rows))
+    }
+}
+
+/// What `replay` or `purge` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Replay,
+    Purge,
+}
+
+impl Action {
+    fn done(self) -> &'static str {
+        match self {
+            Action::Replay => "replayed",
+            Action::Purge => "purged",
+        }
+    }
+}
+
+/// The outcome of `replay` or `purge`.
+#[derive(Debug, Clone)]
+pub struct Moved {
+    pub action: Action,
+    pub stream: String,
+    pub dead_letter_stream: String,
+    pub dry_run: bool,
+    /// Dead letters replayed or purged (with `--dry-run`: that would be).
+    pub count: u64,
+    /// With `--dry-run`: their ids.
+    pub selected: Vec<String>,
+    /// Ids asked for that are not in the dead-letter stream.
+    pub not_found: Vec<String>,
+    /// Dead letters left in place, and why.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Moved {
+    /// True when every dead letter selected was replayed or purged.
+    pub fn complete(&self) -> bool {
+        self.not_found.is_empty() && self.skipped.is_empty()
+    }
+}
+
+/// Puts the selected dead letters of `stream` back on it (original fields, in order), each
+/// moved atomically; with `dry_run`, only says which.
+pub fn replay(
+    redis: &RedisSettings,
+    stream: &str,
+    selection: &Selection,
+    dry_run: bool,
+) -> Result<Moved, OperateError> {
+    act(redis, stream, selection, dry_run, Action::Replay)
+}
+
+/// Deletes the selected dead letters of `stream`; with `dry_run`, only says which.
+pub fn purge(
+    redis: &RedisSettings,
+    stream: &str,
+    selection: &Selection,
+    dry_run: bool,
+) -> Result<Moved, OperateError> {
+    act(redis, stream, selection, dry_run, Action::Purge)
+}
+
+fn act(
+    redis: &RedisSettings,
+    stream: &str,
+    selection: &Selection,
+    dry_run: bool,
+    action: Action,
+) -> Result<Moved, OperateError> {
+    let mut con = connect(redis)?;
+    let dlq = dead_letter_stream(stream);
+    let mut moved = Moved {
+        action,
+        stream: stream.to_string(),
+        dead_letter_stream: dlq.clone(),
+        dry_run,
+        count: 0,
+        selected: Vec::new(),
+        not_found: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let all = Filter::default();
+    let filter = match selection {
+        Selection::Ids(ids) => {
+            for id in ids {
+                if dry_run {
+                    match broker_dlq::get(&mut con, &dlq, id)? {
+                        Some(entry) => moved.select(&entry),
+                        None => moved.not_found.push(id.clone()),
+                    }
+                } else {
+                    moved.apply(&mut con, std::slice::from_ref(id))?;
+                }
+            }
+            return Ok(moved);
+        }
+        Selection::All => &all,
+        Selection::Matching(filter) => filter,
+    };
+    walk(&mut con, &dlq, filter, |con, page| {
+        let chosen = page.iter().filter(|e| filter.matches(&Summary::of(e)));
+        if dry_run {
+            chosen.for_each(|e| moved.select(e));
+        } else {
+            let ids: Vec<String> = chosen.map(|e| e.id.clone()).collect();
+            // Entries that vanish between the page and the move were removed by someone else:
+            // not an id the operator asked for, so not reported.
+            let asked = moved.not_found.len();
+            moved.apply(con, &ids)?;
+            moved.not_found.truncate(asked);
+        }
+        Ok(true)
+    })?;
+    Ok(moved)
+}
+
+impl Moved {
+    /// Counts `entry` as one a dry run would act on, or would skip.
+    fn select(&mut self, entry: &Entry) {
+        if self.action == Action::Replay && broker_dlq::split(&entry.fields).is_none() {
+            self.skipped.push((entry.id.clone(), NOT_A_DEAD_LETTER.into()));
+            return;
+        }
+        self.count += 1;
+        self.selected.push(entry.id.clone());
+    }
+
+    /// Replays or deletes `ids`, recording each outcome.
+    fn apply(&mut self, con: &mut Connection, ids: &[String]) -> Result<(), OperateError> {
+        match self.action {
+            Action::Purge if ids.len() == 1 => {
+                match broker_dlq::delete(con, &self.dead_letter_stream, ids)? {
+                    0 => self.not_found.extend_from_slice(ids),
+                    n => self.count += n,
+                }
+            }
+            Action::Purge => self.count += broker_dlq::delete(con, &self.dead_letter_stream, ids)?,
+            Action::Replay => {
+                for (id, outcome) in ids.iter().zip(broker_dlq::replay(con, &self.stream, ids)?) {
+                    match outcome {
+                        Replay::Moved(_) => self.count += 1,
+                        Replay::Gone => self.not_found.push(id.clone()),
+                        Replay::NotADeadLetter => self.skipped.push((id.clone(), NOT_A_DEAD_LETTER.into())),
+                        Replay::Busy => self.skipped.push((
+                            id.clone(),
+                            "the dead-letter stream kept changing during the move; run again".into(),
+                        )),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Report for Moved {
+    fn to_json(&self) -> Value {
+        let mut v = json!({
+            "stream": self.stream,
+            "dead_letter_stream": self.dead_letter_stream,
+            "dry_run": self.dry_run,
+            "not_found": self.not_found,
+            "skipped": self.skipped.iter().map(|(id, why)| json!({ "id": id, "why": why })).collect::<Vec<_>>(),
+        });
+        if self.dry_run {
+            v[format!("would_be_{}", self.action.done())] = json!(self.count);
+            v["ids"] = json!(self.selected);
+        } else {
+            v[self.action.done()] = json!(self.count);
+        }
+        v
+    }
+}
+
+/// Why a replay leaves an entry it cannot tell the original fields of.
+const NOT_A_DEAD_LETTER: &str = "does not end with the eight dlq_* fields streamsink writes";
+
+/// Ids listed under a dry run's summary line at most (`--json` lists all).
+const DRY_RUN_IDS: usize = 100;
+
+impl fmt::Display for Moved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let done = self.action.done();
+        if self.dry_run {
+            let what = match self.action {
+                Action::Replay => format!("replayed from {} onto {}", self.dead_letter_stream, self.stream),
+                Action::Purge => format!("purged from {}", self.dead_letter_stream),
+            };
+            writeln!(f, "dry run: {} dead letters would be {what}; nothing changed", self.count)?;
+            for id in self.selected.iter().take(DRY_RUN_IDS) {
+                writeln!(f, "  {id}")?;
+            }
+            if self.selected.len() > DRY_RUN_IDS {
+                writeln!(f, "  ... and {} more (--json lists all)", self.selected.len() - DRY_RUN_IDS)?;
+            }
+        } else {
+            writeln!(f, "{done}={}", self.count)?;
+        }
+        if !self.not_found.is_empty() {
+            writeln!(f, "not found={} ({})", self.not_found.len(), self.not_found.join(" "))?;
+        }
+        if !self.skipped.is_empty() {
+            writeln!(f, "skipped={}", self.skipped.len())?;
+            for (id, why) in &self.skipped {
+                writeln!(f, "  {id}: {why}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of dead letters held at once, roughly: the page size follows the entries' size.
+const PAGE_BYTES: usize = 4 << 20;
+/// Entries per page: the first (sizes unknown yet), and the most.
+const FIRST_PAGE: usize = 16;
+const MAX_PAGE: usize = 1000;
+
+/// Calls `each` with every page of `dlq`'s entries in `filter`'s time range, oldest first, up
+/// to the newest entry there now; stops when `each` returns false.
+fn walk(
+    con: &mut Connection,
+    dlq: &str,
+    filter: &Filter,
+    mut each: impl FnMut(&mut Connection, &[Entry]) -> Result<bool, OperateError>,
+) -> Result<(), OperateError> {
+    let Some(newest) = broker_dlq::last_id(con, dlq)? else { return Ok(()) };
+    let mut start = filter.since.map_or_else(|| "-".to_string(), first_id_at);
+    let end = match filter.until.map(last_id_at) {
+        Some(until) if entry_id(&until) < entry_id(&newest) => until,
+        _ => newest,
+    };
+    let mut count = FIRST_PAGE;
+    loop {
+        let page = broker_dlq::page(con, dlq, &start, &end, count)?;
+        let Some(last) = page.last() else { return Ok(()) };
+        start = after(&last.id);
+        let full = page.len() == count;
+        let bytes: usize = page.iter().flat_map(|e| &e.fields).map(|(k, v)| k.len() + v.len()).sum();
+        count = (count * PAGE_BYTES / bytes.max(1)).clamp(1, MAX_PAGE);
+        if !each(con, &page)? || !full {
+            return Ok(());
+        }
+    }
+}
+
+/// The lowest entry id above `id`.
+fn after(id: &str) -> String {
+    match entry_id(id) {
+        Some((ms, u64::MAX)) => format!("{}-0", ms.saturating_add(1)),
+        Some((ms, seq)) => format!("{ms}-{}", seq + 1),
+        None => id.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_continue_right_after_the_last_id() {
+        assert_eq!(after("5-0"), "5-1");
+        assert_eq!(after(&format!("5-{}", u64::MAX)), "6-0");
+    }
+
+    #[test]
+    fn only_full_entry_ids_are_ids() {
+        assert_eq!(entry_id("1700000000000-3"), Some((1_700_000_000_000, 3)));
+        assert_eq!(entry_id("1700000000000"), None);
+        assert_eq!(entry_id("x-1"), None);
+    }
+
+    #[test]
+    fn errors_are_cut_to_their_first_line_in_the_table() {
+        assert_eq!(shorten("short", 10), "short");
+        assert_eq!(shorten("first\nsecond", 10), "first…");
+        assert_eq!(shorten("abcdefghijkl", 5), "abcd…");
+    }
+}
