@@ -1,7 +1,8 @@
 //! Everything streamsink says to Redis, one file per role: `conn` (connecting, fault kinds),
 //! `reply` (decoding stream replies by hand), `read` (XREADGROUP), `claim` (taking over
 //! pending entries), `ack` (acknowledging, with dead letters, atomically), `group` (group
-//! admin and figures), `errors` (the last-error hash).
+//! admin and figures), `errors` (the last-error hash), `publish` (pipelined XADD of
+//! envelopes), `range` (XRANGE pages outside any group).
 //!
 //! Named "broker" rather than "redis" so that `redis::…` always means the client crate.
 //! These functions send commands and decode replies; they do not retry, log or decide: the
@@ -12,6 +13,8 @@ pub(crate) mod claim;
 pub(crate) mod conn;
 pub mod errors;
 pub mod group;
+pub mod publish;
+pub mod range;
 pub(crate) mod read;
 mod reply;
 
