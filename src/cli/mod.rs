@@ -56,7 +56,6 @@ fn print(report: &impl Report, json: bool) {
     let _ = if json { writeln!(out, "{}", report.to_json()) } else { write!(out, "{report}") };
 }
 
-#[allow(dead_code)] // for dlq and backfill, being built
 /// `--since`/`--until`: an RFC 3339 time (2026-12-01T10:00:00Z) or a duration before now (2h, 7d).
 fn time(value: &str) -> Result<jiff::Timestamp, String> {
     streamsink::config::parse_time(value, jiff::Timestamp::now()).ok_or_else(|| {

@@ -17,7 +17,7 @@ mod handoff;
 pub(crate) mod inflight;
 pub(crate) mod reader;
 mod reclaim;
-mod triage;
+pub(crate) mod triage;
 pub(crate) mod worker;
 
 /// Whether the reader should keep going after handing something over.

@@ -279,11 +279,7 @@ mod tests {
     fn only_json_objects_are_sent_and_blank_lines_are_skipped() {
         assert_eq!(check(b" {\"a\": 1} \r".to_vec()), Ok(Some("{\"a\": 1}".to_string())));
         assert_eq!(check(b"  \r".to_vec()), Ok(None));
-        assert!(
-            check(b"{oops".to_vec()).unwrap_err().starts_with("not JSON (EOF"),
-            "{:?}",
-            check(b"{oops".to_vec())
-        );
+        assert!(check(b"{oops".to_vec()).unwrap_err().starts_with("not JSON (key must be a string"));
         assert!(check(b"[1]".to_vec()).unwrap_err().starts_with("not a JSON object"));
         assert!(check(vec![b'"', 0xff, b'"']).unwrap_err().starts_with("not UTF-8"));
     }
