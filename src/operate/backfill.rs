@@ -313,22 +313,42 @@ fn total(con: &mut Connection, stream: &str, from_id: &str, to_id: &str) -> Resu
         return Ok(Total::Exact(0));
     };
     let length = group::length(con, stream)?;
-    let ms = |id: &str| range_ms(id);
-    let (from, to) = (ms(from_id).unwrap_or(0), ms(to_id).unwrap_or(u64::MAX));
-    let (first, last) = (ms(&first).unwrap_or(0), ms(&last).unwrap_or(0));
+    let range = (range_ms(from_id).unwrap_or(0), range_ms(to_id).unwrap_or(u64::MAX));
+    let stream_span = (range_ms(&first).unwrap_or(0), range_ms(&last).unwrap_or(0));
+    Ok(estimate(length, stream_span, range))
+}
+
+/// [`Total`] of a stream of `length` entries from `first` to `last` (ms) within `from..=to`.
+fn estimate(length: u64, (first, last): (u64, u64), (from, to): (u64, u64)) -> Total {
     if from <= first && to >= last {
-        return Ok(Total::Exact(length));
+        return Total::Exact(length);
     }
     let (lo, hi) = (from.max(first), to.min(last));
     if lo > hi {
-        return Ok(Total::Exact(0));
+        return Total::Exact(0);
     }
-    let span = (last - first).max(1);
-    let share = (hi - lo).max(1) as f64 / span as f64;
-    Ok(Total::About(((length as f64 * share).round() as u64).clamp(1, length)))
+    let share = (hi - lo).max(1) as f64 / (last - first).max(1) as f64;
+    Total::About(((length as f64 * share).round() as u64).clamp(1, length))
 }
 
 /// The milliseconds of an entry id (`+` has none).
 fn range_ms(id: &str) -> Option<u64> {
     id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Total, estimate};
+
+    #[test]
+    fn the_total_is_exact_for_the_whole_stream_and_scaled_by_time_for_part_of_it() {
+        let stream = (1_000, 2_000);
+        assert_eq!(estimate(500, stream, (0, u64::MAX)), Total::Exact(500));
+        assert_eq!(estimate(500, stream, (1_000, 2_000)), Total::Exact(500));
+        assert_eq!(estimate(500, stream, (1_500, u64::MAX)), Total::About(250));
+        assert_eq!(estimate(500, stream, (1_200, 1_300)), Total::About(50));
+        assert_eq!(estimate(500, stream, (2_001, u64::MAX)), Total::Exact(0), "after the last entry");
+        assert_eq!(estimate(500, stream, (0, 999)), Total::Exact(0), "before the first entry");
+        assert_eq!(estimate(500, stream, (1_700, 1_700)), Total::About(1), "never 0 where entries may be");
+    }
 }
