@@ -263,3 +263,36 @@ fn backfill_rate_for_20000_small_events_is_printed() {
         wall.as_secs_f64()
     );
 }
+
+#[test]
+fn a_stream_with_no_entries_is_named_and_exit_1() {
+    let db = TestDb::create();
+    migrate_schema(&db.url);
+    let missing = TestStream::new();
+    let url = redis_url();
+    let env = [("REDIS_URL", url.as_str()), ("DATABASE_URL", db.url.as_str())];
+    let (code, out, err) = backfill(&["--stream", &missing.name, "--since", "1h"], &env);
+    assert_eq!((code, out.as_str(), err.lines().count()), (Some(1), "", 1), "{err}");
+    assert!(err.contains(&format!("stream '{}' has no entries", missing.name)), "{err}");
+}
+
+#[test]
+fn one_megabyte_events_are_backfilled_a_few_per_page() {
+    let (db, stream) = (TestDb::create(), TestStream::new());
+    migrate_schema(&db.url);
+    let mut r = redis();
+    let blob = "x".repeat(1 << 20);
+    for i in 0..20 {
+        publish_event(
+            &mut r,
+            &stream.name,
+            json!({"id": format!("big-{i}"), "type": "t", "data": {"blob": blob}}),
+        );
+    }
+    let url = redis_url();
+    let env = [("REDIS_URL", url.as_str()), ("DATABASE_URL", db.url.as_str())];
+    let (code, out, err) = backfill(&["--stream", &stream.name, "--since", "1h", "--json"], &env);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(json_of(&out)["inserted"], 20, "{out}");
+    assert_eq!(db.count("SELECT count(*) FROM events WHERE length(data->>'blob') = 1048576"), 20);
+}

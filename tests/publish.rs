@@ -171,3 +171,11 @@ fn a_one_megabyte_event_goes_through() {
     let first: Value = serde_json::from_str(&entries[0].1["event"]).expect("JSON");
     assert_eq!(first["data"]["blob"].as_str().map(str::len), Some(1 << 20));
 }
+
+#[test]
+fn redis_unreachable_is_one_line_and_exit_1() {
+    let closed = format!("redis://:secret-pw@127.0.0.1:{}", free_port());
+    let (code, out, err) = publish_cmd(&["--stream", "s"], &env(&closed), b"{}\n");
+    assert_eq!((code, out.as_str(), err.lines().count()), (Some(1), "", 1), "{err}");
+    assert!(err.contains("cannot connect to Redis") && !err.contains("secret-pw"), "{err}");
+}

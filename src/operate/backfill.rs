@@ -35,8 +35,8 @@ pub const PAGE_ENTRIES: usize = 1000;
 /// Bytes a page aims at: the next page holds as many entries as fit, judged by the largest
 /// entry of the last page, so large events are not read a thousand at a time.
 pub const PAGE_BYTES: usize = 8 << 20;
-/// The first page, before any entry's size is known.
-const FIRST_PAGE: usize = 100;
+/// The first page, before any entry's size is known (16 entries of 1 MB is still a page).
+const FIRST_PAGE: usize = 16;
 /// Problems listed one by one, of each kind (malformed, rejected); the rest are counted.
 pub const MAX_LISTED: usize = 10;
 /// Tries of a page that meets a conflict with a concurrent transaction (the worker's).
@@ -179,8 +179,8 @@ impl fmt::Display for Backfilled {
 }
 
 /// Backfills `request`: reads from Redis (`con`) and writes to Postgres (`postgres`), calling
-/// `progress` after each page when given. Fails when Postgres cannot be reached or its schema
-/// is behind, or when a Redis command or a write fails for another reason than the rows (what
+/// `progress` after each page when given. Fails when the stream has no entries at all (a
+/// mistyped name), when Postgres cannot be reached or its schema is behind, or when a Redis command or a write fails for another reason than the rows (what
 /// was committed before stays; a rerun finds it as duplicates).
 pub fn backfill(
     con: &mut Connection,
@@ -189,6 +189,11 @@ pub fn backfill(
     mut progress: Option<&mut dyn FnMut(&Progress)>,
 ) -> Result<Backfilled, OperateError> {
     let stream = request.stream.as_str();
+    if group::length(con, stream)? == 0 {
+        return Err(OperateError::Refused(format!(
+            "stream '{stream}' has no entries (or does not exist): nothing to backfill"
+        )));
+    }
     let from_id = first_id_at(request.since);
     let to_id = request.until.map_or_else(|| "+".to_string(), last_id_at);
     let pool = Postgres::new(&postgres.database_url, &postgres.tls)?.pool(1, Outage::new("postgres").into());
