@@ -92,7 +92,9 @@ pub struct Backfilled {
     /// The XRANGE bounds used.
     pub from_id: String,
     pub to_id: String,
+    /// Entries read from the range.
     pub read: u64,
+    /// Events newly written (with their handlers' effects).
     pub inserted: u64,
     /// Events already stored: nothing changed for them.
     pub duplicates: u64,
@@ -104,6 +106,7 @@ pub struct Backfilled {
     pub handler_errors: u64,
     /// The first [`MAX_LISTED`] malformed and the first [`MAX_LISTED`] rejected entries.
     pub problems: Vec<Problem>,
+    /// From the first XRANGE to the last commit (connecting left out).
     pub elapsed: Duration,
 }
 

@@ -58,7 +58,9 @@ pub enum Stopped {
 #[derive(Debug, Clone, Default)]
 pub struct Published {
     pub stream: String,
+    /// Lines Redis added to the stream.
     pub published: u64,
+    /// Lines not published: not a JSON object, too long, or refused by Redis.
     pub failed: u64,
     /// The first [`MAX_LISTED`] failures, by line.
     pub failures: Vec<Failure>,
