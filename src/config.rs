@@ -284,6 +284,22 @@ impl std::fmt::Display for GroupName {
     }
 }
 
+/// The stream field an envelope travels in: a group of its own so that `publish` writes and
+/// `backfill` reads the very field the worker reads.
+#[derive(Args, Debug, Clone)]
+pub struct EventFieldSettings {
+    /// Stream field holding a JSON envelope; entries without it are read as flat fields.
+    #[arg(long, env = "STREAMSINK_EVENT_FIELD", value_name = "NAME", default_value = "event", value_parser = non_empty)]
+    pub event_field: String,
+}
+
+impl std::ops::Deref for EventFieldSettings {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.event_field
+    }
+}
+
 /// How the worker reads, writes, reclaims and reports.
 #[derive(Args, Debug, Clone)]
 pub struct WorkerSettings {
@@ -311,9 +327,9 @@ pub struct WorkerSettings {
     /// Where a newly created group starts: 0 (all entries already in the stream), $ (only new ones) or an entry id.
     #[arg(long, env = "STREAMSINK_GROUP_START", value_name = "ID", default_value = "0", value_parser = group_start)]
     pub group_start: String,
-    /// Stream field holding a JSON envelope; entries without it are read as flat fields.
-    #[arg(long, env = "STREAMSINK_EVENT_FIELD", value_name = "NAME", default_value = "event", value_parser = non_empty)]
-    pub event_field: String,
+    /// `STREAMSINK_EVENT_FIELD`.
+    #[command(flatten)]
+    pub event_field: EventFieldSettings,
     /// How often entries stuck with a dead consumer are reclaimed (XAUTOCLAIM).
     #[arg(
         long,

@@ -1,8 +1,10 @@
 //! Everything streamsink says to Redis, one file per role: `conn` (connecting, fault kinds),
 //! `reply` (decoding stream replies by hand), `read` (XREADGROUP), `claim` (taking over
 //! pending entries), `ack` (acknowledging, with dead letters, atomically), `group` (group
-//! admin and figures), `errors` (the last-error hash), `dlq` (reading, replaying and deleting
-//! dead letters).
+//! admin and figures), `inspect` (what an operator reads: stream, groups, consumers, pending
+//! entries), `errors` (the last-error hash), `dlq` (reading, replaying and deleting
+//! dead letters), `publish` (pipelined XADD of envelopes), `range` (XRANGE pages outside any
+//! group), `trim` (retention up to the safe point).
 //!
 //! Named "broker" rather than "redis" so that `redis::…` always means the client crate.
 //! These functions send commands and decode replies; they do not retry, log or decide: the
@@ -15,6 +17,8 @@ pub(crate) mod dlq;
 pub mod errors;
 pub mod group;
 pub mod inspect;
+pub mod publish;
+pub mod range;
 pub(crate) mod read;
 mod reply;
 pub mod trim;

@@ -19,7 +19,7 @@ pub(crate) mod inflight;
 pub(crate) mod reader;
 mod reclaim;
 mod retention;
-mod triage;
+pub(crate) mod triage;
 pub(crate) mod worker;
 
 /// Whether the reader should keep going after handing something over.

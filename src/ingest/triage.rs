@@ -56,7 +56,7 @@ pub(super) fn sort<'b>(batch: &'b Batch, max_deliveries: u64, event_field: &str)
 
 /// Why one event could not be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Failed {
+pub(crate) struct Failed {
     /// Position in the events written.
     pub index: usize,
     /// The dead letter's `dlq_reason`.
@@ -73,7 +73,7 @@ pub(super) const REUSED: &str = "id reused with different content";
 
 /// What writing a batch's events did, failed events included.
 #[derive(Debug, Default)]
-pub(super) struct Outcome {
+pub(crate) struct Outcome {
     pub written: Written,
     /// Events that cannot be written, by position among the events written.
     pub failed: Vec<Failed>,
@@ -114,9 +114,9 @@ impl Outcome {
 }
 
 /// Commits `events`, isolating the rows Postgres rejects and the events whose handler panics.
-/// Any other error is returned (nothing of the failing part committed) for the caller to
+/// The worker's write path, which `streamsink backfill` shares. Any other error is returned (nothing of the failing part committed) for the caller to
 /// retry: committed halves then come back as duplicates and change nothing.
-pub(super) fn write_isolating(
+pub(crate) fn write_isolating(
     client: &mut PooledClient,
     registry: &Registry,
     stream: &str,
