@@ -24,7 +24,7 @@ pub struct BackfillArgs {
     #[command(flatten)]
     event_field: EventFieldSettings,
     /// Stream to read (by entry-id time; its consumer groups are not touched).
-    #[arg(long, value_name = "STREAM", value_parser = super::publish::stream_name)]
+    #[arg(long, value_name = "STREAM", value_parser = super::stream_name)]
     stream: String,
     /// Entries from this time: RFC 3339 (2026-12-01T10:00:00Z) or a duration before now (2h, 7d).
     #[arg(long, value_name = "TIME", value_parser = super::time)]

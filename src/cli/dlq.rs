@@ -36,7 +36,7 @@ struct Target {
     #[command(flatten)]
     redis: RedisSettings,
     /// The stream whose dead letters (in <STREAM>:dlq) are meant.
-    #[arg(long, value_name = "STREAM")]
+    #[arg(long, value_name = "STREAM", value_parser = super::stream_name)]
     stream: String,
 }
 

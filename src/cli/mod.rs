@@ -68,3 +68,8 @@ fn duration(value: &str) -> Result<std::time::Duration, String> {
     streamsink::config::parse_duration(value)
         .ok_or_else(|| format!("'{value}' is not a duration with a unit (like 30s, 5m, 1h, 30d)"))
 }
+
+/// `--stream`: a stream name, not blank.
+fn stream_name(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() { Err("a stream name is required".into()) } else { Ok(value.to_string()) }
+}

@@ -19,7 +19,7 @@ pub struct PendingArgs {
     #[command(flatten)]
     group: GroupName,
     /// The stream whose pending entries to list.
-    #[arg(long, value_name = "STREAM")]
+    #[arg(long, value_name = "STREAM", value_parser = super::stream_name)]
     stream: String,
     /// Only this consumer's entries.
     #[arg(long, value_name = "NAME")]

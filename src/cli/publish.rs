@@ -19,7 +19,7 @@ pub struct PublishArgs {
     #[command(flatten)]
     event_field: EventFieldSettings,
     /// Stream to publish to.
-    #[arg(long, value_name = "STREAM", value_parser = stream_name)]
+    #[arg(long, value_name = "STREAM", value_parser = super::stream_name)]
     stream: String,
     /// Keep the stream at about N entries (XADD MAXLEN ~ N: Redis trims whole nodes, so a few more may stay) [default: no cap].
     #[arg(long, value_name = "N")]
@@ -58,9 +58,4 @@ pub fn execute(args: PublishArgs) -> ExitCode {
     let report = publish::publish(&mut con, &mut input, &what, &options);
     super::print(&report, args.json);
     if report.complete() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-}
-
-/// `--stream`: a stream name, not blank.
-pub(super) fn stream_name(value: &str) -> Result<String, String> {
-    if value.trim().is_empty() { Err("a stream name is required".into()) } else { Ok(value.to_string()) }
 }

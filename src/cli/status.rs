@@ -15,7 +15,7 @@ pub struct StatusArgs {
     #[command(flatten)]
     redis: RedisSettings,
     /// A stream to report on (repeat for several) [default: the streams of STREAMSINK_STREAMS]
-    #[arg(long = "stream", value_name = "STREAM")]
+    #[arg(long = "stream", value_name = "STREAM", value_parser = super::stream_name)]
     only: Vec<String>,
     /// `STREAMSINK_STREAMS`: the default when no --stream is given.
     #[command(flatten)]

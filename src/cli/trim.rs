@@ -17,7 +17,7 @@ pub struct TrimArgs {
     #[command(flatten)]
     redis: RedisSettings,
     /// The stream to trim (a dead-letter stream <stream>:dlq too).
-    #[arg(long, value_name = "STREAM", value_parser = non_empty)]
+    #[arg(long, value_name = "STREAM", value_parser = super::stream_name)]
     stream: String,
     /// Remove entries whose id time is older than this (30d, 12h).
     #[arg(long, value_name = "DURATION", value_parser = super::duration)]
@@ -53,8 +53,4 @@ pub fn execute(args: TrimArgs) -> ExitCode {
         }
         Err(e) => super::failed(&e),
     }
-}
-
-fn non_empty(value: &str) -> Result<String, String> {
-    if value.trim().is_empty() { Err("the stream name is empty".into()) } else { Ok(value.to_string()) }
 }
