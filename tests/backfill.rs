@@ -179,9 +179,18 @@ fn without_until_it_runs_to_the_end_of_the_stream() {
     stream_spanning_the_range(&mut r, &stream.name);
     let url = redis_url();
     let env = [("REDIS_URL", url.as_str()), ("DATABASE_URL", db.url.as_str())];
+    let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+        .arg(&stream.name)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(&mut r)
+        .unwrap();
     let (code, out, err) = backfill(&["--stream", &stream.name, "--since", SINCE, "--json"], &env);
     assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(json_of(&out)["inserted"], 8, "{out}");
+    assert_eq!(json_of(&out)["to_id"], last[0].0.as_str(), "ends at the entry last when it started: {out}");
     assert_eq!(db.count("SELECT count(*) FROM events WHERE id LIKE 'new-%' OR id LIKE 'in-%'"), 7);
     assert_eq!(db.count("SELECT count(*) FROM events WHERE id LIKE 'old-%'"), 0);
 }

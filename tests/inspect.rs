@@ -203,6 +203,10 @@ fn a_missing_group_or_an_unreachable_redis_fails_in_one_line_without_the_passwor
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains(&format!("group nope does not exist on stream {}", stream.name)), "{err}");
 
+    let (code, _, err) = streamsink(&["pending", "--stream", &stream.name, "--limit", "0"], &[]);
+    assert_eq!(code, Some(2), "a limit of 0 is refused at start: {err}");
+    assert!(err.contains("--limit"), "{err}");
+
     let port = free_port();
     let url = format!("redis://:hunter2@127.0.0.1:{port}");
     for args in [&["status"][..], &["pending", "--stream", "s"]] {

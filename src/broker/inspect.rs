@@ -11,6 +11,7 @@ use super::reply::{id_key, pairs, text};
 /// What XINFO STREAM says of a stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamInfo {
+    /// Entries in the stream (XLEN).
     pub length: u64,
     /// Ids of the first and last entries; `None` in an empty stream.
     pub first_id: Option<String>,
@@ -48,11 +49,15 @@ fn entry_id(v: Value) -> Option<String> {
 /// What XINFO GROUPS says of one group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupInfo {
+    /// The group's name.
     pub name: String,
+    /// Consumers the group knows (live or not).
     pub consumers: u64,
+    /// Entries delivered and not yet acknowledged.
     pub pending: u64,
     /// `None` where Redis does not know (or is older than 7).
     pub lag: Option<u64>,
+    /// The id of the last entry delivered to the group: its position in the stream.
     pub last_delivered: String,
 }
 
@@ -87,7 +92,9 @@ pub fn groups(con: &mut Connection, stream: &str) -> Result<Option<Vec<GroupInfo
 /// One consumer of a group, as XINFO CONSUMERS reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsumerInfo {
+    /// The consumer's name (streamsink's: `<host>-<pid>` unless set).
     pub name: String,
+    /// Entries delivered to it and not yet acknowledged.
     pub pending: u64,
     /// Since the consumer's last attempted interaction (a read, a claim).
     pub idle: Duration,
@@ -122,7 +129,9 @@ pub fn consumers(con: &mut Connection, stream: &str, group: &str) -> Result<Vec<
 /// One pending entry, as XPENDING's extended form reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingEntry {
+    /// The entry's id.
     pub id: String,
+    /// The consumer holding it.
     pub consumer: String,
     /// Since it was last delivered (or claimed).
     pub idle: Duration,

@@ -28,13 +28,14 @@ pub struct PendingArgs {
     #[arg(long, value_name = "DURATION", value_parser = super::duration)]
     min_idle: Option<Duration>,
     /// At most this many entries, oldest first.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    limit: usize,
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: u64,
     /// Print the list as one JSON object.
     #[arg(long)]
     json: bool,
 }
 
+/// Lists and prints the pending entries; exit 0 once printed, 1 if Redis fails or the group is missing.
 pub fn execute(args: PendingArgs) -> ExitCode {
     if let Err(refused) = args.redis.check() {
         return super::refused(&refused);
@@ -44,7 +45,7 @@ pub fn execute(args: PendingArgs) -> ExitCode {
         group: &args.group,
         consumer: args.consumer.as_deref(),
         min_idle: args.min_idle,
-        limit: args.limit,
+        limit: usize::try_from(args.limit).unwrap_or(usize::MAX),
     };
     match pending::pending(&args.redis, &query) {
         Ok(report) => {

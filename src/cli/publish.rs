@@ -21,7 +21,7 @@ pub struct PublishArgs {
     /// Stream to publish to.
     #[arg(long, value_name = "STREAM", value_parser = super::stream_name)]
     stream: String,
-    /// Keep the stream at about N entries (XADD MAXLEN ~ N: Redis trims whole nodes, so a few more may stay) [default: no cap].
+    /// Keep the stream at about N entries (XADD MAXLEN ~ N); blind to consumer groups, so it can drop entries not yet delivered: prefer STREAMSINK_RETENTION or streamsink trim [default: no cap].
     #[arg(long, value_name = "N")]
     maxlen: Option<u64>,
     /// Print the report as one JSON object.
@@ -32,6 +32,7 @@ pub struct PublishArgs {
     file: Option<PathBuf>,
 }
 
+/// Publishes the input and prints the tally; exit 0 when every line was published, 1 otherwise.
 pub fn execute(args: PublishArgs) -> ExitCode {
     if let Err(refused) = args.redis.check() {
         return super::refused(&refused);

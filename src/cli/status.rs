@@ -25,6 +25,7 @@ pub struct StatusArgs {
     json: bool,
 }
 
+/// Reads and prints the status; exit 0 once printed (missing streams included), 1 if Redis fails.
 pub fn execute(args: StatusArgs) -> ExitCode {
     if let Err(refused) = args.redis.check() {
         return super::refused(&refused);

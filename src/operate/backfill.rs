@@ -198,7 +198,12 @@ pub fn backfill(
         )));
     }
     let from_id = first_id_at(request.since);
-    let to_id = request.until.map_or_else(|| "+".to_string(), last_id_at);
+    // Without --until, up to the entry that is last now: a producer faster than the backfill
+    // must not keep it running (and its total growing) for ever.
+    let to_id = match request.until {
+        Some(until) => last_id_at(until),
+        None => range::ends(con, stream)?.map_or_else(|| "+".to_string(), |(_, last)| last),
+    };
     let pool = Postgres::new(&postgres.database_url, &postgres.tls)?.pool(1, Outage::new("postgres").into());
     let mut client = pool.get().map_err(SinkError::Connect)?;
     let (_, missing) = migrate::schema_state(&mut client)?;
@@ -328,6 +333,9 @@ fn total(con: &mut Connection, stream: &str, from_id: &str, to_id: &str) -> Resu
 
 /// [`Total`] of a stream of `length` entries from `first` to `last` (ms) within `from..=to`.
 fn estimate(length: u64, (first, last): (u64, u64), (from, to): (u64, u64)) -> Total {
+    if length == 0 {
+        return Total::Exact(0); // emptied (trimmed) between the reads of its ends and its length
+    }
     if from <= first && to >= last {
         return Total::Exact(length);
     }
@@ -358,5 +366,6 @@ mod tests {
         assert_eq!(estimate(500, stream, (2_001, u64::MAX)), Total::Exact(0), "after the last entry");
         assert_eq!(estimate(500, stream, (0, 999)), Total::Exact(0), "before the first entry");
         assert_eq!(estimate(500, stream, (1_700, 1_700)), Total::About(1), "never 0 where entries may be");
+        assert_eq!(estimate(0, stream, (1_200, 1_300)), Total::Exact(0), "a stream emptied meanwhile");
     }
 }

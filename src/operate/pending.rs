@@ -18,7 +18,9 @@ use crate::config::RedisSettings;
 /// Which pending entries to list.
 #[derive(Debug, Clone)]
 pub struct Query<'a> {
+    /// The stream.
     pub stream: &'a str,
+    /// The group whose pending entries these are.
     pub group: &'a str,
     /// Only this consumer's.
     pub consumer: Option<&'a str>,
@@ -31,10 +33,13 @@ pub struct Query<'a> {
 /// Pending entries, oldest first.
 #[derive(Debug, Clone)]
 pub struct Pending {
+    /// The stream.
     pub stream: String,
+    /// The group.
     pub group: String,
     /// The group's whole pending count (all consumers, any idle time).
     pub total: u64,
+    /// The entries selected, oldest first.
     pub entries: Vec<Listed>,
     /// True when more entries matched than `limit` allowed.
     pub more: bool,
@@ -43,7 +48,9 @@ pub struct Pending {
 /// One pending entry and its last recorded error.
 #[derive(Debug, Clone)]
 pub struct Listed {
+    /// Id, consumer, idle time and deliveries.
     pub entry: PendingEntry,
+    /// The last error a worker recorded for it (`<stream>:errors`), if any is kept.
     pub last_error: Option<String>,
 }
 

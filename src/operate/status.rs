@@ -19,7 +19,9 @@ use crate::config::RedisSettings;
 /// The status of some streams, read at `at`.
 #[derive(Debug, Clone)]
 pub struct Status {
+    /// When it was read: ages are as of this time.
     pub at: Timestamp,
+    /// In the order asked for.
     pub streams: Vec<StreamStatus>,
 }
 
@@ -27,8 +29,11 @@ pub struct Status {
 /// exist (a typo, or a stream nothing has written to yet).
 #[derive(Debug, Clone)]
 pub struct StreamStatus {
+    /// The stream's name.
     pub stream: String,
+    /// Its length and first and last ids.
     pub info: Option<StreamInfo>,
+    /// Every group on it, as XINFO GROUPS lists them.
     pub groups: Vec<GroupStatus>,
     /// The dead-letter stream (`<stream>:dlq`); `None` where it does not exist (no dead letters yet).
     pub dead_letters: Option<StreamInfo>,
@@ -37,9 +42,11 @@ pub struct StreamStatus {
 /// One group of a stream.
 #[derive(Debug, Clone)]
 pub struct GroupStatus {
+    /// Its name, consumer count, pending count, lag and position.
     pub info: GroupInfo,
     /// Id of the oldest pending entry (its age is the time since it was added).
     pub oldest_pending: Option<String>,
+    /// Its consumers, with their pending counts and idle times.
     pub consumers: Vec<ConsumerInfo>,
 }
 
@@ -55,9 +62,15 @@ pub fn status(redis: &RedisSettings, streams: &[String]) -> Result<Status, Opera
             dead_letters: inspect::stream_info(&mut con, &dead_letter_stream(stream))?,
         };
         for info in inspect::groups(&mut con, stream)?.unwrap_or_default() {
-            let (_, oldest_pending) = pending_summary(&mut con, stream, &info.name)?;
-            let consumers = inspect::consumers(&mut con, stream, &info.name)?;
-            s.groups.push(GroupStatus { info, oldest_pending, consumers });
+            let read = pending_summary(&mut con, stream, &info.name)
+                .and_then(|(_, oldest)| Ok((oldest, inspect::consumers(&mut con, stream, &info.name)?)));
+            match read {
+                Ok((oldest_pending, consumers)) => {
+                    s.groups.push(GroupStatus { info, oldest_pending, consumers })
+                }
+                Err(e) if e.is_no_group() => {} // destroyed since XINFO GROUPS listed it
+                Err(e) => return Err(e.into()),
+            }
         }
         out.streams.push(s);
     }
