@@ -36,6 +36,8 @@ fn json_of(stdout: &str) -> Value {
 }
 
 type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+/// A stream entry as XRANGE returns it: its id and fields.
+type Entry = (String, Fields);
 
 /// Writes a dead letter the way the worker does (`broker::ack`): the original fields in their
 /// order, then the eight `dlq_*` fields. `id` is `*` or an explicit entry id.
@@ -82,7 +84,7 @@ fn fields(pairs: &[(&str, &str)]) -> Fields {
 }
 
 /// Entries of `key` with their fields as bytes, in order.
-fn raw_entries(con: &mut redis::Connection, key: &str) -> Vec<(String, Fields)> {
+fn raw_entries(con: &mut redis::Connection, key: &str) -> Vec<Entry> {
     redis::cmd("XRANGE").arg(key).arg("-").arg("+").query(con).expect("XRANGE")
 }
 
@@ -376,6 +378,10 @@ fn a_bad_selection_is_refused_before_anything_connects() {
         &["purge", "--stream", "s", "--all", "--reason", "r"],
         &["replay", "--stream", "s", "1700000000000"],
         &["list", "--stream", "s", "--since", "yesterday"],
+        &["list", "--stream", "s", "--limit", "0"],
+        &["list", "--stream", "s", "--since", "1h", "--until", "2h"],
+        &["replay", "--stream", "s", "--since", "1h", "--until", "2h"],
+        &["purge", "--stream", "s", "--since", "2026-03-02T00:00:00Z", "--until", "2026-03-01T00:00:00Z"],
     ] {
         let (code, out, err) = dlq(args);
         assert_eq!(code, Some(2), "{args:?}: {out}{err}");
@@ -383,6 +389,10 @@ fn a_bad_selection_is_refused_before_anything_connects() {
     }
     let (_, _, err) = dlq(&["replay", "--stream", "s"]);
     assert!(err.contains("one of --all, ID, --reason, --since, --until"), "{err}");
+    let (_, _, err) = dlq(&["replay", "--stream", "s", "--since", "1h", "--until", "2h"]);
+    assert!(err.contains("--until is before --since"), "{err}");
+    let (_, _, err) = dlq(&["list", "--stream", "s", "--limit", "0"]);
+    assert!(err.contains("--limit: '0' is not a count"), "{err}");
 }
 
 #[test]
@@ -409,21 +419,44 @@ fn a_replay_killed_mid_way_leaves_every_entry_in_exactly_one_of_the_two_streams(
     wait_until(Duration::from_secs(60), "some dead letters replayed", || {
         (len(&mut r, &stream.name) >= 1000).then_some(())
     });
+    // Stopped, it sends nothing more: what Redis already received (a page of 1000 at most)
+    // still runs, so most of the 20 000 are left whatever the machine's speed.
+    let pid = replay.id().to_string();
+    let stopped = Command::new("kill").args(["-STOP", &pid]).status().expect("run kill -STOP");
+    assert!(stopped.success(), "SIGSTOP the replay");
+    let left_when_stopped = len(&mut r, &stream.dlq());
+    assert!(
+        left_when_stopped > 0,
+        "the replay finished before it could be stopped: this test needs more dead letters than {n}"
+    );
     replay.kill().expect("SIGKILL the replay");
     let status = replay.wait().expect("wait for the replay");
     assert!(!status.success(), "killed, not finished");
 
-    let numbers = |key: &str, r: &mut redis::Connection| -> Vec<usize> {
-        raw_entries(r, key)
-            .into_iter()
+    // Both streams in one MULTI/EXEC: a script still running could not move an entry between
+    // the two reads.
+    let (on, dead): (Vec<Entry>, Vec<Entry>) = redis::pipe()
+        .atomic()
+        .cmd("XRANGE")
+        .arg(&stream.name)
+        .arg("-")
+        .arg("+")
+        .cmd("XRANGE")
+        .arg(stream.dlq())
+        .arg("-")
+        .arg("+")
+        .query(&mut r)
+        .expect("XRANGE both streams");
+    let numbers = |entries: &[Entry]| -> Vec<usize> {
+        entries
+            .iter()
             .map(|(_, f)| {
                 let (_, v) = f.iter().find(|(k, _)| k == b"n").expect("field n");
                 String::from_utf8_lossy(v).parse().expect("a number")
             })
             .collect()
     };
-    let replayed = numbers(&stream.name, &mut r);
-    let left = numbers(&stream.dlq(), &mut r);
+    let (replayed, left) = (numbers(&on), numbers(&dead));
     assert!(!left.is_empty(), "killed mid-way: {} replayed, none left", replayed.len());
     let on_stream: HashSet<usize> = replayed.iter().copied().collect();
     let in_dlq: HashSet<usize> = left.iter().copied().collect();
@@ -431,6 +464,62 @@ fn a_replay_killed_mid_way_leaves_every_entry_in_exactly_one_of_the_two_streams(
     assert!(on_stream.is_disjoint(&in_dlq), "none in both streams");
     assert_eq!(replayed.len() + left.len(), n, "none missing");
     assert_eq!(on_stream.union(&in_dlq).count(), n);
-    let first = &raw_entries(&mut r, &stream.name)[0].1;
+    let first = &on[0].1;
     assert_eq!(*first, fields(&[("n", "0"), ("event", "{\"id\":\"small\"}")]), "dlq_* fields gone");
+}
+
+#[test]
+fn a_replay_that_fails_part_way_says_how_many_it_replayed_before_the_failure() {
+    let private = PrivateRedis::start(None);
+    let stream = TestStream::on(&private.url());
+    let mut r = redis_at(&private.url());
+    // Unlimited stream nodes: a node freed by XDEL would give back what each replay takes.
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-bytes")
+        .arg(0)
+        .query(&mut r)
+        .expect("CONFIG SET stream-node-max-bytes");
+    let n = 200;
+    let big = "x".repeat(10_000);
+    for i in 0..n {
+        dead_letter(&mut r, &stream.name, "*", &fields(&[("n", &i.to_string()), ("event", &big)]), "r");
+    }
+    // Room for about 100 of the 200 (10 kB each) to be added to the stream: then every write
+    // fails with OOM, part-way through a pipelined page.
+    let info: redis::InfoDict = redis::cmd("INFO").arg("memory").query(&mut r).expect("INFO memory");
+    let used: u64 = info.get("used_memory").expect("used_memory");
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used + 1_000_000)
+        .query(&mut r)
+        .expect("CONFIG SET maxmemory");
+
+    let out = dlq_command(&["replay", "--stream", &stream.name, "--all"])
+        .env("REDIS_URL", private.url())
+        .output()
+        .expect("run streamsink dlq replay");
+
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("OOM"), "{err}");
+    let replayed: u64 = err
+        .split_once("replayed=")
+        .and_then(|(_, rest)| rest.split_once(" before the failure: "))
+        .and_then(|(count, _)| count.parse().ok())
+        .unwrap_or_else(|| panic!("no 'replayed=N before the failure: ' in {err}"));
+    assert!(replayed > 16, "more than the first page was replayed: {err}");
+    assert_eq!(replayed, len(&mut r, &stream.name), "the count is what reached the stream");
+    assert_eq!(len(&mut r, &stream.dlq()), n - replayed, "the rest is still dead-lettered");
+
+    let () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query(&mut r).expect("CONFIG SET");
+    let out = dlq_command(&["replay", "--stream", &stream.name, "--all"])
+        .env("REDIS_URL", private.url())
+        .output()
+        .expect("run streamsink dlq replay again");
+    let rest = format!("replayed={}", n - replayed);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), rest, "{out:?}");
+    assert_eq!((len(&mut r, &stream.name), len(&mut r, &stream.dlq())), (n, 0));
 }

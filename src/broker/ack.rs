@@ -12,6 +12,7 @@ use crate::event::Entry;
 /// An entry that can never succeed, with why: it goes to `<stream>:dlq`.
 #[derive(Debug, Clone)]
 pub struct DeadLetter<'a> {
+    /// The entry as read from the stream: its fields are written first, unchanged.
     pub entry: &'a Entry,
     /// Short name of the problem (`invalid json`, `max deliveries exceeded`, ...).
     pub reason: String,
@@ -24,10 +25,26 @@ pub(crate) fn dead_letter_stream(stream: &str) -> String {
     format!("{stream}:dlq")
 }
 
+/// The fields appended to every dead letter, after the original fields, in this order: the one
+/// list of their names, which `broker::dlq` strips on replay and `replay_dead_letter.lua`'s
+/// `known` table must match (a unit test checks).
+pub(crate) const DEAD_LETTER_FIELDS: [&str; 8] = [
+    "dlq_reason",
+    "dlq_error",
+    "dlq_stream",
+    "dlq_original_id",
+    "dlq_group",
+    "dlq_consumer",
+    "dlq_deliveries",
+    "dlq_failed_at",
+];
+
 /// Who is acknowledging: written into every dead-letter entry.
 #[derive(Debug, Clone, Copy)]
 pub struct Acknowledger<'a> {
+    /// The consumer group the entries are acknowledged in (`dlq_group`).
     pub group: &'a str,
+    /// The consumer that read them (`dlq_consumer`).
     pub consumer: &'a str,
 }
 
@@ -105,7 +122,7 @@ impl Args for redis::ScriptInvocation<'_> {
     }
 }
 
-/// Appends `d`'s original fields, then its eight `dlq_*` fields.
+/// Appends `d`'s original fields, then its eight [`DEAD_LETTER_FIELDS`].
 fn push_dead_letter(
     out: &mut impl Args,
     d: &DeadLetter<'_>,
@@ -118,17 +135,10 @@ fn push_dead_letter(
         out.push(v);
     }
     let deliveries = d.entry.deliveries.to_string();
-    let extra: [(&str, &str); 8] = [
-        ("dlq_reason", &d.reason),
-        ("dlq_error", &d.error),
-        ("dlq_stream", stream),
-        ("dlq_original_id", &d.entry.id),
-        ("dlq_group", by.group),
-        ("dlq_consumer", by.consumer),
-        ("dlq_deliveries", &deliveries),
-        ("dlq_failed_at", failed_at),
-    ];
-    for (k, v) in extra {
+    // In the order of DEAD_LETTER_FIELDS.
+    let values: [&str; 8] =
+        [&d.reason, &d.error, stream, &d.entry.id, by.group, by.consumer, &deliveries, failed_at];
+    for (k, v) in DEAD_LETTER_FIELDS.into_iter().zip(values) {
         out.push(k.as_bytes());
         out.push(v.as_bytes());
     }

@@ -10,23 +10,11 @@ use std::sync::LazyLock;
 
 use redis::{Connection, Value};
 
-use super::BrokerError;
 use super::reply::{self, text};
+use super::{BrokerError, range};
 use crate::event::Entry;
 
-pub(crate) use super::ack::dead_letter_stream;
-
-/// The fields `ack` appends to every dead letter, after the original fields, in this order.
-pub const DEAD_LETTER_FIELDS: [&str; 8] = [
-    "dlq_reason",
-    "dlq_error",
-    "dlq_stream",
-    "dlq_original_id",
-    "dlq_group",
-    "dlq_consumer",
-    "dlq_deliveries",
-    "dlq_failed_at",
-];
+pub(crate) use super::ack::{DEAD_LETTER_FIELDS, dead_letter_stream};
 
 /// A field name and its value, as bytes.
 pub type Field = (Vec<u8>, Vec<u8>);
@@ -44,31 +32,9 @@ pub fn split(fields: &[Field]) -> Option<(&[Field], &[Field])> {
     (names == known).then_some((original, tail))
 }
 
-/// The dead letters of `dlq` from `start` to `end` (both inclusive, entry ids), at most `count`,
-/// oldest first (XRANGE ... COUNT).
-pub fn page(
-    con: &mut Connection,
-    dlq: &str,
-    start: &str,
-    end: &str,
-    count: usize,
-) -> Result<Vec<Entry>, BrokerError> {
-    let reply: Value = redis::cmd("XRANGE")
-        .arg(dlq)
-        .arg(start)
-        .arg(end)
-        .arg("COUNT")
-        .arg(count)
-        .query(con)
-        .map_err(|e| BrokerError::new("XRANGE", dlq, e))?;
-    reply::entries_of(reply)
-        .map(|d| d.entries)
-        .map_err(|detail| BrokerError::bad_reply("XRANGE", dlq, detail))
-}
-
 /// The dead letter `id` of `dlq`, if it is there.
 pub fn get(con: &mut Connection, dlq: &str, id: &str) -> Result<Option<Entry>, BrokerError> {
-    Ok(page(con, dlq, id, id, 1)?.into_iter().next())
+    Ok(range::page(con, dlq, id, id, 1)?.into_iter().next())
 }
 
 /// The id of the newest entry of `dlq` (XREVRANGE + - COUNT 1); `None` when it is empty.
@@ -118,11 +84,25 @@ const WATCH_ATTEMPTS: usize = 10;
 static REPLAY: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("lua/replay_dead_letter.lua")));
 
+/// A replay of a page of dead letters that stopped at a failure. Each move is atomic, so every
+/// dead letter is still in exactly one of the two streams; `outcomes` says which moved.
+#[derive(Debug)]
+pub struct Interrupted {
+    /// What became of each id, in the order of the ids asked for; `None` for the one that failed
+    /// and for any left untouched. The scripts pipelined after the failing one ran on the server
+    /// as well: what they did is recorded, but nothing more is sent (no script reloaded, no
+    /// entry too wide for a script moved). Empty when the page's reply was lost (a dropped
+    /// connection): what that page did is then unknown.
+    pub outcomes: Vec<Option<Replay>>,
+    /// The first failure.
+    pub error: BrokerError,
+}
+
 /// Moves dead letters `ids` of `<stream>:dlq` back onto `stream`, each with its original
 /// fields in their order (the eight `dlq_*` fields removed) and each atomically (see the
 /// module's invariant), in one round trip: one script call per id, pipelined. Returns what
-/// became of each, in the order of `ids`.
-pub fn replay(con: &mut Connection, stream: &str, ids: &[String]) -> Result<Vec<Replay>, BrokerError> {
+/// became of each, in the order of `ids`; on a failure, what became of those before it too.
+pub fn replay(con: &mut Connection, stream: &str, ids: &[String]) -> Result<Vec<Replay>, Interrupted> {
     let op = "replay dead letter";
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -132,10 +112,17 @@ pub fn replay(con: &mut Connection, stream: &str, ids: &[String]) -> Result<Vec<
     for id in ids {
         pipe.cmd("EVALSHA").arg(REPLAY.get_hash()).arg(2).arg(&dlq).arg(stream).arg(id).arg(MAX_SCRIPT_ITEMS);
     }
-    let replies: Vec<redis::RedisResult<Value>> =
-        pipe.ignore_errors().query(con).map_err(|e| BrokerError::new(op, stream, e))?;
+    let replies: Vec<redis::RedisResult<Value>> = pipe
+        .ignore_errors()
+        .query(con)
+        .map_err(|e| Interrupted { outcomes: Vec::new(), error: BrokerError::new(op, stream, e) })?;
     let mut outcomes = Vec::with_capacity(ids.len());
+    let mut failure = None;
     for (id, reply) in ids.iter().zip(replies) {
+        if failure.is_some() {
+            outcomes.push(reply.ok().and_then(|r| decode(stream, r).ok()).and_then(Step::done));
+            continue;
+        }
         let reply = match reply {
             // The script was not cached yet (or was flushed): the id is untouched; invoke
             // loads the script and calls it again.
@@ -144,20 +131,43 @@ pub fn replay(con: &mut Connection, stream: &str, ids: &[String]) -> Result<Vec<
             }
             other => other,
         };
-        let reply = reply.map_err(|e| BrokerError::new(op, stream, e))?;
-        outcomes.push(replayed(con, stream, &dlq, id, reply)?);
+        let outcome =
+            reply.map_err(|e| BrokerError::new(op, stream, e)).and_then(|r| match decode(stream, r)? {
+                Step::Done(done) => Ok(done),
+                Step::TooLarge => replay_watched(con, stream, &dlq, id),
+            });
+        match outcome {
+            Ok(done) => outcomes.push(Some(done)),
+            Err(error) => {
+                outcomes.push(None);
+                failure = Some(error);
+            }
+        }
     }
-    Ok(outcomes)
+    match failure {
+        None => Ok(outcomes.into_iter().flatten().collect()),
+        Some(error) => Err(Interrupted { outcomes, error }),
+    }
 }
 
-/// Decodes the script's reply for `id`, finishing an entry too wide for it.
-fn replayed(
-    con: &mut Connection,
-    stream: &str,
-    dlq: &str,
-    id: &str,
-    reply: Value,
-) -> Result<Replay, BrokerError> {
+/// The script's reply for one dead letter.
+enum Step {
+    Done(Replay),
+    /// Too wide for the script: nothing was done; [`replay_watched`] moves it.
+    TooLarge,
+}
+
+impl Step {
+    fn done(self) -> Option<Replay> {
+        match self {
+            Step::Done(done) => Some(done),
+            Step::TooLarge => None,
+        }
+    }
+}
+
+/// Decodes the script's reply.
+fn decode(stream: &str, reply: Value) -> Result<Step, BrokerError> {
     let op = "replay dead letter";
     let Value::Array(reply) = reply else {
         return Err(BrokerError::bad_reply(op, stream, format!("not an array: {reply:?}")));
@@ -168,11 +178,11 @@ fn replayed(
         "replayed" => reply
             .next()
             .and_then(text)
-            .map(Replay::Moved)
+            .map(|id| Step::Done(Replay::Moved(id)))
             .ok_or_else(|| BrokerError::bad_reply(op, stream, "no new id".into())),
-        "gone" => Ok(Replay::Gone),
-        "not a dead letter" => Ok(Replay::NotADeadLetter),
-        "too large" => replay_watched(con, stream, dlq, id),
+        "gone" => Ok(Step::Done(Replay::Gone)),
+        "not a dead letter" => Ok(Step::Done(Replay::NotADeadLetter)),
+        "too large" => Ok(Step::TooLarge),
         other => Err(BrokerError::bad_reply(op, stream, format!("status '{other}'"))),
     }
 }
@@ -232,6 +242,18 @@ fn watched_move(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_replay_script_strips_exactly_the_eight_fields_ack_writes() {
+        let script = include_str!("lua/replay_dead_letter.lua");
+        let start = script.find("local known = {").expect("the script's known table");
+        let table = &script[start..];
+        let table = &table[..table.find('}').expect("the end of the known table")];
+        for name in DEAD_LETTER_FIELDS {
+            assert!(table.contains(&format!("{name} = true")), "{name} missing from the script: {table}");
+        }
+        assert_eq!(table.matches("= true").count(), DEAD_LETTER_FIELDS.len(), "{table}");
+    }
 
     fn pairs(names: &[&str]) -> Vec<(Vec<u8>, Vec<u8>)> {
         names.iter().map(|n| (n.as_bytes().to_vec(), b"v".to_vec())).collect()

@@ -38,15 +38,9 @@ pub struct BackfillArgs {
 }
 
 pub fn execute(args: BackfillArgs) -> ExitCode {
-    if let Err(refused) = args.redis.check().and_then(|()| args.postgres.check()) {
+    let checked = args.redis.check().and_then(|()| args.postgres.check());
+    if let Err(refused) = checked.and_then(|()| super::time_range(Some(args.since), args.until)) {
         return super::refused(&refused);
-    }
-    if args.until.is_some_and(|until| until < args.since) {
-        let e = clap::Error::raw(
-            clap::error::ErrorKind::ArgumentConflict,
-            "--until is before --since: the range is empty\n",
-        );
-        return super::bad_command_line(e, &clap::Command::new("streamsink"));
     }
     let mut con = match operate::connect(&args.redis) {
         Ok(con) => con,

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Args, Subcommand};
 use jiff::Timestamp;
 use streamsink::config::RedisSettings;
-use streamsink::operate::dlq::{self, Filter, Moved, Selection};
+use streamsink::operate::dlq::{self, Filter, Interrupted, Moved, Selection};
 
 #[derive(Args)]
 pub struct DlqArgs {
@@ -54,7 +54,7 @@ struct ListArgs {
     #[arg(long, value_name = "TIME", value_parser = super::time)]
     until: Option<Timestamp>,
     /// Show at most N dead letters (default 100); the output says when more match.
-    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = super::count)]
     limit: u64,
     /// Print the list as one JSON object (errors whole).
     #[arg(long)]
@@ -116,12 +116,12 @@ impl SelectArgs {
 
 /// Runs one `dlq` subcommand: settings checked first (exit 2), then its report or one line (exit 1).
 pub fn execute(args: DlqArgs) -> ExitCode {
-    let target = match &args.command {
-        DlqCommand::List(a) => &a.target,
-        DlqCommand::Show(a) => &a.target,
-        DlqCommand::Replay(a) | DlqCommand::Purge(a) => &a.target,
+    let (target, since, until) = match &args.command {
+        DlqCommand::List(a) => (&a.target, a.since, a.until),
+        DlqCommand::Show(a) => (&a.target, None, None),
+        DlqCommand::Replay(a) | DlqCommand::Purge(a) => (&a.target, a.since, a.until),
     };
-    if let Err(refused) = target.redis.check() {
+    if let Err(refused) = target.redis.check().and_then(|()| super::time_range(since, until)) {
         return super::refused(&refused);
     }
     match args.command {
@@ -153,8 +153,9 @@ pub fn execute(args: DlqArgs) -> ExitCode {
 }
 
 /// Prints a replay's or purge's outcome: exit 1 when a dead letter asked for was not found or
-/// was left in place (the output says which).
-fn moved(outcome: Result<Moved, streamsink::operate::OperateError>, json: bool) -> ExitCode {
+/// was left in place (the output says which), or on a failure (one line, with how many were
+/// replayed or purged before it).
+fn moved(outcome: Result<Moved, Interrupted>, json: bool) -> ExitCode {
     match outcome {
         Ok(moved) => {
             super::print(&moved, json);

@@ -63,10 +63,34 @@ fn time(value: &str) -> Result<jiff::Timestamp, String> {
     })
 }
 
+/// `--since` with `--until`: refused (one line, exit code 2 through [`refused`]) when `until`
+/// is before `since`, a range nothing can be in, rather than reported as finding nothing.
+fn time_range(since: Option<jiff::Timestamp>, until: Option<jiff::Timestamp>) -> Result<(), SettingsError> {
+    match since.zip(until) {
+        Some((since, until)) if until < since => {
+            let e = clap::Error::raw(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--until is before --since: the range is empty\n",
+            );
+            Err(SettingsError::new(&e, &clap::Command::new("streamsink")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A duration flag (`--min-idle`, `--max-age`): a whole number and a unit.
 fn duration(value: &str) -> Result<std::time::Duration, String> {
     streamsink::config::parse_duration(value)
         .ok_or_else(|| format!("'{value}' is not a duration with a unit (like 30s, 5m, 1h, 30d)"))
+}
+
+/// A count flag (`--limit`): a whole number, 1 or more (0 would ask for nothing).
+fn count(value: &str) -> Result<u64, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("'{value}' is not a count: give a whole number of 1 or more"))
 }
 
 /// `--stream`: a stream name, not blank.

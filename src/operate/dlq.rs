@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::{OperateError, Report, connect, first_id_at, last_id_at, table};
 use crate::broker::dlq::{self as broker_dlq, Replay, dead_letter_stream};
+use crate::broker::range;
 use crate::config::RedisSettings;
 use crate::event::Entry;
 
@@ -57,14 +58,23 @@ pub fn entry_id(id: &str) -> Option<(u64, u64)> {
 /// does not carry them: it was not written by streamsink).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// The dead letter's own id in the dead-letter stream: what `show`, `replay` and `purge` take.
     pub id: String,
+    /// `dlq_failed_at`: when the worker gave up on the entry (RFC 3339).
     pub failed_at: String,
+    /// `dlq_reason`: the problem's short, stable name, what `--reason` matches.
     pub reason: String,
+    /// `dlq_error`: the full error message.
     pub error: String,
+    /// `dlq_stream`: the stream the entry was read from.
     pub original_stream: String,
+    /// `dlq_original_id`: the entry's id there (a replay gives it a new one).
     pub original_id: String,
+    /// `dlq_group`: the consumer group that read it.
     pub group: String,
+    /// `dlq_consumer`: the consumer that dead-lettered it.
     pub consumer: String,
+    /// `dlq_deliveries`: how many times it was delivered, as written.
     pub deliveries: String,
 }
 
@@ -137,10 +147,13 @@ fn shorten(text: &str, width: usize) -> String {
 /// `dlq list`: the first dead letters matching, oldest first.
 #[derive(Debug, Clone)]
 pub struct Listed {
+    /// The stream read (`<stream>:dlq`).
     pub dead_letter_stream: String,
+    /// The dead letters matching, oldest first, at most `limit`.
     pub letters: Vec<Summary>,
     /// More matched than `limit`, which were not read.
     pub more: bool,
+    /// The most asked for (`--limit`).
     pub limit: usize,
 }
 
@@ -200,7 +213,9 @@ impl fmt::Display for Listed {
 /// `dlq show`: one dead letter, every field in its order.
 #[derive(Debug, Clone)]
 pub struct Shown {
+    /// The stream read (`<stream>:dlq`).
     pub dead_letter_stream: String,
+    /// Its `dlq_*` fields, as `list` shows them.
     pub summary: Summary,
     /// Field names and values as text (bytes that are not UTF-8 shown as U+FFFD).
     pub fields: Vec<(String, String)>,
@@ -240,7 +255,9 @@ impl fmt::Display for Shown {
 /// What `replay` or `purge` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Put back on the stream (`dlq replay`).
     Replay,
+    /// Deleted (`dlq purge`).
     Purge,
 }
 
@@ -256,9 +273,13 @@ impl Action {
 /// The outcome of `replay` or `purge`.
 #[derive(Debug, Clone)]
 pub struct Moved {
+    /// Replay or purge.
     pub action: Action,
+    /// The stream the dead letters belong to (where a replay puts them).
     pub stream: String,
+    /// Where they are read from (`<stream>:dlq`).
     pub dead_letter_stream: String,
+    /// Nothing was changed: `count` and `selected` say what would be.
     pub dry_run: bool,
     /// Dead letters replayed or purged (with `--dry-run`: that would be).
     pub count: u64,
@@ -277,6 +298,37 @@ impl Moved {
     }
 }
 
+/// A replay or purge that failed part-way, with how many dead letters it had replayed or purged
+/// by then: those stay done (each move or delete is whole), and a rerun does not find them
+/// again. Displayed as `replayed=N before the failure: <error>` (a dry run: the error alone).
+#[derive(Debug)]
+pub struct Interrupted {
+    /// What was being done.
+    pub action: Action,
+    /// Nothing could have been changed: no count is shown.
+    pub dry_run: bool,
+    /// Dead letters replayed or purged before the failure. When the connection dropped, the
+    /// page in flight when it did is not counted: what it did is unknown.
+    pub count: u64,
+    /// The failure.
+    pub source: OperateError,
+}
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.dry_run {
+            write!(f, "{}={} before the failure: ", self.action.done(), self.count)?;
+        }
+        write!(f, "{}", self.source)
+    }
+}
+
+impl std::error::Error for Interrupted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 /// Puts the selected dead letters of `stream` back on it (original fields, in order), each
 /// moved atomically; with `dry_run`, only says which.
 pub fn replay(
@@ -284,7 +336,7 @@ pub fn replay(
     stream: &str,
     selection: &Selection,
     dry_run: bool,
-) -> Result<Moved, OperateError> {
+) -> Result<Moved, Interrupted> {
     act(redis, stream, selection, dry_run, Action::Replay)
 }
 
@@ -294,7 +346,7 @@ pub fn purge(
     stream: &str,
     selection: &Selection,
     dry_run: bool,
-) -> Result<Moved, OperateError> {
+) -> Result<Moved, Interrupted> {
     act(redis, stream, selection, dry_run, Action::Purge)
 }
 
@@ -304,19 +356,27 @@ fn act(
     selection: &Selection,
     dry_run: bool,
     action: Action,
-) -> Result<Moved, OperateError> {
-    let mut con = connect(redis)?;
-    let dlq = dead_letter_stream(stream);
+) -> Result<Moved, Interrupted> {
     let mut moved = Moved {
         action,
         stream: stream.to_string(),
-        dead_letter_stream: dlq.clone(),
+        dead_letter_stream: dead_letter_stream(stream),
         dry_run,
         count: 0,
         selected: Vec::new(),
         not_found: Vec::new(),
         skipped: Vec::new(),
     };
+    match act_on(redis, selection, &mut moved) {
+        Ok(()) => Ok(moved),
+        Err(source) => Err(Interrupted { action, dry_run, count: moved.count, source }),
+    }
+}
+
+/// Does what `moved` says to the `selection`, counting in `moved` as it goes.
+fn act_on(redis: &RedisSettings, selection: &Selection, moved: &mut Moved) -> Result<(), OperateError> {
+    let mut con = connect(redis)?;
+    let (dlq, dry_run) = (moved.dead_letter_stream.clone(), moved.dry_run);
     let all = Filter::default();
     let filter = match selection {
         Selection::Ids(ids) => {
@@ -330,7 +390,7 @@ fn act(
                     moved.apply(&mut con, std::slice::from_ref(id))?;
                 }
             }
-            return Ok(moved);
+            return Ok(());
         }
         Selection::All => &all,
         Selection::Matching(filter) => filter,
@@ -348,8 +408,7 @@ fn act(
             moved.not_found.truncate(asked);
         }
         Ok(true)
-    })?;
-    Ok(moved)
+    })
 }
 
 impl Moved {
@@ -373,21 +432,31 @@ impl Moved {
                 }
             }
             Action::Purge => self.count += broker_dlq::delete(con, &self.dead_letter_stream, ids)?,
-            Action::Replay => {
-                for (id, outcome) in ids.iter().zip(broker_dlq::replay(con, &self.stream, ids)?) {
-                    match outcome {
-                        Replay::Moved(_) => self.count += 1,
-                        Replay::Gone => self.not_found.push(id.clone()),
-                        Replay::NotADeadLetter => self.skipped.push((id.clone(), NOT_A_DEAD_LETTER.into())),
-                        Replay::Busy => self.skipped.push((
-                            id.clone(),
-                            "the dead-letter stream kept changing during the move; run again".into(),
-                        )),
-                    }
+            Action::Replay => match broker_dlq::replay(con, &self.stream, ids) {
+                Ok(outcomes) => self.record(ids.iter().zip(outcomes)),
+                Err(interrupted) => {
+                    let known = ids.iter().zip(interrupted.outcomes).filter_map(|(id, o)| Some((id, o?)));
+                    self.record(known);
+                    return Err(interrupted.error.into());
                 }
-            }
+            },
         }
         Ok(())
+    }
+
+    /// Records what became of each dead letter replayed.
+    fn record<'a>(&mut self, outcomes: impl Iterator<Item = (&'a String, Replay)>) {
+        for (id, outcome) in outcomes {
+            match outcome {
+                Replay::Moved(_) => self.count += 1,
+                Replay::Gone => self.not_found.push(id.clone()),
+                Replay::NotADeadLetter => self.skipped.push((id.clone(), NOT_A_DEAD_LETTER.into())),
+                Replay::Busy => self.skipped.push((
+                    id.clone(),
+                    "the dead-letter stream kept changing during the move; run again".into(),
+                )),
+            }
+        }
     }
 }
 
@@ -469,7 +538,7 @@ fn walk(
     };
     let mut count = FIRST_PAGE;
     loop {
-        let page = broker_dlq::page(con, dlq, &start, &end, count)?;
+        let page = range::page(con, dlq, &start, &end, count)?;
         let Some(last) = page.last() else { return Ok(()) };
         start = after(&last.id);
         let full = page.len() == count;
@@ -505,6 +574,30 @@ mod tests {
         assert_eq!(entry_id("1700000000000-3"), Some((1_700_000_000_000, 3)));
         assert_eq!(entry_id("1700000000000"), None);
         assert_eq!(entry_id("x-1"), None);
+    }
+
+    #[test]
+    fn a_summary_reads_every_field_ack_writes() {
+        let mut fields = vec![(b"event".to_vec(), b"{}".to_vec())];
+        fields.extend(
+            broker_dlq::DEAD_LETTER_FIELDS.iter().map(|f| (f.as_bytes().to_vec(), f.as_bytes().to_vec())),
+        );
+        let s = Summary::of(&Entry { id: "1-0".into(), fields, deliveries: 1 });
+        let read = [
+            &s.reason,
+            &s.error,
+            &s.original_stream,
+            &s.original_id,
+            &s.group,
+            &s.consumer,
+            &s.deliveries,
+            &s.failed_at,
+        ];
+        let mut read: Vec<&str> = read.iter().map(|v| v.as_str()).collect();
+        read.sort_unstable();
+        let mut written = broker_dlq::DEAD_LETTER_FIELDS;
+        written.sort_unstable();
+        assert_eq!(read, written, "each dlq_* field lands in its own Summary field");
     }
 
     #[test]
