@@ -174,12 +174,74 @@ fn trim_to_a_length_keeps_the_newest_n_once_every_group_is_done_with_the_rest() 
     create_group(&mut r, &stream.name, GROUP);
     process(&mut r, &stream.name, GROUP, 10);
 
+    let (code, out, err) = trim(&["--stream", &stream.name, "--maxlen", "10"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("removed=0 (nothing to trim: all but the newest 10 entries)"), "{out}");
+    // 2 to remove, 8 to keep: found from the start.
+    let (code, out, err) = trim(&["--stream", &stream.name, "--maxlen", "8"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(&format!("removed=2 minid={}", all[2])), "{out}");
+    assert_eq!(ids(&mut r, &stream.name), all[2..]);
+    // 4 to remove, 4 to keep: found from the end.
     let (code, out, err) = trim(&["--stream", &stream.name, "--maxlen", "4"]);
 
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains(&format!("removed=6 minid={}", all[6])), "{out}");
+    assert!(out.contains(&format!("removed=4 minid={}", all[6])), "{out}");
     assert!(!out.contains("held back"), "{out}");
     assert_eq!(ids(&mut r, &stream.name), all[6..]);
+}
+
+/// `n` entries of 1 MB with explicit ids `<base + i>-0` (one round trip each).
+fn add_large_at(r: &mut redis::Connection, stream: &str, base_ms: u64, n: u64) -> Vec<String> {
+    let data = "x".repeat(1 << 20);
+    (1..=n)
+        .map(|i| {
+            let id = format!("{}-0", base_ms + i);
+            let ev = serde_json::json!({"id": format!("{stream}-{id}"), "type": "large", "data": data});
+            redis::cmd("XADD")
+                .arg(stream)
+                .arg(&id)
+                .arg("event")
+                .arg(ev.to_string())
+                .query(r)
+                .expect("XADD 1 MB")
+        })
+        .collect()
+}
+
+#[test]
+fn counting_over_1_mb_events_holds_redis_for_a_few_entries_per_call_and_counts_them_all() {
+    use streamsink::broker::trim::{Direction, step};
+    let stream = TestStream::new();
+    let mut r = redis();
+    add_large_at(&mut r, &stream.name, days_ago(40), 12);
+    let recent = add_now(&mut r, &stream.name, 3);
+
+    // Each call stops after about 4 MB of fields, whatever `most` asks.
+    let (mut total, mut calls, mut from) = (0, 0, "-".to_string());
+    loop {
+        let stepped = step(&mut r, &stream.name, Direction::Forward, &from, "+", 1000).unwrap();
+        assert!(stepped.n <= 5, "one call went over {} entries of 1 MB", stepped.n);
+        total += stepped.n;
+        calls += 1;
+        match stepped.last {
+            Some(last) if !stepped.ended => from = format!("({last}"),
+            last => {
+                assert_eq!(last.as_deref(), recent.last().map(String::as_str));
+                break;
+            }
+        }
+    }
+    assert_eq!(total, 15);
+    assert!(calls >= 3, "{calls} calls");
+
+    let (code, out, err) = trim(&["--stream", &stream.name, "--max-age", "30d", "--dry-run", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(json(&out)["would_remove"], serde_json::json!({"entries": 12, "at_least": false}), "{out}");
+    let (code, out, err) = trim(&["--stream", &stream.name, "--maxlen", "1", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(json(&out)["removed"]["entries"], 14, "{out}");
+    assert_eq!(ids(&mut r, &stream.name), recent[2..]);
 }
 
 #[test]
@@ -248,18 +310,59 @@ fn ids_are_compared_exactly_at_the_top_of_the_sequence_range() {
 }
 
 #[test]
-fn a_stream_that_does_not_exist_or_a_missing_target_is_one_line_and_a_failure() {
+fn a_stream_that_does_not_exist_has_nothing_to_trim_and_is_no_failure() {
     let stream = TestStream::new();
+    let (code, out, err) = trim(&["--stream", &stream.dlq(), "--max-age", "90d"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), format!("{}: removed=0 (no such stream)", stream.dlq()));
+    let (code, out, err) = trim(&["--stream", &stream.dlq(), "--maxlen", "5", "--dry-run", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let report = json(&out);
+    assert_eq!(report["exists"], false, "{report}");
+    assert_eq!(report["would_remove"]["entries"], 0, "{report}");
+    let mut r = redis();
+    let exists: bool = redis::cmd("EXISTS").arg(stream.dlq()).query(&mut r).unwrap();
+    assert!(!exists, "a dry run or a trim creates nothing");
+}
+
+#[test]
+fn a_key_that_is_not_a_stream_or_a_missing_target_is_one_line_and_a_failure() {
+    let stream = TestStream::new();
+    let mut r = redis();
+    let _: () = redis::cmd("HSET").arg(&stream.name).arg("f").arg("v").query(&mut r).unwrap();
     let (code, out, err) = trim(&["--stream", &stream.name, "--max-age", "30d"]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("does not exist"), "{err}");
+    assert!(err.contains("is a hash, not a stream"), "{err}");
 
     let (code, _, err) = trim(&["--stream", &stream.name]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--max-age") && err.contains("--maxlen"), "{err}");
     let (code, _, err) = trim(&["--stream", &stream.name, "--max-age", "30d", "--maxlen", "5"]);
     assert_eq!(code, Some(2), "{err}");
+}
+
+#[test]
+fn the_worker_s_trim_leaves_a_stream_alone_while_its_group_is_missing() {
+    use streamsink::broker::trim::{Mode, trim_to_safe_point_of_group};
+    let stream = TestStream::new();
+    let mut r = redis();
+    let old = add_at(&mut r, &stream.name, days_ago(40), 10);
+    create_group(&mut r, &stream.name, "another-app");
+    process(&mut r, &stream.name, "another-app", 10); // holds nothing back
+    let target =
+        streamsink::broker::trim::target_for_age(Duration::from_secs(30 * 86_400), jiff::Timestamp::now());
+    let exact = Mode::Exact;
+
+    let done = trim_to_safe_point_of_group(&mut r, &stream.name, GROUP, &target.to_string(), exact).unwrap();
+    assert_eq!(done, None, "{GROUP} does not exist on the stream: nothing done");
+    assert_eq!(ids(&mut r, &stream.name), old);
+
+    create_group(&mut r, &stream.name, GROUP);
+    process(&mut r, &stream.name, GROUP, 10);
+    let done = trim_to_safe_point_of_group(&mut r, &stream.name, GROUP, &target.to_string(), exact).unwrap();
+    assert_eq!(done.map(|t| t.removed), Some(10));
+    assert_eq!(len(&mut r, &stream.name), 0);
 }
 
 /// Waits until `stream` is shorter than `before`, then checks that every entry of `kept` (the

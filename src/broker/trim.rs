@@ -7,6 +7,7 @@
 //! to one, is never removed. A stream without groups (a dead-letter stream) has no safe point.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use redis::Connection;
 
@@ -16,7 +17,9 @@ use super::BrokerError;
 /// nothing is lost above 2^53 as it would be in a double).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EntryId {
+    /// Milliseconds since 1970: the time Redis gave the entry (or the producer's explicit id).
     pub ms: u64,
+    /// Orders entries within one millisecond.
     pub seq: u64,
 }
 
@@ -42,6 +45,13 @@ impl EntryId {
             None => self.ms.checked_sub(1).map(|ms| EntryId { ms, seq: u64::MAX }),
         }
     }
+}
+
+/// The target id of a retention by age: the first id at `now - age`, so that every entry older
+/// than `age` is below it. An age reaching back before 1970 gives `0-0` (nothing is older).
+pub fn target_for_age(age: Duration, now: jiff::Timestamp) -> EntryId {
+    let age = jiff::SignedDuration::try_from(age).unwrap_or(jiff::SignedDuration::MAX);
+    EntryId::first_at(now.checked_sub(age).unwrap_or(jiff::Timestamp::MIN))
 }
 
 impl std::str::FromStr for EntryId {
@@ -105,7 +115,9 @@ impl HoldReason {
 /// The group whose needs held trimming below its target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
+    /// The group's name (any group of the stream, not only streamsink's).
     pub group: String,
+    /// What it still needs: an entry pending with it, or one not yet delivered to it.
     pub reason: HoldReason,
 }
 
@@ -122,6 +134,8 @@ pub struct Trimmed {
     pub safe_point: Option<String>,
 }
 
+const TRIM_OP: &str = "trim to safe point";
+
 /// Trims `stream` to `target` (an entry id `<ms>-<seq>`), or to its safe point where that is
 /// lower, in one atomic call. A stream that does not exist is left alone (removed 0).
 pub fn trim_to_safe_point(
@@ -130,25 +144,70 @@ pub fn trim_to_safe_point(
     target: &str,
     mode: Mode,
 ) -> Result<Trimmed, BrokerError> {
-    let mut inv = TRIM_TO_SAFE_POINT.key(stream);
-    match mode {
-        Mode::Plan => inv.arg(target).arg("plan"),
-        Mode::Exact => inv.arg(target).arg("exact"),
-        Mode::Approximate { limit } => inv.arg(target).arg("approx").arg(limit),
+    invoke_trim(con, stream, target, mode, "")?
+        .ok_or_else(|| BrokerError::bad_reply(TRIM_OP, stream, "a group missing, none required".into()))
+}
+
+/// Like [`trim_to_safe_point`], but only if `group` exists on `stream`, checked in the same
+/// script: `None` (nothing done) otherwise. Without its group, nothing on the stream records
+/// what that group's reader has still to read (it re-creates the group at its start id, which
+/// may expect the old entries), so no safe point protects them.
+pub fn trim_to_safe_point_of_group(
+    con: &mut Connection,
+    stream: &str,
+    group: &str,
+    target: &str,
+    mode: Mode,
+) -> Result<Option<Trimmed>, BrokerError> {
+    invoke_trim(con, stream, target, mode, group)
+}
+
+fn invoke_trim(
+    con: &mut Connection,
+    stream: &str,
+    target: &str,
+    mode: Mode,
+    required_group: &str,
+) -> Result<Option<Trimmed>, BrokerError> {
+    let (mode, limit) = match mode {
+        Mode::Plan => ("plan", 0),
+        Mode::Exact => ("exact", 0),
+        Mode::Approximate { limit } => ("approx", limit),
     };
-    let (minid, removed, group, reason, safe): (String, u64, String, String, String) =
-        inv.invoke(con).map_err(|e| BrokerError::new("trim to safe point", stream, e))?;
+    type Reply = (String, u64, String, String, String, u8);
+    let (minid, removed, group, reason, safe, found): Reply = TRIM_TO_SAFE_POINT
+        .key(stream)
+        .arg(target)
+        .arg(mode)
+        .arg(limit)
+        .arg(required_group)
+        .invoke(con)
+        .map_err(|e| BrokerError::new(TRIM_OP, stream, e))?;
+    if found == 0 {
+        return Ok(None);
+    }
     let reason = match reason.as_str() {
         "pending" => Some(HoldReason::Pending),
         "undelivered" => Some(HoldReason::Undelivered),
         _ => None,
     };
-    Ok(Trimmed {
+    Ok(Some(Trimmed {
         minid,
         removed,
         held_by: reason.map(|reason| Holder { group, reason }),
         safe_point: Some(safe).filter(|s| !s.is_empty()),
-    })
+    }))
+}
+
+impl BrokerError {
+    /// True when the server is older than Redis 6.2 and so cannot run these scripts: it says
+    /// "syntax error" to `XTRIM MINID … LIMIT` and "Invalid stream ID" to an exclusive `(id`
+    /// bound. Both scripts send only ids they formatted themselves, so on 6.2 or later neither
+    /// message can come from them.
+    pub fn is_trim_unsupported(&self) -> bool {
+        let text = self.source.to_string().to_ascii_lowercase();
+        text.contains("syntax error") || text.contains("invalid stream id")
+    }
 }
 
 /// Which way [`step`] walks.
@@ -160,10 +219,23 @@ pub enum Direction {
     Backward,
 }
 
+/// What one [`step`] call went over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stepped {
+    /// Entries stepped over: up to `most`, fewer when the range ended or the call's byte budget
+    /// (about 4 MB of fields) ran out.
+    pub n: u64,
+    /// The last one's id; `None` when there was none.
+    pub last: Option<String>,
+    /// The range holds no entry after `last`: stop. Otherwise go on from `(last`.
+    pub ended: bool,
+}
+
 /// Steps over at most `most` entries of `stream` between `from` and `to` (bounds as XRANGE
-/// takes them: `-`, `+`, an id, `(id` exclusive) and returns how many there were and the last
-/// one's id. The entries' fields never leave Redis, so this costs the same for 1 MB events as
-/// for 300 B ones; callers page with `(last` to go on.
+/// takes them: `-`, `+`, an id, `(id` exclusive). The entries' fields never leave Redis, and a
+/// call stops once it has gone over about 4 MB of them (Redis copies them into the script), so
+/// one call holds Redis for tens of milliseconds whether events are 300 B or 1 MB; callers go
+/// on from `(last` until [`Stepped::ended`].
 pub fn step(
     con: &mut Connection,
     stream: &str,
@@ -171,12 +243,12 @@ pub fn step(
     from: &str,
     to: &str,
     most: u64,
-) -> Result<(u64, Option<String>), BrokerError> {
+) -> Result<Stepped, BrokerError> {
     let way = match direction {
         Direction::Forward => "fwd",
         Direction::Backward => "rev",
     };
-    let (n, last): (u64, String) = STEP_ENTRIES
+    let (n, last, ended): (u64, String, u8) = STEP_ENTRIES
         .key(stream)
         .arg(way)
         .arg(from)
@@ -184,7 +256,7 @@ pub fn step(
         .arg(most)
         .invoke(con)
         .map_err(|e| BrokerError::new("step over entries", stream, e))?;
-    Ok((n, Some(last).filter(|l| !l.is_empty())))
+    Ok(Stepped { n, last: Some(last).filter(|l| !l.is_empty()), ended: ended == 1 })
 }
 
 /// The type of the key `key` (`stream`, `none` when it does not exist, `hash`…).
@@ -194,7 +266,9 @@ pub fn key_type(con: &mut Connection, key: &str) -> Result<String, BrokerError> 
 
 #[cfg(test)]
 mod tests {
-    use super::EntryId;
+    use std::time::Duration;
+
+    use super::{EntryId, target_for_age};
 
     fn id(s: &str) -> EntryId {
         s.parse().unwrap()
@@ -219,6 +293,16 @@ mod tests {
     fn the_id_before_a_milliseconds_first_is_the_previous_milliseconds_last() {
         assert_eq!(id("6-0").prev(), Some(id("5-18446744073709551615")));
         assert_eq!(id("0-0").prev(), None);
+    }
+
+    #[test]
+    fn the_target_for_an_age_is_the_first_id_at_now_minus_it_and_never_before_1970() {
+        let now: jiff::Timestamp = "2026-01-31T00:00:00Z".parse().unwrap();
+        let day = Duration::from_secs(86_400);
+        let expected = now.as_millisecond() as u64 - 30 * 86_400_000;
+        assert_eq!(target_for_age(30 * day, now), EntryId { ms: expected, seq: 0 });
+        assert_eq!(target_for_age(Duration::from_secs(u64::MAX), now), id("0-0"));
+        assert_eq!(target_for_age(Duration::ZERO, now), EntryId { ms: now.as_millisecond() as u64, seq: 0 });
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `streamsink trim`: trims one stream by age or length, never past an entry a group still
 //! needs (`streamsink::operate::trim`). Redis only.
 //!
-//! Exit codes: 0 trimmed (or nothing to trim), 1 Redis failed or the stream does not exist,
-//! 2 a bad flag or setting.
+//! Exit codes: 0 trimmed (or nothing to trim, or no such stream: a cron'd trim of a
+//! dead-letter stream that never had a dead letter is not a failure), 1 Redis failed, refused
+//! (older than 6.2) or the key is not a stream, 2 a bad flag or setting.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub struct TrimArgs {
     json: bool,
 }
 
+/// Runs `streamsink trim`: prints the report (or `--json`), exit 0; one line and exit 1 on a
+/// failure; exit 2 for bad settings.
 pub fn execute(args: TrimArgs) -> ExitCode {
     if let Err(refused) = args.redis.check() {
         return super::refused(&refused);

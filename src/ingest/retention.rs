@@ -6,14 +6,18 @@
 //!
 //! At most once a minute, approximate (`XTRIM ~`: whole macro-nodes only, cheap for Redis),
 //! in passes of at most [`PASS_LIMIT`] entries. A failure is not fatal: it is logged and the
-//! next run tries again (a lost connection goes back to the reader, which reconnects).
+//! next run tries again (a lost connection goes back to the reader, which reconnects). On a
+//! server older than Redis 6.2 (no `XTRIM MINID`) it is logged once, and retention is off for
+//! the rest of the process. A stream read by the worker is trimmed only while the worker's
+//! group exists on it (checked in the trimming script): the reader re-creates a missing group
+//! at `STREAMSINK_GROUP_START`, which may expect the old entries.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::broker::BrokerError;
 use crate::broker::ack::dead_letter_stream;
-use crate::broker::trim::{self, EntryId, HoldReason, Mode};
+use crate::broker::trim::{self, HoldReason, Mode};
 use crate::config::duration_text;
 use crate::supervisor::Shared;
 
@@ -30,11 +34,14 @@ pub(super) struct Retention {
     /// Streams whose trimming a group holds back, by the group's name: logged once when the
     /// episode starts (or the group changes), once when it ends.
     held: HashMap<String, String>,
+    /// Set when the server cannot trim to a MINID (older than Redis 6.2): retention is off for
+    /// the rest of the process (logged once).
+    unsupported: bool,
 }
 
 impl Retention {
     pub(super) fn new() -> Retention {
-        Retention { next_at: Instant::now(), held: HashMap::new() }
+        Retention { next_at: Instant::now(), held: HashMap::new(), unsupported: false }
     }
 
     /// Trims every stream (and dead-letter stream) with a retention, if a minute has passed
@@ -42,30 +49,45 @@ impl Retention {
     pub(super) fn run(&mut self, c: &mut redis::Connection, shared: &Shared) -> Result<(), BrokerError> {
         let worker = &shared.config.worker;
         let (streams, dead_letters) = (worker.retention(), worker.dlq_retention());
-        if (streams.is_none() && dead_letters.is_none()) || Instant::now() < self.next_at {
+        let off = (streams.is_none() && dead_letters.is_none()) || self.unsupported;
+        if off || Instant::now() < self.next_at {
             return Ok(());
         }
         self.next_at = Instant::now() + INTERVAL;
+        let group: &str = &shared.config.group.name;
         for s in shared.config.group.streams.iter() {
             if let Some(age) = streams {
-                self.trim(c, s, age)?;
+                self.trim(c, s, Some(group), age)?;
             }
             if let Some(age) = dead_letters {
-                self.trim(c, &dead_letter_stream(s), age)?;
+                self.trim(c, &dead_letter_stream(s), None, age)?;
+            }
+            if self.unsupported {
+                break;
             }
         }
         Ok(())
     }
 
-    fn trim(&mut self, c: &mut redis::Connection, stream: &str, age: Duration) -> Result<(), BrokerError> {
-        let age_signed = jiff::SignedDuration::try_from(age).unwrap_or(jiff::SignedDuration::MAX);
-        let cutoff = jiff::Timestamp::now().checked_sub(age_signed).unwrap_or(jiff::Timestamp::MIN);
-        let target = EntryId::first_at(cutoff).to_string();
+    /// One stream's trim, in passes; with `group`, only while that group exists on it.
+    fn trim(
+        &mut self,
+        c: &mut redis::Connection,
+        stream: &str,
+        group: Option<&str>,
+        age: Duration,
+    ) -> Result<(), BrokerError> {
+        let target = trim::target_for_age(age, jiff::Timestamp::now()).to_string();
+        let pass = Mode::Approximate { limit: PASS_LIMIT };
         let mut removed = 0;
         let mut last = None;
         for _ in 0..MOST_PASSES {
-            match trim::trim_to_safe_point(c, stream, &target, Mode::Approximate { limit: PASS_LIMIT }) {
-                Ok(t) => {
+            let result = match group {
+                Some(group) => trim::trim_to_safe_point_of_group(c, stream, group, &target, pass),
+                None => trim::trim_to_safe_point(c, stream, &target, pass).map(Some),
+            };
+            match result {
+                Ok(Some(t)) => {
                     removed += t.removed;
                     let done = t.removed == 0;
                     last = Some(t);
@@ -73,7 +95,22 @@ impl Retention {
                         break;
                     }
                 }
+                Ok(None) => {
+                    log::debug!(
+                        stream = stream;
+                        "retention: group {} does not exist on {stream}; not trimming it until the reader re-creates the group",
+                        group.unwrap_or_default()
+                    );
+                    break;
+                }
                 Err(e) if e.is_connection() => return Err(e),
+                Err(e) if e.is_trim_unsupported() => {
+                    log::error!(
+                        "retention needs Redis 6.2 or later (XTRIM MINID); it is off for this process: {e}"
+                    );
+                    self.unsupported = true;
+                    return Ok(());
+                }
                 Err(e) => {
                     log::warn!(stream = stream; "retention: {e}; trying again in a minute");
                     break;

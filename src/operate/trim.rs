@@ -3,8 +3,8 @@
 //!
 //! Invariants: whatever the target, the MINID sent is never above the safe point, and the
 //! safe point is re-read in the same script as each trim; a dry run changes nothing; counts
-//! step over entries inside Redis (their fields never travel), pages of bounded size, and stop
-//! at [`COUNT_CAP`] ("at least").
+//! step over entries inside Redis (their fields never travel), in calls bounded by entries and
+//! by bytes, and stop at [`COUNT_CAP`] ("at least").
 
 use std::fmt;
 use std::time::Duration;
@@ -13,13 +13,15 @@ use redis::Connection;
 use serde_json::{Value, json};
 
 use super::OperateError;
+use crate::broker::group;
 use crate::broker::trim::{self, Direction, EntryId, HoldReason, Holder, Mode};
 use crate::config::RedisSettings;
 
-/// Entries one counting call steps over (inside Redis, in pages of 100): about 13 ms of Redis's
-/// time (stepping costs it ~13 µs an entry, measured), short enough not to stall other clients.
+/// Most entries one counting call steps over (inside Redis): about 13 ms of Redis's time for
+/// small events (~13 µs an entry, measured); the script also stops after about 4 MB of fields
+/// (4 entries of 1 MB, ~30 ms), so no call stalls other clients.
 const COUNT_PAGE: u64 = 1_000;
-/// Counting stops here (about 1.3 s) and says "at least".
+/// Counting stops here (about 1.3 s of small events) and says "at least".
 pub const COUNT_CAP: u64 = 100_000;
 /// Entries one approximate pass may remove (XTRIM … LIMIT): keeps each call short for Redis.
 pub const APPROXIMATE_LIMIT: u64 = 100_000;
@@ -45,7 +47,9 @@ pub struct Options {
 /// A number of entries, exact or a lower bound (counting stopped at [`COUNT_CAP`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Count {
+    /// Entries counted.
     pub n: u64,
+    /// Counting stopped at [`COUNT_CAP`] with entries left: there are more than `n`.
     pub at_least: bool,
 }
 
@@ -57,10 +61,16 @@ impl fmt::Display for Count {
 
 /// What `streamsink trim` did, or would do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
+pub struct Trimmed {
+    /// The stream asked for.
     pub stream: String,
+    /// What was asked to keep.
     pub target: Target,
+    /// As asked (dry run, approximate).
     pub options: Options,
+    /// False when the key does not exist: nothing to trim, not a failure (a dead-letter stream
+    /// exists only once a first entry is dead-lettered).
+    pub exists: bool,
     /// The id the target asks to trim below; `None` when the stream has no more entries than
     /// `--maxlen` (nothing to trim).
     pub target_id: Option<EntryId>,
@@ -77,41 +87,58 @@ pub struct Report {
 }
 
 /// Trims `stream` to `target`, never past its safe point; with `dry_run`, only says what it
-/// would remove. Refuses a key that is not a stream (or does not exist).
+/// would remove. A stream that does not exist is reported as such (nothing removed); a key of
+/// another type is refused, and so is a server older than Redis 6.2 (no `XTRIM MINID`).
 pub fn trim(
     redis: &RedisSettings,
     stream: &str,
     target: Target,
     options: Options,
-) -> Result<Report, OperateError> {
+) -> Result<Trimmed, OperateError> {
     let mut con = super::connect(redis)?;
-    match trim::key_type(&mut con, stream)?.as_str() {
-        "stream" => {}
-        "none" => return Err(OperateError::Refused(format!("stream '{stream}' does not exist"))),
-        other => return Err(OperateError::Refused(format!("'{stream}' is a {other}, not a stream"))),
-    }
-    let mut report = Report {
+    trim_on(&mut con, stream, target, options).map_err(|e| match e {
+        OperateError::Broker(e) if e.is_trim_unsupported() => {
+            OperateError::Refused(format!("trim needs Redis 6.2 or later (XTRIM MINID): {e}"))
+        }
+        e => e,
+    })
+}
+
+fn trim_on(
+    con: &mut Connection,
+    stream: &str,
+    target: Target,
+    options: Options,
+) -> Result<Trimmed, OperateError> {
+    let mut report = Trimmed {
         stream: stream.to_string(),
         target,
         options,
-        target_id: target_id(&mut con, stream, target)?,
+        exists: true,
+        target_id: None,
         minid: None,
         removed: Count::default(),
         held_by: None,
         kept_older: None,
         safe_point: None,
     };
+    match trim::key_type(con, stream)?.as_str() {
+        "stream" => {}
+        "none" => return Ok(Trimmed { exists: false, ..report }),
+        other => return Err(OperateError::Refused(format!("'{stream}' is a {other}, not a stream"))),
+    }
+    report.target_id = target_id(con, stream, target)?;
     let Some(target_id) = report.target_id else {
         return Ok(report);
     };
     let target_text = target_id.to_string();
     let mut trimmed = if options.dry_run {
-        trim::trim_to_safe_point(&mut con, stream, &target_text, Mode::Plan)?
+        trim::trim_to_safe_point(con, stream, &target_text, Mode::Plan)?
     } else {
         let mut removed = 0;
         let pass = Mode::Approximate { limit: APPROXIMATE_LIMIT };
         let mut last = loop {
-            let t = trim::trim_to_safe_point(&mut con, stream, &target_text, pass)?;
+            let t = trim::trim_to_safe_point(con, stream, &target_text, pass)?;
             removed += t.removed;
             if t.removed == 0 {
                 break t;
@@ -119,7 +146,7 @@ pub fn trim(
         };
         if !options.approximate {
             // What the whole-node passes left below the MINID: less than one node.
-            last = trim::trim_to_safe_point(&mut con, stream, &target_text, Mode::Exact)?;
+            last = trim::trim_to_safe_point(con, stream, &target_text, Mode::Exact)?;
             removed += last.removed;
         }
         last.removed = removed;
@@ -127,14 +154,14 @@ pub fn trim(
     };
     let minid: EntryId = trimmed.minid.parse().map_err(OperateError::Refused)?;
     report.removed = if options.dry_run {
-        count_below(&mut con, stream, minid)?
+        count_below(con, stream, minid)?
     } else {
         Count { n: trimmed.removed, at_least: false }
     };
     if trimmed.held_by.is_some() {
         // Entries below the target, less (in a dry run) those that would go.
         let gone = if options.dry_run { report.removed } else { Count::default() };
-        report.kept_older = Some(count_below(&mut con, stream, target_id)?.minus(gone));
+        report.kept_older = Some(count_below(con, stream, target_id)?.minus(gone));
     }
     report.minid = Some(std::mem::take(&mut trimmed.minid));
     report.held_by = trimmed.held_by;
@@ -151,33 +178,54 @@ impl Count {
 
 /// The id the target asks to trim below: the first id at now - age, or the N-th newest
 /// entry's id (`None` when the stream holds N entries or fewer; for N = 0, the id after the
-/// newest).
+/// newest). For N, XLEN first, then a walk from the nearer end: the `len - N` oldest from the
+/// start when they are fewer than N. Entries added or removed meanwhile shift the target by
+/// as many.
 fn target_id(con: &mut Connection, stream: &str, target: Target) -> Result<Option<EntryId>, OperateError> {
-    match target {
-        Target::MaxAge(age) => {
-            let age = jiff::SignedDuration::try_from(age).unwrap_or(jiff::SignedDuration::MAX);
-            let at = jiff::Timestamp::now().checked_sub(age).unwrap_or(jiff::Timestamp::MIN);
-            Ok(Some(EntryId::first_at(at)))
-        }
-        Target::MaxLen(0) => {
-            let (_, newest) = trim::step(con, stream, Direction::Backward, "+", "-", 1)?;
-            Ok(newest.map(|id| parse(&id)).transpose()?.map(|id| id.next().unwrap_or(id)))
-        }
-        Target::MaxLen(n) => {
-            let (mut stepped, mut from) = (0, "+".to_string());
-            while stepped < n {
-                let (k, last) =
-                    trim::step(con, stream, Direction::Backward, &from, "-", (n - stepped).min(COUNT_PAGE))?;
-                stepped += k;
-                match last {
-                    Some(last) if stepped == n => return Ok(Some(parse(&last)?)),
-                    Some(last) if k > 0 => from = format!("({last}"),
-                    _ => return Ok(None),
-                }
-            }
-            Ok(None)
+    let n = match target {
+        Target::MaxAge(age) => return Ok(Some(trim::target_for_age(age, jiff::Timestamp::now()))),
+        Target::MaxLen(n) => n,
+    };
+    let len = group::length(con, stream)?;
+    if len <= n {
+        return Ok(None);
+    }
+    if n == 0 {
+        let newest = nth(con, stream, Direction::Backward, 1)?;
+        return Ok(newest.map(|id| id.next().unwrap_or(id)));
+    }
+    let older = len - n;
+    if older < n {
+        // The oldest entry kept: the (len - N + 1)-th from the start.
+        nth(con, stream, Direction::Forward, older + 1)
+    } else {
+        nth(con, stream, Direction::Backward, n)
+    }
+}
+
+/// The `k`-th entry (from 1) from the start (forward) or the end (backward); `None` when the
+/// stream has fewer.
+fn nth(
+    con: &mut Connection,
+    stream: &str,
+    direction: Direction,
+    k: u64,
+) -> Result<Option<EntryId>, OperateError> {
+    let (mut from, to) = match direction {
+        Direction::Forward => ("-".to_string(), "+"),
+        Direction::Backward => ("+".to_string(), "-"),
+    };
+    let mut stepped = 0;
+    while stepped < k {
+        let step = trim::step(con, stream, direction, &from, to, (k - stepped).min(COUNT_PAGE))?;
+        stepped += step.n;
+        match step.last {
+            Some(last) if stepped == k => return Ok(Some(parse(&last)?)),
+            Some(last) if !step.ended => from = format!("({last}"),
+            _ => return Ok(None),
         }
     }
+    Ok(None)
 }
 
 /// Entries with ids below `below`, counted up to [`COUNT_CAP`].
@@ -189,14 +237,13 @@ fn count_below(con: &mut Connection, stream: &str, below: EntryId) -> Result<Cou
     let (mut n, mut from) = (0, "-".to_string());
     loop {
         if n >= COUNT_CAP {
-            let (more, _) = trim::step(con, stream, Direction::Forward, &from, &end, 1)?;
-            return Ok(Count { n, at_least: more > 0 });
+            let more = trim::step(con, stream, Direction::Forward, &from, &end, 1)?;
+            return Ok(Count { n, at_least: more.n > 0 });
         }
-        let want = (COUNT_CAP - n).min(COUNT_PAGE);
-        let (k, last) = trim::step(con, stream, Direction::Forward, &from, &end, want)?;
-        n += k;
-        match last {
-            Some(last) if k == want => from = format!("({last}"),
+        let step = trim::step(con, stream, Direction::Forward, &from, &end, (COUNT_CAP - n).min(COUNT_PAGE))?;
+        n += step.n;
+        match step.last {
+            Some(last) if !step.ended => from = format!("({last}"),
             _ => return Ok(Count { n, at_least: false }),
         }
     }
@@ -217,7 +264,7 @@ fn reason_text(reason: HoldReason, safe_point: &str) -> String {
     }
 }
 
-impl Report {
+impl Trimmed {
     fn target_text(&self) -> String {
         match self.target {
             Target::MaxAge(age) => format!("entries older than {}", crate::config::duration_text(age)),
@@ -227,8 +274,11 @@ impl Report {
 }
 
 /// One summary line (`removed=N minid=ID`), then why the safe point held it back, if it did.
-impl fmt::Display for Report {
+impl fmt::Display for Trimmed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.exists {
+            return writeln!(f, "{}: removed=0 (no such stream)", self.stream);
+        }
         let (Some(target_id), Some(minid)) = (self.target_id, self.minid.as_deref()) else {
             return writeln!(f, "{}: removed=0 (nothing to trim: {})", self.stream, self.target_text());
         };
@@ -259,11 +309,12 @@ impl fmt::Display for Report {
     }
 }
 
-impl super::Report for Report {
+impl super::Report for Trimmed {
     fn to_json(&self) -> Value {
         let count = |c: Count| json!({ "entries": c.n, "at_least": c.at_least });
         let mut out = json!({
             "stream": self.stream,
+            "exists": self.exists,
             "dry_run": self.options.dry_run,
             "approximate": self.options.approximate,
             "target": match self.target {

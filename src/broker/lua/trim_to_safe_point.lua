@@ -5,9 +5,12 @@
 -- Entry ids are compared as two decimal strings, never as Lua numbers (doubles would lose the
 -- sequence part above 2^53).
 -- KEYS[1] stream; ARGV[1] target id (<ms>-<seq>, no leading zeros); ARGV[2] mode: `exact`,
--- `approx` (XTRIM ~ with LIMIT ARGV[3]) or `plan` (read the safe point, trim nothing).
+-- `approx` (XTRIM ~ with LIMIT ARGV[3]) or `plan` (read the safe point, trim nothing);
+-- ARGV[4] a group that must exist on the stream, or '' (the worker's own group: without it,
+-- nothing records what the reader still has to read, so nothing is trimmed).
 -- Returns {MINID used, entries removed, the group holding entries older than the target
--- back or '', 'pending'|'undelivered'|'', safe point or ''}.
+-- back or '', 'pending'|'undelivered'|'', safe point or '', 0 if ARGV[4]'s group is missing
+-- (nothing done) else 1}.
 local MAX = '18446744073709551615'
 
 local function parts(id)
@@ -45,9 +48,9 @@ local function next_id(id)
   return incr(ms) .. '-0'
 end
 
-local target, mode = ARGV[1], ARGV[2]
+local target, mode, required = ARGV[1], ARGV[2], ARGV[4]
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {target, 0, '', '', ''}
+  return {target, 0, '', '', '', required == '' and 1 or 0}
 end
 
 local safe, holder, why = nil, '', ''
@@ -56,15 +59,20 @@ local function consider(id, group, reason)
     safe, holder, why = id, group, reason
   end
 end
+local found = required == ''
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   local info = {}
   for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  if info['name'] == required then found = true end
   if tonumber(info['pending']) > 0 then
     local summary = redis.call('XPENDING', KEYS[1], info['name'])
     if summary[2] then consider(summary[2], info['name'], 'pending') end
   end
   local after = next_id(info['last-delivered-id'])
   if after then consider(after, info['name'], 'undelivered') end
+end
+if not found then
+  return {target, 0, '', '', '', 0}
 end
 
 local minid = target
@@ -83,4 +91,4 @@ if mode == 'exact' then
 elseif mode == 'approx' then
   removed = redis.call('XTRIM', KEYS[1], 'MINID', '~', minid, 'LIMIT', ARGV[3])
 end
-return {minid, removed, holder, why, safe or ''}
+return {minid, removed, holder, why, safe or '', 1}
