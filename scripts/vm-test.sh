@@ -411,6 +411,23 @@ check_structured_fields() {
 }
 check "structured field filters find the dead letters (STREAM=, ENTRY_ID=, EVENT_ID=)" check_structured_fields
 
+# streamsink CMD ARGS...: an operator's command with the service's env file (as the README shows).
+as_operator() { vm sh -c "set -a; . $ENV; exec streamsink $*"; }
+check_operator_commands() {
+    local status dlq published drained
+    status=$(as_operator status --json) || { echo "status failed: $status"; return 1; }
+    grep -q '"group":"event-processors"' <<<"$status" || { echo "status lacks the group: ${status:0:200}"; return 1; }
+    dlq=$(as_operator dlq list --stream "$STREAM") || { echo "dlq list failed: $dlq"; return 1; }
+    # Listed under its original id (the dead letter has an id of its own).
+    grep -q "  $BAD_ID  " <<<"$dlq" || { echo "dlq list lacks $BAD_ID: $dlq"; return 1; }
+    published=$(echo '{"id":"vm-published","type":"vm.test","data":{}}' | as_operator publish --stream "$STREAM")
+    [ "$published" = "published=1 failed=0" ] || { echo "publish: $published"; return 1; }
+    TOTAL=$((TOTAL + 1))
+    drained=$(wait_rows $TOTAL 30) || { echo "the published event: $drained"; return 1; }
+    echo "status lists the group, dlq list the dead letter, a published event landed ($drained)"
+}
+check "operator commands with the service's env file: status, dlq list, publish (README, Operating streams)" check_operator_commands
+
 check_rust_log_filters() {
     local debug_lines='read [0-9]* entries from'
     local all debug
