@@ -7,24 +7,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
-/// Runs `streamsink backfill ARGS` with exactly `env` (nothing inherited, stderr not a
-/// terminal); (exit code, stdout, stderr).
 fn backfill(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamsink"));
-    cmd.arg("backfill").args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd.envs(env.iter().copied());
-    let out = cmd.output().expect("run streamsink backfill");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn json_of(stdout: &str) -> Value {
-    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+    run_streamsink(&[&["backfill"], args].concat(), env)
 }
 
 /// XADD with an explicit entry id (its time is what backfill selects by).

@@ -3,26 +3,11 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
-use serde_json::Value;
 
 /// Runs `streamsink check ARGS` with exactly `env` (nothing inherited); (exit code, stdout, stderr).
 fn check(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamsink"));
-    cmd.arg("check").args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd.envs(env.iter().copied());
-    let out = cmd.output().expect("run streamsink check");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn json(stdout: &str) -> Value {
-    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+    run_streamsink(&[&["check"], args].concat(), env)
 }
 
 /// A group on `stream` created at 0 with `n` entries undelivered, and one entry of 1970
@@ -79,7 +64,7 @@ fn a_healthy_pipeline_checks_healthy_with_every_figure() {
 
     let (code, out, _) = check(&["--json"], &env);
     assert_eq!(code, Some(0));
-    let report = json(&out);
+    let report = json_of(&out);
     assert_eq!(report["healthy"], true);
     assert_eq!(report["postgres"]["migrations_missing"], serde_json::json!([]));
     let s = &report["streams"][0];
@@ -105,7 +90,7 @@ fn thresholds_on_lag_and_pending_age_turn_into_exit_1() {
 
     let (code, out, _) = check(&["--json"], &env);
     assert_eq!(code, Some(0), "no thresholds: figures only\n{out}");
-    let s = &json(&out)["streams"][0];
+    let s = &json_of(&out)["streams"][0];
     assert_eq!((s["lag"].as_u64(), s["pending"].as_u64()), (Some(5), Some(1)), "{out}");
     assert!(s["oldest_pending_seconds"].as_f64().is_some_and(|age| age > 1e9), "{out}");
 
@@ -129,7 +114,7 @@ fn without_database_url_it_checks_redis_alone_and_says_so() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("DATABASE_URL not set: Redis checked alone"), "{out}");
     let (_, out, _) = check(&["--json"], &[("REDIS_URL", &url), ("STREAMSINK_STREAMS", &stream.name)]);
-    assert_eq!(json(&out)["postgres"]["checked"], false);
+    assert_eq!(json_of(&out)["postgres"]["checked"], false);
     // An env file's `DATABASE_URL=` line says the same.
     let env = [("REDIS_URL", url.as_str()), ("STREAMSINK_STREAMS", &stream.name), ("DATABASE_URL", "")];
     let (code, out, err) = check(&[], &env);
@@ -169,7 +154,7 @@ fn each_unhealthy_state_is_named_and_exits_1() {
         assert!(verdict.starts_with("UNHEALTHY: ") && verdict.contains(problem), "{problem:?} in {out}");
         assert!(!out.contains("secret-pw") && !err.contains("secret-pw"), "{out}{err}");
         let (_, out, _) = check(&["--json"], &env);
-        let report = json(&out);
+        let report = json_of(&out);
         assert_eq!(report["healthy"], false);
         assert!(
             report["problems"]
@@ -195,7 +180,7 @@ fn max_lag_holds_where_redis_has_lost_count_of_the_lag() {
     let url = redis_url();
     let env = [("REDIS_URL", url.as_str()), ("STREAMSINK_STREAMS", &stream.name)];
     let (_, out, _) = check(&["--json"], &env);
-    assert!(json(&out)["streams"][0]["lag"].is_null(), "Redis does not know the lag here: {out}");
+    assert!(json_of(&out)["streams"][0]["lag"].is_null(), "Redis does not know the lag here: {out}");
     let (code, out, _) = check(&["--max-lag", "0"], &env);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("lag 1 is over --max-lag 0"), "{out}");

@@ -11,28 +11,16 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Runs `streamsink dlq ARGS` against the shared Redis with nothing else in its environment
 /// (no DATABASE_URL: these commands need Redis only); (exit code, stdout, stderr).
 fn dlq(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = dlq_command(args).output().expect("run streamsink dlq");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    run_streamsink(&[&["dlq"], args].concat(), &[("REDIS_URL", &redis_url())])
 }
 
 fn dlq_command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamsink"));
-    cmd.arg("dlq").args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd.env("REDIS_URL", redis_url());
-    cmd
-}
-
-fn json_of(stdout: &str) -> Value {
-    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+    streamsink_command(&[&["dlq"], args].concat(), &[("REDIS_URL", &redis_url())])
 }
 
 type Fields = Vec<(Vec<u8>, Vec<u8>)>;

@@ -3,45 +3,17 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::Value;
 
 /// Runs `streamsink ARGS` with exactly `env` (nothing inherited); (exit code, stdout, stderr).
 fn streamsink(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamsink"));
-    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd.env("REDIS_URL", redis_url()).envs(env.iter().copied());
-    let out = cmd.output().expect("run streamsink");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn json(stdout: &str) -> Value {
-    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    let url = redis_url();
+    run_streamsink(args, &[&[("REDIS_URL", url.as_str())], env].concat())
 }
 
 fn xadd_at(r: &mut redis::Connection, stream: &str, id: &str) {
     let _: String = redis::cmd("XADD").arg(stream).arg(id).arg("event").arg("{}").query(r).unwrap();
-}
-
-/// Delivers up to `count` new entries of `stream` to `consumer` of `group`, unacknowledged.
-fn deliver(r: &mut redis::Connection, stream: &str, group: &str, consumer: &str, count: usize) {
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(group)
-        .arg(consumer)
-        .arg("COUNT")
-        .arg(count)
-        .arg("STREAMS")
-        .arg(stream)
-        .arg(">")
-        .query(r)
-        .unwrap();
 }
 
 fn create_group(r: &mut redis::Connection, stream: &str, group: &str, at: &str) {
@@ -73,7 +45,7 @@ fn status_reports_every_group_its_consumers_lag_and_oldest_pending_and_the_dead_
 
     let (code, out, err) = streamsink(&["status", "--stream", &stream.name, "--json"], &[]);
     assert_eq!(code, Some(0), "{err}");
-    let all = json(&out);
+    let all = json_of(&out);
     let s = &all[0];
     assert_eq!(s["stream"], stream.name.as_str());
     assert_eq!(s["length"], 10);
@@ -115,7 +87,7 @@ fn status_defaults_to_the_configured_streams_and_reports_a_missing_one_as_missin
     let list = format!("{},{}", a.name, missing.name);
     let (code, out, err) = streamsink(&["status", "--json"], &[("STREAMSINK_STREAMS", &list)]);
     assert_eq!(code, Some(0), "{err}");
-    let all = json(&out);
+    let all = json_of(&out);
     assert_eq!(all.as_array().unwrap().len(), 2);
     assert_eq!(all[0]["exists"], true);
     assert_eq!(all[1]["stream"], missing.name.as_str());
@@ -149,7 +121,7 @@ fn pending_lists_each_entry_with_its_consumer_deliveries_and_last_error() {
     let (code, out, err) =
         streamsink(&["pending", "--stream", &stream.name, "--group", "ours", "--json"], &[]);
     assert_eq!(code, Some(0), "{err}");
-    let p = json(&out);
+    let p = json_of(&out);
     assert_eq!(p["pending"], 4);
     assert_eq!(p["more"], false);
     let entries = p["entries"].as_array().unwrap();
@@ -179,7 +151,7 @@ fn pending_filters_by_consumer_and_idle_time_and_says_when_the_limit_cut_the_lis
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
         let (code, out, err) = streamsink(&args, &[]);
         assert_eq!(code, Some(0), "{err}");
-        json(&out)
+        json_of(&out)
     };
     let alive = run(&["--consumer", "alive"]);
     assert_eq!(alive["entries"].as_array().unwrap().len(), 1);

@@ -75,19 +75,7 @@ fn on_redis_5_0_an_entry_deleted_while_pending_is_acknowledged_as_lost_upstream(
 
 /// Runs `streamsink trim ARGS` against `url`, nothing else inherited; (exit code, stdout, stderr).
 fn trim_at(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_streamsink"))
-        .arg("trim")
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("REDIS_URL", url)
-        .output()
-        .expect("run streamsink trim");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    run_streamsink(&[&["trim"], args].concat(), &[("REDIS_URL", url)])
 }
 
 /// 6 entries of 40 days ago and 2 of now; GROUP processed the first two, a dead consumer holds

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -17,23 +16,7 @@ const GROUP: &str = "event-processors";
 /// Runs `streamsink trim ARGS` against the shared Redis, nothing else inherited; (exit code,
 /// stdout, stderr).
 fn trim(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_streamsink"))
-        .arg("trim")
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("REDIS_URL", redis_url())
-        .output()
-        .expect("run streamsink trim");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn json(stdout: &str) -> Value {
-    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+    run_streamsink(&[&["trim"], args].concat(), &[("REDIS_URL", &redis_url())])
 }
 
 /// Milliseconds since 1970, `days` ago.
@@ -65,29 +48,6 @@ fn add_now(r: &mut redis::Connection, stream: &str, n: usize) -> Vec<String> {
 fn create_group(r: &mut redis::Connection, stream: &str, group: &str) {
     let _: () =
         redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(group).arg("0").query(r).expect("XGROUP CREATE");
-}
-
-/// Delivers the group's next `count` entries to `consumer` (XREADGROUP >); returns their ids.
-fn deliver(
-    r: &mut redis::Connection,
-    stream: &str,
-    group: &str,
-    consumer: &str,
-    count: usize,
-) -> Vec<String> {
-    type Reply = Vec<(String, Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>)>;
-    let reply: Option<Reply> = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(group)
-        .arg(consumer)
-        .arg("COUNT")
-        .arg(count)
-        .arg("STREAMS")
-        .arg(stream)
-        .arg(">")
-        .query(r)
-        .expect("XREADGROUP");
-    reply.into_iter().flatten().flat_map(|(_, entries)| entries).map(|(id, _)| id).collect()
 }
 
 fn ack(r: &mut redis::Connection, stream: &str, group: &str, ids: &[String]) {
@@ -155,7 +115,7 @@ fn a_group_not_yet_delivered_old_entries_holds_them_whatever_other_groups_did() 
     let (code, out, err) = trim(&["--stream", &stream.name, "--max-age", "30d", "--json"]);
 
     assert_eq!(code, Some(0), "{out}{err}");
-    let report = json(&out);
+    let report = json_of(&out);
     assert_eq!(report["removed"]["entries"], 3, "{report}");
     let after_last_delivered = old[2].replace("-0", "-1");
     assert_eq!(report["minid"], after_last_delivered.as_str(), "{report}");
@@ -237,10 +197,10 @@ fn counting_over_1_mb_events_holds_redis_for_a_few_entries_per_call_and_counts_t
 
     let (code, out, err) = trim(&["--stream", &stream.name, "--max-age", "30d", "--dry-run", "--json"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert_eq!(json(&out)["would_remove"], serde_json::json!({"entries": 12, "at_least": false}), "{out}");
+    assert_eq!(json_of(&out)["would_remove"], serde_json::json!({"entries": 12, "at_least": false}), "{out}");
     let (code, out, err) = trim(&["--stream", &stream.name, "--maxlen", "1", "--json"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert_eq!(json(&out)["removed"]["entries"], 14, "{out}");
+    assert_eq!(json_of(&out)["removed"]["entries"], 14, "{out}");
     assert_eq!(ids(&mut r, &stream.name), recent[2..]);
 }
 
@@ -259,7 +219,7 @@ fn a_dry_run_states_what_it_would_remove_and_changes_nothing() {
     assert!(out.contains(&format!("held back by group {GROUP}")), "{out}");
     let (code, out, _) = trim(&["--stream", &stream.name, "--maxlen", "0", "--dry-run", "--json"]);
     assert_eq!(code, Some(0), "{out}");
-    assert_eq!(json(&out)["would_remove"]["entries"], 2, "{out}");
+    assert_eq!(json_of(&out)["would_remove"]["entries"], 2, "{out}");
     assert_eq!(ids(&mut r, &stream.name), before);
 }
 
@@ -273,7 +233,7 @@ fn a_stream_without_groups_is_trimmed_to_the_target() {
     let (code, out, err) = trim(&["--stream", &stream.dlq(), "--max-age", "90d", "--json"]);
 
     assert_eq!(code, Some(0), "{out}{err}");
-    let report = json(&out);
+    let report = json_of(&out);
     assert_eq!(report["removed"]["entries"], 250, "{report}");
     assert_eq!(report["held_back"], Value::Null, "{report}");
     assert_eq!(report["safe_point"], Value::Null, "{report}");
@@ -297,13 +257,13 @@ fn ids_are_compared_exactly_at_the_top_of_the_sequence_range() {
 
     let (code, out, err) = trim(&["--stream", &stream.name, "--maxlen", "1", "--json"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert_eq!(json(&out)["minid"], "5-18446744073709551614", "{out}");
+    assert_eq!(json_of(&out)["minid"], "5-18446744073709551614", "{out}");
     assert_eq!(ids(&mut r, &stream.name), all[1..]);
 
     ack(&mut r, &stream.name, GROUP, &[all[1].to_string()]);
     let (code, out, err) = trim(&["--stream", &stream.name, "--maxlen", "1", "--json"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    let report = json(&out);
+    let report = json_of(&out);
     assert_eq!(report["minid"], "6-0", "the entry after 5-18446744073709551615: {report}");
     assert_eq!(report["held_back"]["by"], "undelivered", "{report}");
     assert_eq!(ids(&mut r, &stream.name), all[3..]);
@@ -317,7 +277,7 @@ fn a_stream_that_does_not_exist_has_nothing_to_trim_and_is_no_failure() {
     assert_eq!(out.trim(), format!("{}: removed=0 (no such stream)", stream.dlq()));
     let (code, out, err) = trim(&["--stream", &stream.dlq(), "--maxlen", "5", "--dry-run", "--json"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    let report = json(&out);
+    let report = json_of(&out);
     assert_eq!(report["exists"], false, "{report}");
     assert_eq!(report["would_remove"]["entries"], 0, "{report}");
     let mut r = redis();
@@ -445,7 +405,7 @@ fn a_dry_run_over_a_long_stream_stops_counting_at_its_cap_and_says_at_least() {
     let (code, out, err) = trim(&["--stream", &stream.name, "--max-age", "30d", "--dry-run", "--json"]);
 
     assert_eq!(code, Some(0), "{out}{err}");
-    let report = json(&out);
+    let report = json_of(&out);
     assert_eq!(report["would_remove"], serde_json::json!({"entries": cap, "at_least": true}), "{report}");
     assert_eq!(len(&mut r, &stream.name), cap + 10);
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::{Connection, Value};
 
 use super::BrokerError;
-use super::inspect::next_id;
+use super::id::after as next_id;
 use super::reply::{self, text};
 use crate::event::Entry;
 

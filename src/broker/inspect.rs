@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::{Connection, Value};
 
 use super::BrokerError;
-use super::reply::{id_key, pairs, text};
+use super::reply::{pairs, text};
 
 /// What XINFO STREAM says of a stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -150,7 +150,7 @@ pub fn pending_page(
     count: usize,
     consumer: Option<&str>,
 ) -> Result<Vec<PendingEntry>, BrokerError> {
-    let start = after.map_or_else(|| "-".to_string(), next_id);
+    let start = after.map_or_else(|| "-".to_string(), super::id::after);
     let mut cmd = redis::cmd("XPENDING");
     cmd.arg(stream).arg(group).arg(start).arg("+").arg(count);
     if let Some(consumer) = consumer {
@@ -169,27 +169,7 @@ pub fn pending_page(
         .collect())
 }
 
-/// The smallest id after `id` (exclusive ranges `(id` need Redis 6.2).
-pub(crate) fn next_id(id: &str) -> String {
-    let (ms, seq) = id_key(id);
-    match seq.checked_add(1) {
-        Some(seq) => format!("{ms}-{seq}"),
-        None => format!("{}-0", ms.saturating_add(1)),
-    }
-}
-
 /// Redis's answer to XINFO on a key that does not exist.
 fn is_no_such_key(e: &redis::RedisError) -> bool {
     e.to_string().to_ascii_lowercase().contains("no such key")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_id_after_an_id_carries_into_the_millisecond() {
-        assert_eq!(next_id("5-3"), "5-4");
-        assert_eq!(next_id(&format!("5-{}", u64::MAX)), "6-0");
-    }
 }

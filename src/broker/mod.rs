@@ -2,7 +2,7 @@
 //! `reply` (decoding stream replies by hand), `read` (XREADGROUP), `claim` (taking over
 //! pending entries), `ack` (acknowledging, with dead letters, atomically), `group` (group
 //! admin and figures), `inspect` (what an operator reads: stream, groups, consumers, pending
-//! entries), `errors` (the last-error hash), `dlq` (reading, replaying and deleting
+//! entries), `id` (entry ids: order, next, the ids at a time), `errors` (the last-error hash), `dlq` (reading, replaying and deleting
 //! dead letters), `publish` (pipelined XADD of envelopes), `range` (XRANGE pages outside any
 //! group), `trim` (retention up to the safe point).
 //!
@@ -16,6 +16,7 @@ pub(crate) mod conn;
 pub(crate) mod dlq;
 pub mod errors;
 pub mod group;
+pub mod id;
 pub mod inspect;
 pub mod publish;
 pub mod range;

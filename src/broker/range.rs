@@ -5,7 +5,7 @@
 use redis::{Connection, Value};
 
 use super::BrokerError;
-use super::reply::{self, id_key};
+use super::reply;
 use crate::event::Entry;
 
 /// Up to `count` entries of `stream` with ids from `start` to `end` (both inclusive; `-` and
@@ -30,15 +30,6 @@ pub fn page(
     Ok(decoded.entries)
 }
 
-/// The lowest id after `id`: where the next page starts. Computed rather than written as
-/// XRANGE's exclusive `(id`, which Redis before 6.2 does not know.
-pub fn after(id: &str) -> String {
-    match id_key(id) {
-        (ms, u64::MAX) => format!("{}-0", ms.saturating_add(1)),
-        (ms, seq) => format!("{ms}-{}", seq + 1),
-    }
-}
-
 /// The ids of the first and last entries of `stream`; `None` when it is empty or missing.
 pub fn ends(con: &mut Connection, stream: &str) -> Result<Option<(String, String)>, BrokerError> {
     let mut pipe = redis::pipe();
@@ -51,13 +42,4 @@ pub fn ends(con: &mut Connection, stream: &str) -> Result<Option<(String, String
         Ok(decoded.entries.into_iter().next().map(|e| e.id))
     };
     Ok(id(first)?.zip(id(last)?))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_next_page_starts_right_after_the_last_id() {
-        assert_eq!(super::after("5-0"), "5-1");
-        assert_eq!(super::after(&format!("5-{}", u64::MAX)), "6-0");
-    }
 }

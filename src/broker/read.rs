@@ -5,7 +5,8 @@ use std::time::Duration;
 use redis::{Connection, Value};
 
 use super::claim::Claimed;
-use super::reply::{self, id_key};
+use super::id::EntryId;
+use super::reply;
 use super::{Batch, BrokerError};
 
 /// XREADGROUP of new entries (`>`) from every stream: at most `count` per stream, blocking up
@@ -73,7 +74,12 @@ pub fn own_pending(
         claimed.entries.extend(entries);
         claimed.deleted.extend(deleted);
     }
-    let last = claimed.entries.iter().map(|e| &e.id).chain(&claimed.deleted).max_by_key(|id| id_key(id));
+    let last = claimed
+        .entries
+        .iter()
+        .map(|e| &e.id)
+        .chain(&claimed.deleted)
+        .max_by_key(|id| id.parse::<EntryId>().ok());
     claimed.next = last.filter(|_| claimed.entries.len() + claimed.deleted.len() >= count).cloned();
     Ok(claimed)
 }

@@ -123,12 +123,6 @@ pub(super) fn text(v: Value) -> Option<String> {
     bytes(v).and_then(|b| String::from_utf8(b).ok())
 }
 
-/// (ms, seq) of an entry id, for ordering; malformed parts sort first.
-pub(super) fn id_key(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,11 +146,5 @@ mod tests {
         assert_eq!(entries[0].fields, vec![(b"b".to_vec(), vec![0xff]), (b"a".to_vec(), b"x".to_vec())]);
         assert_eq!(deleted, vec!["2-0"]);
         assert_eq!(nils, 1, "a bare nil (Redis < 7) is counted, not dropped");
-    }
-
-    #[test]
-    fn ids_order_numerically() {
-        assert!(id_key("10-0") > id_key("9-5"));
-        assert!(id_key("9-10") > id_key("9-9"));
     }
 }

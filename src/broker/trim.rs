@@ -12,65 +12,13 @@ use std::time::Duration;
 use redis::Connection;
 
 use super::BrokerError;
-
-/// A stream entry id `<ms>-<seq>`, ordered as Redis orders them (both parts as u64, so
-/// nothing is lost above 2^53 as it would be in a double).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EntryId {
-    /// Milliseconds since 1970: the time Redis gave the entry (or the producer's explicit id).
-    pub ms: u64,
-    /// Orders entries within one millisecond.
-    pub seq: u64,
-}
-
-impl EntryId {
-    /// The lowest id at time `at` (`<ms>-0`); times before 1970 are 0.
-    pub fn first_at(at: jiff::Timestamp) -> EntryId {
-        EntryId { ms: at.as_millisecond().max(0) as u64, seq: 0 }
-    }
-
-    /// The id right after this one (`seq` + 1, or the next millisecond's first); `None` after
-    /// the highest possible id.
-    pub fn next(self) -> Option<EntryId> {
-        match self.seq.checked_add(1) {
-            Some(seq) => Some(EntryId { seq, ..self }),
-            None => self.ms.checked_add(1).map(|ms| EntryId { ms, seq: 0 }),
-        }
-    }
-
-    /// The id right before this one; `None` before `0-0`.
-    pub fn prev(self) -> Option<EntryId> {
-        match self.seq.checked_sub(1) {
-            Some(seq) => Some(EntryId { seq, ..self }),
-            None => self.ms.checked_sub(1).map(|ms| EntryId { ms, seq: u64::MAX }),
-        }
-    }
-}
+pub use super::id::EntryId;
 
 /// The target id of a retention by age: the first id at `now - age`, so that every entry older
 /// than `age` is below it. An age reaching back before 1970 gives `0-0` (nothing is older).
 pub fn target_for_age(age: Duration, now: jiff::Timestamp) -> EntryId {
     let age = jiff::SignedDuration::try_from(age).unwrap_or(jiff::SignedDuration::MAX);
     EntryId::first_at(now.checked_sub(age).unwrap_or(jiff::Timestamp::MIN))
-}
-
-impl std::str::FromStr for EntryId {
-    type Err = String;
-
-    /// `<ms>-<seq>`, or `<ms>` alone (`<ms>-0`), as Redis reads an id bound.
-    fn from_str(s: &str) -> Result<EntryId, String> {
-        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
-        match (ms.parse(), seq.parse()) {
-            (Ok(ms), Ok(seq)) => Ok(EntryId { ms, seq }),
-            _ => Err(format!("'{s}' is not a stream entry id (<ms>-<seq>)")),
-        }
-    }
-}
-
-impl std::fmt::Display for EntryId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
 }
 
 /// See the script's header.
@@ -275,27 +223,6 @@ mod tests {
     }
 
     #[test]
-    fn ids_compare_by_time_then_sequence_exactly_at_the_top_of_u64() {
-        assert!(id("5-18446744073709551614") < id("5-18446744073709551615"));
-        assert!(id("5-18446744073709551615") < id("6-0"));
-        assert!(id("9-1") < id("10-0"), "numbers, not strings");
-        assert_eq!(id("7"), id("7-0"));
-    }
-
-    #[test]
-    fn the_next_id_after_the_highest_sequence_is_the_next_milliseconds_first() {
-        assert_eq!(id("5-18446744073709551615").next(), Some(id("6-0")));
-        assert_eq!(id("5-3").next(), Some(id("5-4")));
-        assert_eq!(id("18446744073709551615-18446744073709551615").next(), None);
-    }
-
-    #[test]
-    fn the_id_before_a_milliseconds_first_is_the_previous_milliseconds_last() {
-        assert_eq!(id("6-0").prev(), Some(id("5-18446744073709551615")));
-        assert_eq!(id("0-0").prev(), None);
-    }
-
-    #[test]
     fn the_target_for_an_age_is_the_first_id_at_now_minus_it_and_never_before_1970() {
         let now: jiff::Timestamp = "2026-01-31T00:00:00Z".parse().unwrap();
         let day = Duration::from_secs(86_400);
@@ -303,13 +230,5 @@ mod tests {
         assert_eq!(target_for_age(30 * day, now), EntryId { ms: expected, seq: 0 });
         assert_eq!(target_for_age(Duration::from_secs(u64::MAX), now), id("0-0"));
         assert_eq!(target_for_age(Duration::ZERO, now), EntryId { ms: now.as_millisecond() as u64, seq: 0 });
-    }
-
-    #[test]
-    fn text_that_is_not_an_id_is_refused() {
-        for bad in ["", "x-1", "1-", "1-2-3", "-1-0", "18446744073709551616-0"] {
-            assert!(bad.parse::<EntryId>().is_err(), "{bad}");
-        }
-        assert_eq!(id("1700000000000-3").to_string(), "1700000000000-3");
     }
 }

@@ -28,7 +28,7 @@ pub struct PendingArgs {
     #[arg(long, value_name = "DURATION", value_parser = super::duration)]
     min_idle: Option<Duration>,
     /// At most this many entries, oldest first.
-    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = super::count)]
     limit: u64,
     /// Print the list as one JSON object.
     #[arg(long)]

@@ -229,7 +229,7 @@ pub fn backfill(
         let entries = range::page(con, stream, &start, &to_id, count)?;
         let Some(last) = entries.last() else { break };
         let full = entries.len() == count;
-        start = range::after(&last.id);
+        start = crate::broker::id::after(&last.id);
         let largest = entries.iter().map(size).max().unwrap_or(1).max(1);
         count = (PAGE_BYTES / largest).clamp(1, PAGE_ENTRIES);
         write_page(&mut client, &registry, stream, &request.event_field, &entries, &mut report)?;

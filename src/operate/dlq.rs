@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::{OperateError, Report, connect, first_id_at, last_id_at, table};
 use crate::broker::dlq::{self as broker_dlq, Replay, dead_letter_stream};
+use crate::broker::id::{self, EntryId};
 use crate::broker::range;
 use crate::config::RedisSettings;
 use crate::event::Entry;
@@ -47,11 +48,10 @@ pub enum Selection {
     Matching(Filter),
 }
 
-/// `(ms, seq)` of a full entry id `<ms>-<seq>`; `None` for anything else (a bare `<ms>` would
-/// select a whole millisecond in XRANGE).
-pub fn entry_id(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
+/// A full entry id `<ms>-<seq>`; `None` for anything else (a bare `<ms>` would select a whole
+/// millisecond in XRANGE).
+pub fn entry_id(id: &str) -> Option<EntryId> {
+    id.contains('-').then(|| id.parse().ok()).flatten()
 }
 
 /// One dead letter as `list` shows it: the `dlq_*` fields `ack` wrote (empty when the entry
@@ -540,7 +540,7 @@ fn walk(
     loop {
         let page = range::page(con, dlq, &start, &end, count)?;
         let Some(last) = page.last() else { return Ok(()) };
-        start = after(&last.id);
+        start = id::after(&last.id);
         let full = page.len() == count;
         let bytes: usize = page.iter().flat_map(|e| &e.fields).map(|(k, v)| k.len() + v.len()).sum();
         count = (count * PAGE_BYTES / bytes.max(1)).clamp(1, MAX_PAGE);
@@ -550,28 +550,13 @@ fn walk(
     }
 }
 
-/// The lowest entry id above `id`.
-fn after(id: &str) -> String {
-    match entry_id(id) {
-        Some((ms, u64::MAX)) => format!("{}-0", ms.saturating_add(1)),
-        Some((ms, seq)) => format!("{ms}-{}", seq + 1),
-        None => id.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn pages_continue_right_after_the_last_id() {
-        assert_eq!(after("5-0"), "5-1");
-        assert_eq!(after(&format!("5-{}", u64::MAX)), "6-0");
-    }
-
-    #[test]
     fn only_full_entry_ids_are_ids() {
-        assert_eq!(entry_id("1700000000000-3"), Some((1_700_000_000_000, 3)));
+        assert_eq!(entry_id("1700000000000-3"), Some(EntryId { ms: 1_700_000_000_000, seq: 3 }));
         assert_eq!(entry_id("1700000000000"), None);
         assert_eq!(entry_id("x-1"), None);
     }

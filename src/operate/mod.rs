@@ -18,6 +18,7 @@ pub mod trim;
 
 use redis::Connection;
 
+use crate::broker::id::EntryId;
 use crate::broker::{self, BrokerError};
 use crate::config::RedisSettings;
 use crate::sink::SinkError;
@@ -65,10 +66,10 @@ pub fn connect(settings: &RedisSettings) -> Result<Connection, OperateError> {
 
 /// The lowest entry id at or after `at` (XRANGE bounds by entry-id time): `<ms>-0`.
 pub fn first_id_at(at: jiff::Timestamp) -> String {
-    format!("{}-0", at.as_millisecond().max(0))
+    EntryId::first_at(at).to_string()
 }
 
 /// The highest entry id at or before `at`: `<ms>-<max>`.
 pub fn last_id_at(at: jiff::Timestamp) -> String {
-    format!("{}-{}", at.as_millisecond().max(0), u64::MAX)
+    EntryId::last_at(at).to_string()
 }

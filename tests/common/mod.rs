@@ -640,3 +640,51 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// `streamsink ARGS` with nothing inherited from the environment but PATH, and `env` set: what
+/// an operator's shell (or a systemd `EnvironmentFile=`) gives the binary, and nothing else.
+pub fn streamsink_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamsink"));
+    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.envs(env.iter().copied());
+    cmd
+}
+
+/// Runs [`streamsink_command`] to its end: (exit code, stdout, stderr).
+pub fn run_streamsink(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = streamsink_command(args, env).output().expect("run streamsink");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// `stdout` as one JSON value (what `--json` prints), or a panic that shows it.
+pub fn json_of(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not one JSON value ({e}): {stdout}"))
+}
+
+/// Delivers up to `count` new entries of `stream` to `consumer` of `group` (XREADGROUP), never
+/// acknowledged: a consumer that dies holding them. Returns their ids.
+pub fn deliver(
+    r: &mut redis::Connection,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    count: usize,
+) -> Vec<String> {
+    type Reply = Vec<(String, Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>)>;
+    let reply: Option<Reply> = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query(r)
+        .expect("XREADGROUP");
+    reply.into_iter().flatten().flat_map(|(_, entries)| entries).map(|(id, _)| id).collect()
+}
