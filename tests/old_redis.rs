@@ -92,19 +92,7 @@ fn old_entries_pending_for_a_dead_consumer(r: &mut redis::Connection, stream: &s
     ids.extend(publish_many(r, stream, 2, "recent"));
     streamsink::broker::group::ensure_group(r, stream, GROUP, "0").unwrap();
     for (consumer, count, acknowledge) in [("alive", 2, true), ("dead", 2, false), ("alive", 10, true)] {
-        type Reply = Vec<(String, Vec<(String, Vec<(String, String)>)>)>;
-        let reply: Reply = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("STREAMS")
-            .arg(stream)
-            .arg(">")
-            .query(r)
-            .unwrap();
-        let read: Vec<String> = reply.into_iter().flat_map(|(_, e)| e).map(|(id, _)| id).collect();
+        let read = deliver(r, stream, GROUP, consumer, count);
         if acknowledge {
             let _: u64 = redis::cmd("XACK").arg(stream).arg(GROUP).arg(&read).query(r).unwrap();
         }
