@@ -37,6 +37,8 @@ pub struct BackfillArgs {
     json: bool,
 }
 
+/// Backfills the range and prints the summary; exit 0 when it ran to the end (malformed and
+/// rejected entries included: the worker dead-lettered them), 1 when Redis or Postgres failed.
 pub fn execute(args: BackfillArgs) -> ExitCode {
     let checked = args.redis.check().and_then(|()| args.postgres.check());
     if let Err(refused) = checked.and_then(|()| super::time_range(Some(args.since), args.until)) {

@@ -45,6 +45,7 @@ const CONFLICT_TRIES: u32 = 5;
 /// What to backfill.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The stream to read (outside any group).
     pub stream: String,
     /// Entries at or after this time (their id's time).
     pub since: Timestamp,
@@ -77,17 +78,20 @@ pub enum Total {
 /// An entry that was not written.
 #[derive(Debug, Clone)]
 pub struct Problem {
+    /// The entry's id on the stream.
     pub entry_id: String,
     /// `malformed` or `rejected`.
     pub kind: &'static str,
     /// The dead-letter reason the worker gives it (`invalid json`, `rejected by postgres`, ...).
     pub reason: String,
+    /// The whole message.
     pub error: String,
 }
 
 /// What a backfill did.
 #[derive(Debug, Clone, Default)]
 pub struct Backfilled {
+    /// The stream read.
     pub stream: String,
     /// The XRANGE bounds used.
     pub from_id: String,

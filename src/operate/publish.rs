@@ -29,6 +29,7 @@ pub const MAX_LISTED: usize = 1000;
 /// Where the events go.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The stream to add to.
     pub stream: String,
     /// The worker's envelope field (`STREAMSINK_EVENT_FIELD`).
     pub event_field: String,
@@ -41,6 +42,7 @@ pub struct Options {
 pub struct Failure {
     /// 1-based, counting every line of the input (empty ones too).
     pub line: u64,
+    /// Why it was not published: the parse error, or Redis's error reply as Redis wrote it.
     pub error: String,
 }
 
@@ -57,6 +59,7 @@ pub enum Stopped {
 /// What `publish` did.
 #[derive(Debug, Clone, Default)]
 pub struct Published {
+    /// The stream added to.
     pub stream: String,
     /// Lines Redis added to the stream.
     pub published: u64,
