@@ -54,6 +54,11 @@ pub fn length(con: &mut Connection, key: &str) -> Result<u64, BrokerError> {
     redis::cmd("XLEN").arg(key).query(con).map_err(|e| BrokerError::new("XLEN", key, e))
 }
 
+/// The type of the key `key` (`stream`, `none` when it does not exist, `hash`…).
+pub fn key_type(con: &mut Connection, key: &str) -> Result<String, BrokerError> {
+    redis::cmd("TYPE").arg(key).query(con).map_err(|e| BrokerError::new("TYPE", key, e))
+}
+
 /// The group's pending count on `stream`, and its oldest pending entry's id (XPENDING summary).
 pub fn pending_summary(
     con: &mut Connection,

@@ -207,11 +207,6 @@ pub fn step(
     Ok(Stepped { n, last: Some(last).filter(|l| !l.is_empty()), ended: ended == 1 })
 }
 
-/// The type of the key `key` (`stream`, `none` when it does not exist, `hash`…).
-pub fn key_type(con: &mut Connection, key: &str) -> Result<String, BrokerError> {
-    redis::cmd("TYPE").arg(key).query(con).map_err(|e| BrokerError::new("TYPE", key, e))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -122,7 +122,7 @@ fn trim_on(
         kept_older: None,
         safe_point: None,
     };
-    match trim::key_type(con, stream)?.as_str() {
+    match crate::broker::group::key_type(con, stream)?.as_str() {
         "stream" => {}
         "none" => return Ok(Trimmed { exists: false, ..report }),
         other => return Err(OperateError::Refused(format!("'{stream}' is a {other}, not a stream"))),
