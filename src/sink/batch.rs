@@ -1,5 +1,6 @@
-//! One batch in one transaction: the set-based insert, then each handler once on the batch's
-//! new events under a savepoint, then COMMIT.
+//! One batch in one transaction: the set-based insert (a binary COPY, or INSERT … ON CONFLICT
+//! when the batch holds a redelivery), then each handler once on the batch's new events under a
+//! savepoint, then COMMIT.
 //!
 //! Invariants: handlers see new events only (a redelivered event is a duplicate by primary key
 //! and runs nothing), each id once per batch; a handler's failure rolls back its own effect to
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use postgres::Transaction;
 
 use super::fault;
-use super::insert::{insert_events, reused_ids};
+use super::insert::{Inserted, copy_events, insert_events, is_duplicate, reused_ids};
 use super::pool::PooledClient;
 use super::statements::StatementCache;
 use crate::event::Event;
@@ -80,9 +81,19 @@ fn write_with(
     stream: &str,
     events: &[Event],
 ) -> Result<Wrote, WriteError> {
-    let mut tx = client.transaction()?;
     let handled_types = registry.types();
-    let inserted = insert_events(&mut tx, statements, stream, events, &handled_types)?;
+    let mut tx = client.transaction()?;
+    // COPY first; a batch holding a redelivery (rare) is redone with ON CONFLICT, from the
+    // start of a new transaction, since the failed COPY aborted this one.
+    let inserted = match copy_events(&mut tx, stream, events) {
+        Ok(()) => Inserted::all_new(events, &handled_types),
+        Err(e) if is_duplicate(&e) => {
+            tx.rollback()?;
+            tx = client.transaction()?;
+            insert_events(&mut tx, statements, stream, events, &handled_types)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     let new_ids = inserted.to_handle;
     let reused = if inserted.count < events.len() as u64 {
         reused_ids(&mut tx, statements, events)?

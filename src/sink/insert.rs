@@ -1,12 +1,17 @@
-//! The set-based write: one `INSERT … SELECT FROM unnest(…)` for a whole batch of events.
+//! The set-based writes of a whole batch of events: a binary `COPY` for the common case (every
+//! event new), and one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING` for a batch
+//! holding a redelivery.
 //!
-//! Invariant: [`insert_events`] runs inside the caller's transaction, so the event rows and
-//! every handler's effect commit (or roll back) together.
+//! Invariants: both run inside the caller's transaction, so the event rows and every handler's
+//! effect commit (or roll back) together; both take the rows' locks in one order, the ids'
+//! byte order (`COLLATE "C"`), so concurrent batches of either kind cannot deadlock.
 
 use std::collections::HashSet;
 
 use bytes::{BufMut, BytesMut};
 use postgres::Transaction;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type, accepts, to_sql_checked};
 
 use super::StatementCache;
@@ -42,11 +47,68 @@ SELECT u.id, u.type, u.occurred_at, u.session_id, u.workspace_id, u.device_id, u
 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
             $7::jsonb[], $8::jsonb[], $10::text[]) WITH ORDINALITY
      AS u(id, type, occurred_at, session_id, workspace_id, device_id, data, attributes, entry_id, n)
--- One lock order for every batch (concurrent batches cannot deadlock); of one id repeated in
--- the batch, the first in stream order is the one inserted (and the one handlers see).
-ORDER BY u.id, u.n
+-- One lock order for every batch (concurrent batches cannot deadlock), the one COPY uses; of
+-- one id repeated in the batch, the first in stream order is the one inserted (and the one
+-- handlers see).
+ORDER BY u.id COLLATE \"C\", u.n
 ON CONFLICT (id) DO NOTHING
 RETURNING CASE WHEN type = ANY($11::text[]) THEN id END";
+
+const COPY_EVENTS: &str = "\
+COPY events (id, type, occurred_at, session_id, workspace_id, device_id, data, attributes, stream,
+             stream_entry_id) FROM STDIN (FORMAT binary)";
+
+/// The columns of [`COPY_EVENTS`], in order.
+const COPY_TYPES: [Type; 10] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::JSONB,
+    Type::JSONB,
+    Type::TEXT,
+    Type::TEXT,
+];
+
+/// Copies `events` of `stream` into `events` with one binary COPY, in id order: the cheapest
+/// way in, where every event is new (PostgreSQL spends about half the time per row it spends on
+/// `INSERT … ON CONFLICT`, whose speculative insertion every row pays). An id already stored
+/// (a redelivery) or repeated in `events` fails it with a unique violation
+/// ([`is_duplicate`]): the transaction is then aborted, and the caller redoes the batch with
+/// [`insert_events`].
+pub(crate) fn copy_events(
+    tx: &mut Transaction<'_>,
+    stream: &str,
+    events: &[Event],
+) -> Result<(), postgres::Error> {
+    let mut in_order: Vec<&Event> = events.iter().collect();
+    in_order.sort_unstable_by(|a, b| a.id.as_bytes().cmp(b.id.as_bytes()));
+    let mut writer = BinaryCopyInWriter::new(tx.copy_in(COPY_EVENTS)?, &COPY_TYPES);
+    for e in in_order {
+        writer.write(&[
+            &e.id,
+            &e.event_type,
+            &e.occurred_at,
+            &e.session_id,
+            &e.workspace_id,
+            &e.device_id,
+            &RawJson(&e.data),
+            &RawJson(&e.attributes),
+            &stream,
+            &e.entry_id,
+        ])?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+/// True when `e` is the unique violation [`copy_events`] meets on an id already present: the
+/// batch holds a duplicate, and goes through [`insert_events`] instead.
+pub(crate) fn is_duplicate(e: &postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
 
 /// Events of a batch whose id is stored with another type, time or data: an id reused by the
 /// producer for a different event, not a redelivery. Run only when the insert found
@@ -66,6 +128,21 @@ pub(crate) struct Inserted {
     pub count: u64,
     /// Ids of the new rows whose type is in `handled_types`: the events handlers must see.
     pub to_handle: HashSet<String>,
+}
+
+impl Inserted {
+    /// What a successful [`copy_events`] did: every event was new (a repeated id would have
+    /// failed it).
+    pub(crate) fn all_new(events: &[Event], handled_types: &[&str]) -> Inserted {
+        Inserted {
+            count: events.len() as u64,
+            to_handle: events
+                .iter()
+                .filter(|e| handled_types.contains(&e.event_type.as_str()))
+                .map(|e| e.id.clone())
+                .collect(),
+        }
+    }
 }
 
 /// Inserts `events` of `stream` in one statement. An id already present (a redelivery) changes
