@@ -71,7 +71,18 @@ fn a_small_benchmark_run_prints_every_figure() {
     let line = stdout.lines().find(|l| l.starts_with("bench: streamsink=")).expect("the summary line");
     let figures: std::collections::HashMap<&str, &str> =
         line.trim_start_matches("bench: ").split(' ').filter_map(|kv| kv.split_once('=')).collect();
-    for key in ["streamsink", "ceiling", "naive", "ratio_ceiling", "ratio_naive", "p50_ms", "p99_ms"] {
+    for key in [
+        "streamsink",
+        "ceiling",
+        "naive",
+        "ratio_ceiling",
+        "ratio_naive",
+        "p50_ms",
+        "p99_ms",
+        "ceiling_parallel",
+        "ratio_parallel",
+        "redelivered",
+    ] {
         let value: f64 =
             figures.get(key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{key} in {line}"));
         assert!(value > 0.0, "{key} = {value} in {line}");

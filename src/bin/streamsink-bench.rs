@@ -14,7 +14,7 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::Type;
 use postgres::{Client, NoTls};
-use streamsink::event::{self, Entry};
+use streamsink::event::{self, Entry, Event};
 use streamsink::sink::{RawJson, migrate};
 
 #[derive(Parser, Debug)]
@@ -98,11 +98,19 @@ fn run(args: &Args) -> BenchResult<()> {
     say(&format!("{} events, {} bytes each on average", events.len(), bytes / events.len().max(1)));
 
     let mut ceiling: f64 = 0.0;
+    let mut parallel: f64 = 0.0;
     let mut best: Option<Drain> = None;
     for round in 1..=args.rounds.max(1) {
         let c = measure_ceiling(args, &events[..args.events])?;
         say(&format!("round {round}: ceiling: COPY {} rows at {c:.0} rows/s", args.events));
         ceiling = ceiling.max(c);
+        let p = measure_parallel_ceiling(args, &events[..args.events])?;
+        say(&format!(
+            "round {round}: parallel ceiling: COPY {} rows, {PARALLEL_BATCH} per transaction from {PARALLEL_CLIENTS} \
+             clients, at {p:.0} rows/s",
+            args.events
+        ));
+        parallel = parallel.max(p);
         let d = measure_drain(args, &binary, &events[..args.events], &[])?;
         say(&format!(
             "round {round}: streamsink: drained {} events at {:.0} events/s; the worker used {:.2} s CPU in {:.2} s \
@@ -118,6 +126,17 @@ fn run(args: &Args) -> BenchResult<()> {
         }
     }
     let drain = best.ok_or("no round ran")?;
+
+    // Every tenth event already committed: its entry is a redelivery (same id), as after a
+    // crash between commit and acknowledgement, or a producer's retry.
+    let committed: Vec<String> = events[..args.events].iter().step_by(10).cloned().collect();
+    let redelivered = measure_drain_over(args, &binary, &events[..args.events], &committed, &[])?;
+    say(&format!(
+        "redeliveries: drained {} events, {} of them already committed, at {:.0} events/s",
+        args.events,
+        committed.len(),
+        redelivered.rate
+    ));
 
     // The per-event hook exists only in a `test-hooks` build (scripts/bench.sh builds one).
     let naive_env =
@@ -156,14 +175,16 @@ fn run(args: &Args) -> BenchResult<()> {
 
     println!(
         "bench: streamsink={:.0} ceiling={:.0} naive={:.0} ratio_ceiling={:.2} ratio_naive={:.1} p50_ms={:.1} p99_ms={:.1} rss_mb={rss} \
-         rss_large_mb={rss_large}",
+         rss_large_mb={rss_large} ceiling_parallel={parallel:.0} ratio_parallel={:.2} redelivered={:.0}",
         drain.rate,
         ceiling,
         naive.rate,
         drain.rate / ceiling,
         drain.rate / naive.rate,
         lat.p50,
-        lat.p99
+        lat.p99,
+        drain.rate / parallel,
+        redelivered.rate
     );
     Ok(())
 }
@@ -359,11 +380,8 @@ impl Drop for ScratchStream {
 
 // --- ceiling ------------------------------------------------------------------------------
 
-/// Rows per second of one binary COPY of the same events into a fresh, identical `events`.
-fn measure_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> {
-    let db = ScratchDb::create(&args.database_url)?;
-    let mut client = db.client()?;
-    migrate::migrate(&mut client)?;
+/// The events as streamsink parses them (what the ceilings copy).
+fn parse_all(events: &[String]) -> BenchResult<Vec<Event>> {
     let parsed = events
         .iter()
         .enumerate()
@@ -376,8 +394,11 @@ fn measure_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> {
             event::parse("bench", &entry, "event")
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let started = Instant::now();
-    let mut tx = client.transaction()?;
+    Ok(parsed)
+}
+
+/// One binary COPY of `rows` into `events`, in the caller's transaction.
+fn copy_rows(tx: &mut postgres::Transaction<'_>, rows: &[Event]) -> BenchResult<()> {
     let sink = tx.copy_in(
         "COPY events (id, type, occurred_at, session_id, workspace_id, device_id, data, attributes, stream, \
          stream_entry_id) FROM STDIN (FORMAT binary)",
@@ -395,7 +416,7 @@ fn measure_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> {
         Type::TEXT,
     ];
     let mut writer = BinaryCopyInWriter::new(sink, &types);
-    for e in &parsed {
+    for e in rows {
         writer.write(&[
             &e.id,
             &e.event_type,
@@ -410,7 +431,61 @@ fn measure_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> {
         ])?;
     }
     writer.finish()?;
+    Ok(())
+}
+
+/// Rows per second of one binary COPY of the same events into a fresh, identical `events`.
+fn measure_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> {
+    let db = ScratchDb::create(&args.database_url)?;
+    let mut client = db.client()?;
+    migrate::migrate(&mut client)?;
+    let parsed = parse_all(events)?;
+    let started = Instant::now();
+    let mut tx = client.transaction()?;
+    copy_rows(&mut tx, &parsed)?;
     tx.commit()?;
+    Ok(events.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Clients of the parallel ceiling, and rows per COPY (one transaction each): what streamsink's
+/// default workers and batch do.
+const PARALLEL_CLIENTS: usize = 4;
+const PARALLEL_BATCH: usize = 1000;
+
+/// Rows per second of binary COPYs of 1000 rows, each in its own transaction, from 4 clients at
+/// once into a fresh, identical `events`: the second ceiling (one client does not reach
+/// PostgreSQL's limit on this machine).
+fn measure_parallel_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> {
+    let db = ScratchDb::create(&args.database_url)?;
+    migrate::migrate(&mut db.client()?)?;
+    let parsed = parse_all(events)?;
+    let mut clients = (0..PARALLEL_CLIENTS).map(|_| db.client()).collect::<BenchResult<Vec<_>>>()?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| -> BenchResult<()> {
+        let handles: Vec<_> = clients
+            .iter_mut()
+            .map(|client| {
+                let (next, parsed) = (&next, &parsed);
+                scope.spawn(move || -> Result<(), String> {
+                    loop {
+                        let start = next.fetch_add(PARALLEL_BATCH, std::sync::atomic::Ordering::Relaxed);
+                        if start >= parsed.len() {
+                            return Ok(());
+                        }
+                        let rows = &parsed[start..(start + PARALLEL_BATCH).min(parsed.len())];
+                        let mut tx = client.transaction().map_err(|e| e.to_string())?;
+                        copy_rows(&mut tx, rows).map_err(|e| e.to_string())?;
+                        tx.commit().map_err(|e| e.to_string())?;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "a COPY client panicked")??;
+        }
+        Ok(())
+    })?;
     Ok(events.len() as f64 / started.elapsed().as_secs_f64())
 }
 
@@ -498,7 +573,26 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
 /// Publishes `events` to a fresh stream, then times the binary from process start until every
 /// entry is delivered and acknowledged (acknowledgement follows commit), and checks the rows.
 fn measure_drain(args: &Args, binary: &str, events: &[String], env: &[(&str, &str)]) -> BenchResult<Drain> {
+    measure_drain_over(args, binary, events, &[], env)
+}
+
+/// [`measure_drain`] into a database already holding `committed` (migrated and copied in
+/// before the worker starts): their entries are redeliveries of committed events.
+fn measure_drain_over(
+    args: &Args,
+    binary: &str,
+    events: &[String],
+    committed: &[String],
+    env: &[(&str, &str)],
+) -> BenchResult<Drain> {
     let db = ScratchDb::create(&args.database_url)?;
+    if !committed.is_empty() {
+        let mut client = db.client()?;
+        migrate::migrate(&mut client)?;
+        let mut tx = client.transaction()?;
+        copy_rows(&mut tx, &parse_all(committed)?)?;
+        tx.commit()?;
+    }
     let stream = ScratchStream::new(&args.redis_url);
     stream.publish(events)?;
     let mut con = stream.con()?;
