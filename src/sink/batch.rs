@@ -69,14 +69,46 @@ pub(crate) fn write(
     events: &[Event],
 ) -> Result<Wrote, WriteError> {
     let mut statements = StatementCache::take(client);
-    let wrote = write_with(client, &mut statements, registry, stream, events)?;
+    let mut path = Path::take(client);
+    let wrote = write_with(client, &mut statements, &mut path, registry, stream, events)?;
     statements.put_back(client); // only after success: an error may have left one stale
+    path.put_back(client);
     Ok(wrote)
+}
+
+/// Which insert a connection's next batch tries first. Redeliveries come in runs (a consumer's
+/// pending entries after a crash, a producer retrying a range), and a COPY that meets one is
+/// wasted work: after a batch held a duplicate, the next [`Path::AFTER_DUPLICATE`] batches on
+/// this connection go straight to `INSERT … ON CONFLICT`, and COPY is tried again once that
+/// many in a row held none.
+#[derive(Debug, Default, Clone, Copy)]
+struct Path {
+    /// Batches still to write with `INSERT … ON CONFLICT` before trying COPY again.
+    insert_next: u32,
+}
+
+impl Path {
+    const AFTER_DUPLICATE: u32 = 16;
+
+    fn take(client: &mut PooledClient) -> Path {
+        r2d2::PooledConnection::extensions_mut(client).remove::<Path>().unwrap_or_default()
+    }
+
+    fn put_back(self, client: &mut PooledClient) {
+        r2d2::PooledConnection::extensions_mut(client).insert(self);
+    }
+
+    /// Records what the batch just written held.
+    fn wrote(&mut self, held_duplicates: bool) {
+        self.insert_next =
+            if held_duplicates { Path::AFTER_DUPLICATE } else { self.insert_next.saturating_sub(1) };
+    }
 }
 
 fn write_with(
     client: &mut PooledClient,
     statements: &mut StatementCache,
+    path: &mut Path,
     registry: &Registry,
     stream: &str,
     events: &[Event],
@@ -85,15 +117,25 @@ fn write_with(
     let mut tx = client.transaction()?;
     // COPY first; a batch holding a redelivery (rare) is redone with ON CONFLICT, from the
     // start of a new transaction, since the failed COPY aborted this one.
-    let inserted = match copy_events(&mut tx, stream, events) {
-        Ok(()) => Inserted::all_new(events, &handled_types),
-        Err(e) if is_duplicate(&e) => {
-            tx.rollback()?;
-            tx = client.transaction()?;
-            insert_events(&mut tx, statements, stream, events, &handled_types)?
+    let copied = if path.insert_next == 0 {
+        match copy_events(&mut tx, stream, events) {
+            Ok(()) => true,
+            Err(e) if is_duplicate(&e) => {
+                tx.rollback()?;
+                tx = client.transaction()?;
+                false
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
+    } else {
+        false
     };
+    let inserted = if copied {
+        Inserted::all_new(events, &handled_types)
+    } else {
+        insert_events(&mut tx, statements, stream, events, &handled_types)?
+    };
+    path.wrote(inserted.count < events.len() as u64);
     let new_ids = inserted.to_handle;
     let reused = if inserted.count < events.len() as u64 {
         reused_ids(&mut tx, statements, events)?
