@@ -24,7 +24,7 @@ use crate::config::PostgresSettings;
 use crate::event::{self, Entry, Event};
 use crate::handlers::Registry;
 use crate::ingest::triage::{self, Outcome};
-use crate::retry::Outage;
+use crate::retry::{Failure, GaveUp, Outage, retry};
 use crate::sink::SinkError;
 use crate::sink::fault::{self, Fault};
 use crate::sink::migrate;
@@ -311,17 +311,22 @@ fn write_retrying_conflicts(
     if events.is_empty() {
         return Ok(Outcome::default());
     }
-    let mut tries = 1;
-    loop {
-        match triage::write_isolating(client, registry, stream, events) {
-            Ok(outcome) => return Ok(outcome),
-            Err(e) if fault::classify(&e) == Fault::Conflict && tries < CONFLICT_TRIES => {
-                std::thread::sleep(Duration::from_millis(10 << tries));
-                tries += 1;
+    // No stop signal to honour: a backfill runs to its end or fails (it can be run again).
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let mut tries = 0;
+    let attempt = || {
+        tries += 1;
+        triage::write_isolating(client, registry, stream, events).map_err(|e| {
+            if fault::classify(&e) == Fault::Conflict && tries < CONFLICT_TRIES {
+                Failure::Shortly(e)
+            } else {
+                Failure::Fatal(e)
             }
-            Err(source) => return Err(SinkError::Query { op: "backfill write", source }.into()),
-        }
-    }
+        })
+    };
+    retry(&never, attempt, |_, _, _| {}).map_err(|(GaveUp::Fatal(source) | GaveUp::Stopped(source))| {
+        SinkError::Query { op: "backfill write", source }.into()
+    })
 }
 
 /// The entries from `from_id` to `to_id` ([`Total`]), from XLEN and the stream's two ends.
