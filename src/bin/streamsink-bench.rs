@@ -10,12 +10,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::Type;
 use postgres::{Client, NoTls};
 use streamsink::event::{self, Entry, Event};
-use streamsink::sink::{RawJson, migrate};
+use streamsink::sink::{copy_events, migrate};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -397,41 +395,10 @@ fn parse_all(events: &[String]) -> BenchResult<Vec<Event>> {
     Ok(parsed)
 }
 
-/// One binary COPY of `rows` into `events`, in the caller's transaction.
+/// One binary COPY of `rows` into `events`, in the caller's transaction: streamsink's own
+/// (`sink::copy_events`), so the ceiling is the statement the worker sends, without the worker.
 fn copy_rows(tx: &mut postgres::Transaction<'_>, rows: &[Event]) -> BenchResult<()> {
-    let sink = tx.copy_in(
-        "COPY events (id, type, occurred_at, session_id, workspace_id, device_id, data, attributes, stream, \
-         stream_entry_id) FROM STDIN (FORMAT binary)",
-    )?;
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::JSONB,
-        Type::JSONB,
-        Type::TEXT,
-        Type::TEXT,
-    ];
-    let mut writer = BinaryCopyInWriter::new(sink, &types);
-    for e in rows {
-        writer.write(&[
-            &e.id,
-            &e.event_type,
-            &e.occurred_at,
-            &e.session_id,
-            &e.workspace_id,
-            &e.device_id,
-            &RawJson(&e.data),
-            &RawJson(&e.attributes),
-            &"bench",
-            &e.entry_id,
-        ])?;
-    }
-    writer.finish()?;
-    Ok(())
+    Ok(copy_events(tx, "bench", rows)?)
 }
 
 /// Rows per second of one binary COPY of the same events into a fresh, identical `events`.

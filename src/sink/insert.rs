@@ -77,12 +77,8 @@ const COPY_TYPES: [Type; 10] = [
 /// `INSERT … ON CONFLICT`, whose speculative insertion every row pays). An id already stored
 /// (a redelivery) or repeated in `events` fails it with a unique violation
 /// ([`is_duplicate`]): the transaction is then aborted, and the caller redoes the batch with
-/// [`insert_events`].
-pub(crate) fn copy_events(
-    tx: &mut Transaction<'_>,
-    stream: &str,
-    events: &[Event],
-) -> Result<(), postgres::Error> {
+/// [`insert_events`]. Public for the benchmark, whose ceiling is this same COPY.
+pub fn copy_events(tx: &mut Transaction<'_>, stream: &str, events: &[Event]) -> Result<(), postgres::Error> {
     let mut in_order: Vec<&Event> = events.iter().collect();
     in_order.sort_unstable_by(|a, b| a.id.as_bytes().cmp(b.id.as_bytes()));
     let mut writer = BinaryCopyInWriter::new(tx.copy_in(COPY_EVENTS)?, &COPY_TYPES);

@@ -14,7 +14,7 @@ pub mod migrate;
 pub mod pool;
 mod statements;
 
-pub use insert::RawJson;
+pub use insert::{RawJson, copy_events};
 pub use statements::StatementCache;
 
 use crate::secret::SecretUrl;
