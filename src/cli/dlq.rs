@@ -44,6 +44,20 @@ struct Target {
 struct ListArgs {
     #[command(flatten)]
     target: Target,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Show at most N dead letters (default 100); the output says when more match.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = super::count)]
+    limit: u64,
+    /// Print the list as one JSON object (errors whole).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Which dead letters, by reason and by the time they were dead-lettered (their entry id); the
+/// three combine (`list`, and `replay`/`purge` without `--all` or ids).
+#[derive(Args)]
+struct FilterArgs {
     /// Only dead letters of this reason (as the reason column shows it).
     #[arg(long, value_name = "REASON")]
     reason: Option<String>,
@@ -53,12 +67,12 @@ struct ListArgs {
     /// Only those dead-lettered at or before: an RFC 3339 time or a duration before now.
     #[arg(long, value_name = "TIME", value_parser = super::time)]
     until: Option<Timestamp>,
-    /// Show at most N dead letters (default 100); the output says when more match.
-    #[arg(long, value_name = "N", default_value_t = 100, value_parser = super::count)]
-    limit: u64,
-    /// Print the list as one JSON object (errors whole).
-    #[arg(long)]
-    json: bool,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> Filter {
+        Filter { reason: self.reason.clone(), since: self.since, until: self.until }
+    }
 }
 
 #[derive(Args)]
@@ -85,15 +99,8 @@ struct SelectArgs {
     /// These dead letters (ids as `dlq list` shows them: <ms>-<seq>).
     #[arg(value_name = "ID", value_parser = entry_id, conflicts_with_all = ["reason", "since", "until"])]
     ids: Vec<String>,
-    /// The dead letters of this reason (with --since/--until: of this reason in that range).
-    #[arg(long, value_name = "REASON")]
-    reason: Option<String>,
-    /// The dead letters dead-lettered at or after: an RFC 3339 time or a duration before now.
-    #[arg(long, value_name = "TIME", value_parser = super::time)]
-    since: Option<Timestamp>,
-    /// The dead letters dead-lettered at or before: an RFC 3339 time or a duration before now.
-    #[arg(long, value_name = "TIME", value_parser = super::time)]
-    until: Option<Timestamp>,
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Say which dead letters would be affected (count and ids); change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -109,7 +116,7 @@ impl SelectArgs {
         } else if !self.ids.is_empty() {
             Selection::Ids(self.ids.clone())
         } else {
-            Selection::Matching(Filter { reason: self.reason.clone(), since: self.since, until: self.until })
+            Selection::Matching(self.filter.filter())
         }
     }
 }
@@ -117,16 +124,16 @@ impl SelectArgs {
 /// Runs one `dlq` subcommand: settings checked first (exit 2), then its report or one line (exit 1).
 pub fn execute(args: DlqArgs) -> ExitCode {
     let (target, since, until) = match &args.command {
-        DlqCommand::List(a) => (&a.target, a.since, a.until),
+        DlqCommand::List(a) => (&a.target, a.filter.since, a.filter.until),
         DlqCommand::Show(a) => (&a.target, None, None),
-        DlqCommand::Replay(a) | DlqCommand::Purge(a) => (&a.target, a.since, a.until),
+        DlqCommand::Replay(a) | DlqCommand::Purge(a) => (&a.target, a.filter.since, a.filter.until),
     };
     if let Err(refused) = target.redis.check().and_then(|()| super::time_range(since, until)) {
         return super::refused(&refused);
     }
     match args.command {
         DlqCommand::List(a) => {
-            let filter = Filter { reason: a.reason, since: a.since, until: a.until };
+            let filter = a.filter.filter();
             let limit = usize::try_from(a.limit).unwrap_or(usize::MAX);
             match dlq::list(&a.target.redis, &a.target.stream, &filter, limit) {
                 Ok(listed) => {
