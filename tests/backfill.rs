@@ -62,17 +62,7 @@ fn stream_spanning_the_range(con: &mut redis::Connection, stream: &str) {
 fn group_with_a_pending_entry(con: &mut redis::Connection, stream: &str) {
     let _: () =
         redis::cmd("XGROUP").arg("CREATE").arg(stream).arg("other").arg("0").query(con).expect("XGROUP");
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("other")
-        .arg("gone")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg(stream)
-        .arg(">")
-        .query(con)
-        .expect("XREADGROUP");
+    deliver(con, stream, "other", "gone", 1);
 }
 
 /// What Redis says of the stream's groups and their pending entries (every figure of XINFO

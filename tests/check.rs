@@ -25,17 +25,7 @@ fn lagging_stream_with_an_ancient_pending_entry(stream: &str, n: usize) {
 fn group_at_0_with_one_entry_delivered(r: &mut redis::Connection, stream: &str) {
     let _: () =
         redis::cmd("XGROUP").arg("CREATE").arg(stream).arg("event-processors").arg("0").query(r).unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("event-processors")
-        .arg("gone")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg(stream)
-        .arg(">")
-        .query(r)
-        .unwrap();
+    deliver(r, stream, "event-processors", "gone", 1);
 }
 
 #[test]
