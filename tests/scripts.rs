@@ -59,8 +59,12 @@ fn a_small_benchmark_run_prints_every_figure() {
             "500",
             "--latency-rate",
             "500",
+            "--latency-high-rate",
+            "1000",
             "--latency-seconds",
             "1",
+            "--processes",
+            "2",
         ])
         .env("STREAMSINK_BENCH_BIN", env!("CARGO_BIN_EXE_streamsink-bench"))
         .output()
@@ -82,6 +86,11 @@ fn a_small_benchmark_run_prints_every_figure() {
         "ceiling_parallel",
         "ratio_parallel",
         "redelivered",
+        "p99_high_ms",
+        "ceiling_pk",
+        "ceiling_parallel_pk",
+        "scale_1",
+        "scale_2",
     ] {
         let value: f64 =
             figures.get(key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{key} in {line}"));

@@ -1,7 +1,10 @@
 //! streamsink-bench: measures, in one run on the same generated events, PostgreSQL's own
-//! ingest ceiling (binary COPY), the streamsink binary draining a stream, the naive per-event
-//! configuration, end-to-end latency at a fixed rate, and (with --rss) peak memory, draining
-//! many small events and a few large ones.
+//! ingest ceilings (binary COPY from one client and from four, into the full table and into one
+//! with only its primary key), the streamsink binary draining a stream (clean, with 10 %
+//! redeliveries, and as 1, 2, 3 processes in one group), the naive per-event configuration,
+//! end-to-end latency at two fixed rates, and (with --rss) peak memory, draining many small
+//! events and a few large ones. With --alternatives it also weighs the other ways into the
+//! table the fast path was chosen over.
 //! `scripts/bench.sh` runs it; BENCHMARKS.md explains the method and the figures.
 
 use std::collections::HashMap;
@@ -13,7 +16,7 @@ use clap::Parser;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use streamsink::event::{self, Entry, Event};
-use streamsink::sink::{copy_events, migrate};
+use streamsink::sink::{StatementCache, copy_events, insert_events, migrate};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,9 +33,21 @@ struct Args {
     /// Offered rate of the latency run, events per second.
     #[arg(long, default_value_t = 2_000)]
     latency_rate: u64,
-    /// Length of the latency run.
+    /// Offered rate of the second latency run, events per second.
+    #[arg(long, default_value_t = 10_000)]
+    latency_high_rate: u64,
+    /// Length of each latency run.
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
+    /// Most worker processes (one group, one stream) of the scaling run: it drains with 1, 2,
+    /// … this many.
+    #[arg(long, default_value_t = 3)]
+    processes: usize,
+    /// Also weigh the alternatives to the COPY fast path: INSERT … ON CONFLICT, and COPY into a
+    /// temporary table + INSERT … SELECT … ON CONFLICT (from 4 clients, as the parallel
+    /// ceiling), and one worker thread writing bigger batches.
+    #[arg(long)]
+    alternatives: bool,
     /// Rounds of (ceiling, streamsink), interleaved; the best of each is reported, so one
     /// disturbed round on a shared machine does not decide the ratio.
     #[arg(long, default_value_t = 3)]
@@ -95,30 +110,30 @@ fn run(args: &Args) -> BenchResult<()> {
     let bytes: usize = events.iter().map(String::len).sum();
     say(&format!("{} events, {} bytes each on average", events.len(), bytes / events.len().max(1)));
 
-    let mut ceiling: f64 = 0.0;
-    let mut parallel: f64 = 0.0;
+    let mut ceiling = Best::default();
+    let mut parallel = Best::default();
+    let mut ceiling_pk = Best::default();
+    let mut parallel_pk = Best::default();
     let mut best: Option<Drain> = None;
     for round in 1..=args.rounds.max(1) {
-        let c = measure_ceiling(args, &events[..args.events])?;
-        say(&format!("round {round}: ceiling: COPY {} rows at {c:.0} rows/s", args.events));
-        ceiling = ceiling.max(c);
-        let p = measure_parallel_ceiling(args, &events[..args.events])?;
+        let n = args.events;
+        let c = ceiling.keep(measure_ceiling(args, &events[..n], Table::Full)?);
+        say(&format!("round {round}: ceiling: COPY {n} rows at {}", c.figures()));
+        let p = parallel.keep(measure_parallel(args, &events[..n], Table::Full, Write::Copy)?);
         say(&format!(
-            "round {round}: parallel ceiling: COPY {} rows, {PARALLEL_BATCH} per transaction from {PARALLEL_CLIENTS} \
-             clients, at {p:.0} rows/s",
-            args.events
+            "round {round}: parallel ceiling: COPY {n} rows, {PARALLEL_BATCH} per transaction from \
+             {PARALLEL_CLIENTS} clients, at {}",
+            p.figures()
         ));
-        parallel = parallel.max(p);
-        let d = measure_drain(args, &binary, &events[..args.events], &[])?;
+        let c = ceiling_pk.keep(measure_ceiling(args, &events[..n], Table::KeyOnly)?);
+        let p = parallel_pk.keep(measure_parallel(args, &events[..n], Table::KeyOnly, Write::Copy)?);
         say(&format!(
-            "round {round}: streamsink: drained {} events at {:.0} events/s; the worker used {:.2} s CPU in {:.2} s \
-             ({:.1} us/event)",
-            args.events,
-            d.rate,
-            d.cpu_seconds,
-            d.wall_seconds,
-            d.cpu_seconds * 1e6 / args.events as f64
+            "round {round}: the same into a table with only its primary key: {}; parallel {}",
+            c.figures(),
+            p.figures()
         ));
+        let d = measure_drain(args, &binary, &events[..n], &[])?;
+        say(&format!("round {round}: streamsink: drained {n} events at {}", d.figures(n)));
         if best.as_ref().is_none_or(|b| d.rate > b.rate) {
             best = Some(d);
         }
@@ -128,7 +143,7 @@ fn run(args: &Args) -> BenchResult<()> {
     // Every tenth event already committed: its entry is a redelivery (same id), as after a
     // crash between commit and acknowledgement, or a producer's retry.
     let committed: Vec<String> = events[..args.events].iter().step_by(10).cloned().collect();
-    let redelivered = measure_drain_over(args, &binary, &events[..args.events], &committed, &[])?;
+    let redelivered = measure_drain_over(args, &binary, &events[..args.events], &committed, &[], 1)?;
     say(&format!(
         "redeliveries: drained {} events, {} of them already committed, at {:.0} events/s",
         args.events,
@@ -136,17 +151,36 @@ fn run(args: &Args) -> BenchResult<()> {
         redelivered.rate
     ));
 
+    // Scaling out: 1, 2, … processes in one group, each with the default settings.
+    let mut scale = Vec::new();
+    for processes in 1..=args.processes.max(1) {
+        let d = measure_drain_over(args, &binary, &events[..args.events], &[], &[], processes)?;
+        say(&format!(
+            "scale: {processes} process(es) drained {} events at {} in total",
+            args.events,
+            d.figures(args.events)
+        ));
+        scale.push(format!("scale_{processes}={:.0}", d.rate));
+    }
+
+    if args.alternatives {
+        weigh_alternatives(args, &binary, &events[..args.events])?;
+    }
+
     // The per-event hook exists only in a `test-hooks` build (scripts/bench.sh builds one).
     let naive_env =
         [("STREAMSINK_TEST_HOOKS", "per-event"), ("STREAMSINK_BATCH", "10"), ("STREAMSINK_WORKERS", "1")];
     let naive = measure_drain(args, &binary, &events[..args.naive_events], &naive_env)?;
     say(&format!("naive: drained {} events at {:.0} events/s", args.naive_events, naive.rate));
 
-    let lat = measure_latency(args, &binary)?;
-    say(&format!(
-        "latency at {}/s for {}s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} events)",
-        args.latency_rate, args.latency_seconds, lat.p50, lat.p99, lat.max, lat.count
-    ));
+    let lat = measure_latency(args, &binary, args.latency_rate)?;
+    let high = measure_latency(args, &binary, args.latency_high_rate)?;
+    for (rate, l) in [(args.latency_rate, &lat), (args.latency_high_rate, &high)] {
+        say(&format!(
+            "latency at {rate}/s for {}s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} events)",
+            args.latency_seconds, l.p50, l.p99, l.max, l.count
+        ));
+    }
 
     let (rss, rss_large) = if args.rss {
         let many = generate(args.rss_events, 0xb16);
@@ -171,19 +205,73 @@ fn run(args: &Args) -> BenchResult<()> {
         (format!("skipped(peak {:.1} at {} events)", drain.peak_rss_mb, args.events), "skipped".to_string())
     };
 
+    let (ceiling, parallel, ceiling_pk, parallel_pk) = (ceiling.0, parallel.0, ceiling_pk.0, parallel_pk.0);
     println!(
-        "bench: streamsink={:.0} ceiling={:.0} naive={:.0} ratio_ceiling={:.2} ratio_naive={:.1} p50_ms={:.1} p99_ms={:.1} rss_mb={rss} \
-         rss_large_mb={rss_large} ceiling_parallel={parallel:.0} ratio_parallel={:.2} redelivered={:.0}",
+        "bench: streamsink={:.0} ceiling={ceiling:.0} naive={:.0} ratio_ceiling={:.2} ratio_naive={:.1} p50_ms={:.1} \
+         p99_ms={:.1} rss_mb={rss} rss_large_mb={rss_large} ceiling_parallel={parallel:.0} ratio_parallel={:.2} \
+         redelivered={:.0} p99_high_ms={:.1} ceiling_pk={ceiling_pk:.0} ceiling_parallel_pk={parallel_pk:.0} {}",
         drain.rate,
-        ceiling,
         naive.rate,
         drain.rate / ceiling,
         drain.rate / naive.rate,
         lat.p50,
         lat.p99,
         drain.rate / parallel,
-        redelivered.rate
+        redelivered.rate,
+        high.p99,
+        scale.join(" ")
     );
+    Ok(())
+}
+
+/// The best (highest) rate of a ceiling's rounds.
+#[derive(Default)]
+struct Best(f64);
+
+impl Best {
+    /// Keeps `c`'s rate if it is the best so far; returns `c`.
+    fn keep(&mut self, c: Ceiling) -> Ceiling {
+        self.0 = self.0.max(c.rate);
+        c
+    }
+}
+
+/// Prints, beside the parallel COPY ceiling, what the other ways into `events` achieve from
+/// the same 4 clients, and drains with fewer worker threads writing bigger batches: the
+/// figures that chose the COPY fast path and the default workers and batch (BENCHMARKS.md).
+fn weigh_alternatives(args: &Args, binary: &str, events: &[String]) -> BenchResult<()> {
+    for (write, name) in [
+        (Write::Copy, "COPY"),
+        (Write::Insert, "INSERT … ON CONFLICT"),
+        (Write::StagedCopy, "COPY into a temporary table + INSERT … SELECT … ON CONFLICT"),
+    ] {
+        let r = measure_parallel(args, events, Table::Full, write)?;
+        say(&format!(
+            "alternatives: {name}: {} rows, {PARALLEL_BATCH} per transaction from {PARALLEL_CLIENTS} clients, \
+             at {}",
+            events.len(),
+            r.figures()
+        ));
+    }
+    for (workers, batch) in
+        [("4", "1000"), ("2", "1000"), ("1", "5000"), ("2", "2500"), ("4", "2500"), ("3", "2000")]
+    {
+        let env = [("STREAMSINK_WORKERS", workers), ("STREAMSINK_BATCH", batch)];
+        let d = measure_drain(args, binary, events, &env)?;
+        say(&format!(
+            "alternatives: {workers} worker thread(s), batches of {batch}: drained {} events at {}",
+            events.len(),
+            d.figures(events.len())
+        ));
+    }
+    // The ceilings' clients speak clear text; the worker takes TLS where the server offers it
+    // (libpq's `prefer`, its default). What that costs here:
+    let d = measure_drain(args, binary, events, &[("STREAMSINK_PG_TLS", "off")])?;
+    say(&format!(
+        "alternatives: defaults, PostgreSQL in clear text: drained {} events at {}",
+        events.len(),
+        d.figures(events.len())
+    ));
     Ok(())
 }
 
@@ -401,17 +489,54 @@ fn copy_rows(tx: &mut postgres::Transaction<'_>, rows: &[Event]) -> BenchResult<
     Ok(copy_events(tx, "bench", rows)?)
 }
 
-/// Rows per second of one binary COPY of the same events into a fresh, identical `events`.
-fn measure_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> {
+/// The table a ceiling writes into: the migrated `events`, or the same with only its primary
+/// key (what its two secondary indexes cost).
+#[derive(Clone, Copy)]
+enum Table {
+    Full,
+    KeyOnly,
+}
+
+/// A fresh database with the migrated schema, `table` made as asked.
+fn scratch_schema(args: &Args, table: Table) -> BenchResult<ScratchDb> {
     let db = ScratchDb::create(&args.database_url)?;
     let mut client = db.client()?;
     migrate::migrate(&mut client)?;
+    if let Table::KeyOnly = table {
+        client.batch_execute("DROP INDEX events_type_occurred_at_idx, events_session_idx")?;
+    }
+    Ok(db)
+}
+
+/// Rows per second of one binary COPY of the same events into a fresh `table`.
+fn measure_ceiling(args: &Args, events: &[String], table: Table) -> BenchResult<Ceiling> {
+    let db = scratch_schema(args, table)?;
+    let mut client = db.client()?;
     let parsed = parse_all(events)?;
+    let servers = ServerCpu::now();
     let started = Instant::now();
     let mut tx = client.transaction()?;
     copy_rows(&mut tx, &parsed)?;
     tx.commit()?;
-    Ok(events.len() as f64 / started.elapsed().as_secs_f64())
+    Ok(Ceiling::of(events.len(), started, &servers))
+}
+
+/// Rows per second of a ceiling, and PostgreSQL's CPU seconds per row meanwhile.
+struct Ceiling {
+    rate: f64,
+    postgres_us_per_row: f64,
+}
+
+impl Ceiling {
+    fn figures(&self) -> String {
+        format!("{:.0} rows/s; PostgreSQL used {:.1} us CPU/row", self.rate, self.postgres_us_per_row)
+    }
+
+    /// The figures of `rows` written since `started` (read while the connections are open).
+    fn of(rows: usize, started: Instant, servers: &ServerCpu) -> Ceiling {
+        let rate = rows as f64 / started.elapsed().as_secs_f64();
+        Ceiling { rate, postgres_us_per_row: servers.since().0 * 1e6 / rows.max(1) as f64 }
+    }
 }
 
 /// Clients of the parallel ceiling, and rows per COPY (one transaction each): what streamsink's
@@ -419,15 +544,38 @@ fn measure_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> {
 const PARALLEL_CLIENTS: usize = 4;
 const PARALLEL_BATCH: usize = 1000;
 
-/// Rows per second of binary COPYs of 1000 rows, each in its own transaction, from 4 clients at
-/// once into a fresh, identical `events`: the second ceiling (one client does not reach
-/// PostgreSQL's limit on this machine).
-fn measure_parallel_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> {
-    let db = ScratchDb::create(&args.database_url)?;
-    migrate::migrate(&mut db.client()?)?;
+/// How a client of [`measure_parallel`] writes one transaction's rows.
+#[derive(Clone, Copy)]
+enum Write {
+    /// Binary COPY into `events`: the fast path.
+    Copy,
+    /// The worker's `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`.
+    Insert,
+    /// Binary COPY into a temporary table, then `INSERT … SELECT … ON CONFLICT DO NOTHING`
+    /// from it: duplicates cost nothing extra, every row is written twice.
+    StagedCopy,
+}
+
+/// The staging table of [`Write::StagedCopy`]: a temporary `events` shadows the real one in this
+/// session (pg_temp is searched first), so `copy_events` fills it unchanged.
+const STAGING: &str =
+    "CREATE TEMP TABLE events (LIKE public.events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS";
+const FROM_STAGING: &str = "INSERT INTO public.events SELECT * FROM pg_temp.events ORDER BY id COLLATE \"C\" ON CONFLICT (id) DO NOTHING";
+
+/// Rows per second of 1000-row transactions from 4 clients at once into a fresh `table`, each
+/// written as `write` says. With [`Write::Copy`] into the full table, the second ceiling (one
+/// client does not reach PostgreSQL's limit on this machine).
+fn measure_parallel(args: &Args, events: &[String], table: Table, write: Write) -> BenchResult<Ceiling> {
+    let db = scratch_schema(args, table)?;
     let parsed = parse_all(events)?;
     let mut clients = (0..PARALLEL_CLIENTS).map(|_| db.client()).collect::<BenchResult<Vec<_>>>()?;
+    if let Write::StagedCopy = write {
+        for client in &mut clients {
+            client.batch_execute(STAGING)?;
+        }
+    }
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let servers = ServerCpu::now();
     let started = Instant::now();
     std::thread::scope(|scope| -> BenchResult<()> {
         let handles: Vec<_> = clients
@@ -435,6 +583,7 @@ fn measure_parallel_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> 
             .map(|client| {
                 let (next, parsed) = (&next, &parsed);
                 scope.spawn(move || -> Result<(), String> {
+                    let mut cache = StatementCache::default();
                     loop {
                         let start = next.fetch_add(PARALLEL_BATCH, std::sync::atomic::Ordering::Relaxed);
                         if start >= parsed.len() {
@@ -442,18 +591,33 @@ fn measure_parallel_ceiling(args: &Args, events: &[String]) -> BenchResult<f64> 
                         }
                         let rows = &parsed[start..(start + PARALLEL_BATCH).min(parsed.len())];
                         let mut tx = client.transaction().map_err(|e| e.to_string())?;
-                        copy_rows(&mut tx, rows).map_err(|e| e.to_string())?;
+                        match write {
+                            Write::Copy => copy_rows(&mut tx, rows).map_err(|e| e.to_string())?,
+                            Write::Insert => {
+                                insert_events(&mut tx, &mut cache, "bench", rows, &[])
+                                    .map_err(|e| e.to_string())?;
+                            }
+                            Write::StagedCopy => {
+                                copy_rows(&mut tx, rows).map_err(|e| e.to_string())?;
+                                tx.execute(FROM_STAGING, &[]).map_err(|e| e.to_string())?;
+                            }
+                        }
                         tx.commit().map_err(|e| e.to_string())?;
                     }
                 })
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| "a COPY client panicked")??;
+            h.join().map_err(|_| "a client panicked")??;
         }
         Ok(())
     })?;
-    Ok(events.len() as f64 / started.elapsed().as_secs_f64())
+    let ceiling = Ceiling::of(events.len(), started, &servers);
+    let rows: i64 = db.client()?.query_one("SELECT count(*) FROM events", &[])?.get(0);
+    if rows != events.len() as i64 {
+        return Err(format!("{rows} rows for {} events", events.len()).into());
+    }
+    Ok(ceiling)
 }
 
 // --- drain --------------------------------------------------------------------------------
@@ -463,7 +627,24 @@ struct Drain {
     peak_rss_mb: f64,
     /// CPU time (user + system) the worker used for the drain, seconds.
     cpu_seconds: f64,
+    /// CPU seconds PostgreSQL's and Redis's local processes used meanwhile.
+    server_cpu: (f64, f64),
     wall_seconds: f64,
+}
+
+impl Drain {
+    /// The rate and where the CPU went, for `n` events.
+    fn figures(&self, n: usize) -> String {
+        let per = |seconds: f64| seconds * 1e6 / n.max(1) as f64;
+        format!(
+            "{:.0} events/s in {:.2} s; CPU per event: streamsink {:.1} us, PostgreSQL {:.1} us, Redis {:.1} us",
+            self.rate,
+            self.wall_seconds,
+            per(self.cpu_seconds),
+            per(self.server_cpu.0),
+            per(self.server_cpu.1)
+        )
+    }
 }
 
 /// The worker under test; stopped (SIGTERM, then waited for) however the measurement ends.
@@ -531,6 +712,42 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// CPU ticks so far of every local `postgres` and `redis-server` process, by pid: the servers'
+/// share of a measurement when they run on this host (nothing is found when they do not).
+struct ServerCpu(HashMap<u32, (bool, u64)>);
+
+impl ServerCpu {
+    fn now() -> ServerCpu {
+        let mut by_pid = HashMap::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+            let postgres = match &stat[open + 1..close] {
+                "postgres" => true,
+                "redis-server" => false,
+                _ => continue,
+            };
+            let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            by_pid.insert(pid, (postgres, ticks(11) + ticks(12)));
+        }
+        ServerCpu(by_pid)
+    }
+
+    /// CPU seconds (PostgreSQL, Redis) used since `self` by the processes alive now (a backend
+    /// that has exited took its figure with it: read this before closing connections).
+    fn since(&self) -> (f64, f64) {
+        let mut used = (0, 0);
+        for (pid, (postgres, ticks)) in ServerCpu::now().0 {
+            let before = self.0.get(&pid).map_or(0, |b| b.1);
+            let delta = ticks.saturating_sub(before);
+            if postgres { used.0 += delta } else { used.1 += delta }
+        }
+        (used.0 as f64 / 100.0, used.1 as f64 / 100.0)
+    }
+}
+
 fn peak_rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -540,22 +757,24 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
 /// Publishes `events` to a fresh stream, then times the binary from process start until every
 /// entry is delivered and acknowledged (acknowledgement follows commit), and checks the rows.
 fn measure_drain(args: &Args, binary: &str, events: &[String], env: &[(&str, &str)]) -> BenchResult<Drain> {
-    measure_drain_over(args, binary, events, &[], env)
+    measure_drain_over(args, binary, events, &[], env, 1)
 }
 
-/// [`measure_drain`] into a database already holding `committed` (migrated and copied in
-/// before the worker starts): their entries are redeliveries of committed events.
+/// [`measure_drain`] by `processes` workers in one group, into a migrated database already
+/// holding `committed` (copied in before the workers start): their entries are
+/// redeliveries of committed events. CPU is the workers' sum, peak RSS the largest.
 fn measure_drain_over(
     args: &Args,
     binary: &str,
     events: &[String],
     committed: &[String],
     env: &[(&str, &str)],
+    processes: usize,
 ) -> BenchResult<Drain> {
-    let db = ScratchDb::create(&args.database_url)?;
+    // Migrated beforehand, as the ceilings' table is: the time is the drain's, not the schema's.
+    let db = scratch_schema(args, Table::Full)?;
     if !committed.is_empty() {
         let mut client = db.client()?;
-        migrate::migrate(&mut client)?;
         let mut tx = client.transaction()?;
         copy_rows(&mut tx, &parse_all(committed)?)?;
         tx.commit()?;
@@ -563,20 +782,23 @@ fn measure_drain_over(
     let stream = ScratchStream::new(&args.redis_url);
     stream.publish(events)?;
     let mut con = stream.con()?;
+    let servers = ServerCpu::now();
     let started = Instant::now();
-    let mut child = spawn_worker(args, binary, &db, &stream, env)?;
-    let pid = child.id();
+    let mut children = (0..processes.max(1))
+        .map(|_| spawn_worker(args, binary, &db, &stream, env))
+        .collect::<BenchResult<Vec<_>>>()?;
+    let pids: Vec<u32> = children.iter().map(Worker::id).collect();
     let mut peak_kb = 0;
     let deadline = started + Duration::from_secs(1800);
     let elapsed = loop {
-        if let Some(kb) = peak_rss_kb(pid) {
-            peak_kb = peak_kb.max(kb);
-        }
+        peak_kb = pids.iter().filter_map(|&pid| peak_rss_kb(pid)).fold(peak_kb, u64::max);
         if let Some((0, Some(0))) = group_state(&mut con, &stream.name) {
             break started.elapsed();
         }
-        if let Some(status) = child.try_wait()? {
-            return Err(format!("streamsink exited early ({status})").into());
+        for child in &mut children {
+            if let Some(status) = child.try_wait()? {
+                return Err(format!("streamsink exited early ({status})").into());
+            }
         }
         if Instant::now() > deadline {
             return Err("the drain did not finish within 30 minutes".into());
@@ -584,11 +806,10 @@ fn measure_drain_over(
         std::thread::sleep(Duration::from_millis(5));
     };
     // VmHWM is a high-water mark: this last reading covers everything up to the final ack.
-    if let Some(kb) = peak_rss_kb(pid) {
-        peak_kb = peak_kb.max(kb);
-    }
-    let cpu = cpu_seconds(pid).unwrap_or(0.0);
-    drop(child);
+    peak_kb = pids.iter().filter_map(|&pid| peak_rss_kb(pid)).fold(peak_kb, u64::max);
+    let cpu = pids.iter().filter_map(|&pid| cpu_seconds(pid)).sum();
+    let server_cpu = servers.since();
+    drop(children);
     let rows: i64 = db.client()?.query_one("SELECT count(*) FROM events", &[])?.get(0);
     if rows != events.len() as i64 {
         return Err(format!("{rows} rows for {} events", events.len()).into());
@@ -597,6 +818,7 @@ fn measure_drain_over(
         rate: events.len() as f64 / elapsed.as_secs_f64(),
         peak_rss_mb: peak_kb as f64 / 1024.0,
         cpu_seconds: cpu,
+        server_cpu,
         wall_seconds: elapsed.as_secs_f64(),
     })
 }
@@ -616,10 +838,10 @@ struct Latency {
     count: usize,
 }
 
-/// Offers `latency_rate` events/s for `latency_seconds` to a running worker; each event's
+/// Offers `rate` events/s for `latency_seconds` to a running worker; each event's
 /// delay runs from just before its XADD to the moment its commit is observed (a NOTIFY from
 /// a row trigger, which Postgres delivers only at commit).
-fn measure_latency(args: &Args, binary: &str) -> BenchResult<Latency> {
+fn measure_latency(args: &Args, binary: &str, rate: u64) -> BenchResult<Latency> {
     let db = ScratchDb::create(&args.database_url)?;
     let stream = ScratchStream::new(&args.redis_url);
     let mut con = stream.con()?;
@@ -643,7 +865,7 @@ fn measure_latency(args: &Args, binary: &str) -> BenchResult<Latency> {
              $$ BEGIN PERFORM pg_notify('streamsink_bench', NEW.stream_entry_id); RETURN NULL; END $$;
          CREATE TRIGGER bench_notify AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION bench_notify();",
     )?;
-    let total = (args.latency_rate * args.latency_seconds) as usize;
+    let total = (rate * args.latency_seconds) as usize;
     let (tx, rx) = mpsc::channel::<(String, Instant)>();
     let mut listener = db.client()?;
     listener.batch_execute("LISTEN streamsink_bench")?;
@@ -664,7 +886,7 @@ fn measure_latency(args: &Args, binary: &str) -> BenchResult<Latency> {
 
     let events = generate(total, 0x1a7);
     let mut sent: HashMap<String, Instant> = HashMap::with_capacity(total);
-    let interval = Duration::from_secs_f64(1.0 / args.latency_rate as f64);
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let t0 = Instant::now();
     for (i, ev) in events.iter().enumerate() {
         let due = t0 + interval * i as u32;

@@ -119,7 +119,7 @@ WHERE e.type <> u.type OR e.occurred_at <> u.occurred_at OR e.data <> u.data";
 
 /// What one insert did.
 #[derive(Debug, Default)]
-pub(crate) struct Inserted {
+pub struct Inserted {
     /// Rows that were new (the rest were already present: redeliveries or repeats).
     pub count: u64,
     /// Ids of the new rows whose type is in `handled_types`: the events handlers must see.
@@ -143,8 +143,9 @@ impl Inserted {
 
 /// Inserts `events` of `stream` in one statement. An id already present (a redelivery) changes
 /// nothing; an id repeated within `events` is inserted once. Only the new ids of
-/// `handled_types` come back as text: the others are counted, not transferred.
-pub(crate) fn insert_events(
+/// `handled_types` come back as text: the others are counted, not transferred. Public for the
+/// benchmark, which weighs it against [`copy_events`].
+pub fn insert_events(
     tx: &mut Transaction<'_>,
     cache: &mut StatementCache,
     stream: &str,

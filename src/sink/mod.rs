@@ -14,7 +14,7 @@ pub mod migrate;
 pub mod pool;
 mod statements;
 
-pub use insert::{RawJson, copy_events};
+pub use insert::{Inserted, RawJson, copy_events, insert_events};
 pub use statements::StatementCache;
 
 use crate::secret::SecretUrl;
