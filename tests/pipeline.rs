@@ -404,3 +404,63 @@ fn session_ids_merge_the_same_way_in_either_order() {
     assert_eq!(in_order[6], "1500");
     assert_eq!(sessions_row_after(&[end, start]), in_order);
 }
+
+/// A handler that records every event it is given, so a test can count the calls per event.
+struct Records;
+
+impl Handler for Records {
+    fn handle(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        _: &mut streamsink::sink::StatementCache,
+        events: &[&streamsink::event::Event],
+    ) -> Result<(), HandlerError> {
+        for e in events {
+            tx.execute("INSERT INTO seen (event_id) VALUES ($1)", &[&e.id])?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_batch_mixing_stored_repeated_and_new_ids_writes_and_handles_each_new_event_once() {
+    // The batch's COPY meets stored ids: it is redone with its ids looked up and only the new
+    // ones copied; the batch after it takes the same way.
+    let (db, stream) = (TestDb::create(), TestStream::new());
+    db.client().batch_execute("CREATE TABLE seen (event_id text)").unwrap();
+    let registry = || {
+        let mut registry = Registry::builtin();
+        registry.register("counted", Arc::new(Records));
+        registry
+    };
+    let event = |id: &str, n: i32| json!({"id": id, "type": "counted", "timestamp": "2026-01-01T00:00:00Z", "data": {"n": n}});
+    let mut r = redis();
+    let running = Running::start_with(settings(&db, &stream), registry());
+    for id in ["old-1", "old-2", "old-3"] {
+        publish_event(&mut r, &stream.name, event(id, 1));
+    }
+    running.wait_processed(3);
+    running.stop();
+
+    // Published while no worker runs, so they are read as one batch.
+    for (id, n) in [("old-2", 1), ("new-1", 1), ("new-1", 1), ("old-3", 2), ("new-2", 1)] {
+        publish_event(&mut r, &stream.name, event(id, n));
+    }
+    let running = Running::start_with(settings(&db, &stream), registry());
+    running.wait_processed(5);
+    publish_event(&mut r, &stream.name, event("new-3", 1));
+    running.wait_processed(6);
+
+    assert_eq!(db.count("SELECT count(*) FROM events"), 6);
+    assert_eq!(db.count("SELECT count(*) FROM seen"), 6, "each new event handled once");
+    assert_eq!(db.count("SELECT count(DISTINCT event_id) FROM seen"), 6);
+    let stored: serde_json::Value =
+        db.client().query_one("SELECT data FROM events WHERE id = 'old-3'", &[]).unwrap().get(0);
+    assert_eq!(stored, json!({"n": 1}), "a stored event is never overwritten");
+    let dead = entries(&mut r, &stream.dlq());
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].1["dlq_reason"], "id reused with different content");
+    assert_eq!(pending(&mut r, &stream.name, GROUP), 0);
+    let done = running.stop();
+    assert_eq!((done.inserted, done.duplicates, done.reused_ids), (3, 2, 1));
+}

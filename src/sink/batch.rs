@@ -1,6 +1,7 @@
-//! One batch in one transaction: the set-based insert (a binary COPY, or INSERT … ON CONFLICT
-//! when the batch holds a redelivery), then each handler once on the batch's new events under a
-//! savepoint, then COMMIT.
+//! One batch in one transaction: the set-based insert (a binary COPY; when the batch holds a
+//! redelivery, a lookup of its ids and a COPY of the new ones; INSERT … ON CONFLICT should
+//! another writer store one of them meanwhile), then each handler once on the batch's new
+//! events under a savepoint, then COMMIT.
 //!
 //! Invariants: handlers see new events only (a redelivered event is a duplicate by primary key
 //! and runs nothing), each id once per batch; a handler's failure rolls back its own effect to
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use postgres::Transaction;
 
 use super::fault;
-use super::insert::{Inserted, copy_events, insert_events, is_duplicate, reused_ids};
+use super::insert::{Inserted, STORED_IDS, copy_events, copy_new, insert_events, is_duplicate, reused_ids};
 use super::pool::PooledClient;
 use super::statements::StatementCache;
 use crate::event::Event;
@@ -76,15 +77,15 @@ pub(crate) fn write(
     Ok(wrote)
 }
 
-/// Which insert a connection's next batch tries first. Redeliveries come in runs (a consumer's
-/// pending entries after a crash, a producer retrying a range), and a COPY that meets one is
-/// wasted work: after a batch held a duplicate, the next [`Path::AFTER_DUPLICATE`] batches on
-/// this connection go straight to `INSERT … ON CONFLICT`, and COPY is tried again once that
-/// many in a row held none.
+/// Whether a connection's next batch tries a blind COPY first. Redeliveries come in runs (a
+/// consumer's pending entries after a crash, a producer retrying a range), and a COPY that meets
+/// one is wasted work: after a batch held a duplicate, the next [`Path::AFTER_DUPLICATE`]
+/// batches on this connection look their ids up first (`copy_new`), and the blind COPY is tried
+/// again once that many in a row held none.
 #[derive(Debug, Default, Clone, Copy)]
 struct Path {
-    /// Batches still to write with `INSERT … ON CONFLICT` before trying COPY again.
-    insert_next: u32,
+    /// Batches still to write by lookup and COPY before trying the blind COPY again.
+    look_up_next: u32,
 }
 
 impl Path {
@@ -98,10 +99,15 @@ impl Path {
         r2d2::PooledConnection::extensions_mut(client).insert(self);
     }
 
+    /// True when the next batch should be copied without looking its ids up.
+    fn copy_all_next(self) -> bool {
+        self.look_up_next == 0
+    }
+
     /// Records what the batch just written held.
     fn wrote(&mut self, held_duplicates: bool) {
-        self.insert_next =
-            if held_duplicates { Path::AFTER_DUPLICATE } else { self.insert_next.saturating_sub(1) };
+        self.look_up_next =
+            if held_duplicates { Path::AFTER_DUPLICATE } else { self.look_up_next.saturating_sub(1) };
     }
 }
 
@@ -115,32 +121,43 @@ fn write_with(
 ) -> Result<Wrote, WriteError> {
     let handled_types = registry.types();
     let mut tx = client.transaction()?;
-    // COPY first; a batch holding a redelivery (rare) is redone with ON CONFLICT, from the
-    // start of a new transaction, since the failed COPY aborted this one.
-    let copied = if path.insert_next == 0 {
+    // COPY first. A batch holding a redelivery (rare) fails it, and is redone from the start of
+    // a new transaction (the failed COPY aborted this one): its ids looked up, the new ones
+    // copied; and should that COPY meet an id stored meanwhile, with ON CONFLICT.
+    let mut wrote: Option<(Inserted, Option<Vec<usize>>)> = None;
+    if path.copy_all_next() {
         match copy_events(&mut tx, stream, events) {
-            Ok(()) => true,
+            Ok(()) => wrote = Some((Inserted::all_new(events, &handled_types), Some(Vec::new()))),
             Err(e) if is_duplicate(&e) => {
                 tx.rollback()?;
                 tx = client.transaction()?;
-                false
             }
             Err(e) => return Err(e.into()),
         }
-    } else {
-        false
-    };
-    let inserted = if copied {
-        Inserted::all_new(events, &handled_types)
-    } else {
-        insert_events(&mut tx, statements, stream, events, &handled_types)?
+    }
+    if wrote.is_none() {
+        match copy_new(&mut tx, statements, stream, events, &handled_types)? {
+            Some(copied) => wrote = Some((copied.inserted, Some(copied.skipped))),
+            None => {
+                tx.rollback()?;
+                tx = client.transaction()?;
+            }
+        }
+    }
+    // `None` as the positions to check: every event may be an id reused with other content.
+    let (inserted, suspects) = match wrote {
+        Some(w) => w,
+        None => (insert_events(&mut tx, statements, stream, events, &handled_types)?, None),
     };
     path.wrote(inserted.count < events.len() as u64);
     let new_ids = inserted.to_handle;
-    let reused = if inserted.count < events.len() as u64 {
-        reused_ids(&mut tx, statements, events)?
-    } else {
-        Vec::new()
+    let reused = match suspects {
+        _ if inserted.count == events.len() as u64 => Vec::new(),
+        None => reused_ids(&mut tx, statements, &events.iter().collect::<Vec<_>>())?,
+        Some(positions) => {
+            let suspects: Vec<&Event> = positions.iter().map(|&i| &events[i]).collect();
+            reused_ids(&mut tx, statements, &suspects)?.into_iter().map(|p| positions[p]).collect()
+        }
     };
     let mut written = Written {
         inserted: inserted.count,
@@ -176,7 +193,7 @@ fn write_with(
 
 /// Which of `ids` are stored in `events`.
 pub(crate) fn stored_ids(client: &mut PooledClient, ids: &[&str]) -> Result<Vec<String>, postgres::Error> {
-    let rows = client.query("SELECT id FROM events WHERE id = ANY($1)", &[&ids])?;
+    let rows = client.query(STORED_IDS, &[&ids])?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
