@@ -425,8 +425,13 @@ impl Handler for Records {
 #[test]
 fn a_batch_mixing_stored_repeated_and_new_ids_writes_and_handles_each_new_event_once() {
     // The batch's COPY meets stored ids: it is redone with its ids looked up and only the new
-    // ones copied; the batch after it takes the same way.
+    // ones copied; with one worker (one connection), the batch after it is looked up first.
     let (db, stream) = (TestDb::create(), TestStream::new());
+    let settings = || {
+        let mut config = settings(&db, &stream);
+        config.worker.workers = 1;
+        config
+    };
     db.client().batch_execute("CREATE TABLE seen (event_id text)").unwrap();
     let registry = || {
         let mut registry = Registry::builtin();
@@ -435,7 +440,7 @@ fn a_batch_mixing_stored_repeated_and_new_ids_writes_and_handles_each_new_event_
     };
     let event = |id: &str, n: i32| json!({"id": id, "type": "counted", "timestamp": "2026-01-01T00:00:00Z", "data": {"n": n}});
     let mut r = redis();
-    let running = Running::start_with(settings(&db, &stream), registry());
+    let running = Running::start_with(settings(), registry());
     for id in ["old-1", "old-2", "old-3"] {
         publish_event(&mut r, &stream.name, event(id, 1));
     }
@@ -446,7 +451,7 @@ fn a_batch_mixing_stored_repeated_and_new_ids_writes_and_handles_each_new_event_
     for (id, n) in [("old-2", 1), ("new-1", 1), ("new-1", 1), ("old-3", 2), ("new-2", 1)] {
         publish_event(&mut r, &stream.name, event(id, n));
     }
-    let running = Running::start_with(settings(&db, &stream), registry());
+    let running = Running::start_with(settings(), registry());
     running.wait_processed(5);
     publish_event(&mut r, &stream.name, event("new-3", 1));
     running.wait_processed(6);
@@ -460,7 +465,68 @@ fn a_batch_mixing_stored_repeated_and_new_ids_writes_and_handles_each_new_event_
     let dead = entries(&mut r, &stream.dlq());
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].1["dlq_reason"], "id reused with different content");
+    assert!(dead[0].1["event"].contains("\"old-3\""), "the reused one is dead-lettered: {dead:?}");
     assert_eq!(pending(&mut r, &stream.name, GROUP), 0);
     let done = running.stop();
     assert_eq!((done.inserted, done.duplicates, done.reused_ids), (3, 2, 1));
+}
+
+#[test]
+fn an_id_another_writer_stores_while_the_batch_is_written_is_a_duplicate_and_not_handled() {
+    // Another session inserts `b-racing` and holds it uncommitted. The batch's COPY fails on the
+    // stored `a-stored` (it sorts first); its lookup cannot see `b-racing`, so the COPY of the
+    // new ids waits on that row; the other session commits, and that COPY fails too. The batch
+    // is then written with INSERT … ON CONFLICT (without that branch, the unique violation would
+    // split the batch into halves: the same outcome, more transactions). Either way `b-racing`
+    // is a duplicate and its handler does not run.
+    let (db, stream) = (TestDb::create(), TestStream::new());
+    let start = |id: &str, session: &str| {
+        json!({"id": id, "type": "session.start", "session_id": session,
+               "timestamp": "2026-01-01T00:00:00Z", "data": {}})
+    };
+    let mut r = redis();
+    let running = Running::start(settings(&db, &stream));
+    publish_event(&mut r, &stream.name, start("a-stored", "s-stored"));
+    running.wait_processed(1);
+    running.stop();
+
+    let mut other = db.client();
+    let mut racing = other.transaction().unwrap();
+    racing
+        .execute(
+            "INSERT INTO events (id, type, occurred_at, session_id, data, stream, stream_entry_id)
+             VALUES ('b-racing', 'session.start', '2026-01-01T00:00:00Z', 's-racing', '{}', 'elsewhere', '0-1')",
+            &[],
+        )
+        .unwrap();
+    for ev in [start("a-stored", "s-stored"), start("b-racing", "s-racing"), start("c-new", "s-new")] {
+        publish_event(&mut r, &stream.name, ev);
+    }
+    let running = Running::start(settings(&db, &stream));
+    let mut watcher = db.client();
+    wait_until(Duration::from_secs(20), "the batch's COPY waiting on the uncommitted row", || {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (waiting > 0).then_some(())
+    });
+    racing.commit().unwrap();
+    running.wait_processed(3);
+
+    assert_eq!(db.count("SELECT count(*) FROM events"), 3);
+    assert_eq!(db.count("SELECT count(*) FROM events WHERE id = 'b-racing' AND stream = 'elsewhere'"), 1);
+    assert_eq!(db.count("SELECT count(*) FROM sessions WHERE session_id = 's-new'"), 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM sessions WHERE session_id = 's-racing'"),
+        0,
+        "the other writer's event is not handled by this batch"
+    );
+    assert!(entries(&mut r, &stream.dlq()).is_empty());
+    assert_eq!(pending(&mut r, &stream.name, GROUP), 0);
+    let done = running.stop();
+    assert_eq!((done.inserted, done.duplicates, done.reused_ids), (1, 2, 0));
 }

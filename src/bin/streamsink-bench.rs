@@ -105,6 +105,10 @@ fn run(args: &Args) -> BenchResult<()> {
         Some(b) => b.clone(),
         None => std::env::current_exe()?.with_file_name("streamsink").to_string_lossy().into_owned(),
     };
+    let servers = SERVERS.get_or_init(|| Servers::find(args));
+    if servers.postmaster.is_none() || servers.redis.is_none() {
+        say(&format!("servers' CPU is measured only for local servers this user can read: {servers:?}"));
+    }
     let n = args.events.max(args.naive_events);
     let events = generate(n, 0x5eed);
     let bytes: usize = events.iter().map(String::len).sum();
@@ -524,18 +528,19 @@ fn measure_ceiling(args: &Args, events: &[String], table: Table) -> BenchResult<
 /// Rows per second of a ceiling, and PostgreSQL's CPU seconds per row meanwhile.
 struct Ceiling {
     rate: f64,
-    postgres_us_per_row: f64,
+    /// PostgreSQL's CPU per row, µs (`n/a` when it is not on this host).
+    postgres_us_per_row: String,
 }
 
 impl Ceiling {
     fn figures(&self) -> String {
-        format!("{:.0} rows/s; PostgreSQL used {:.1} us CPU/row", self.rate, self.postgres_us_per_row)
+        format!("{:.0} rows/s; PostgreSQL used {} us CPU/row", self.rate, self.postgres_us_per_row)
     }
 
     /// The figures of `rows` written since `started` (read while the connections are open).
     fn of(rows: usize, started: Instant, servers: &ServerCpu) -> Ceiling {
         let rate = rows as f64 / started.elapsed().as_secs_f64();
-        Ceiling { rate, postgres_us_per_row: servers.since().0 * 1e6 / rows.max(1) as f64 }
+        Ceiling { rate, postgres_us_per_row: per_item(servers.since().0, rows) }
     }
 }
 
@@ -628,21 +633,20 @@ struct Drain {
     /// CPU time (user + system) the worker used for the drain, seconds.
     cpu_seconds: f64,
     /// CPU seconds PostgreSQL's and Redis's local processes used meanwhile.
-    server_cpu: (f64, f64),
+    server_cpu: (Option<f64>, Option<f64>),
     wall_seconds: f64,
 }
 
 impl Drain {
     /// The rate and where the CPU went, for `n` events.
     fn figures(&self, n: usize) -> String {
-        let per = |seconds: f64| seconds * 1e6 / n.max(1) as f64;
         format!(
-            "{:.0} events/s in {:.2} s; CPU per event: streamsink {:.1} us, PostgreSQL {:.1} us, Redis {:.1} us",
+            "{:.0} events/s in {:.2} s; CPU per event: streamsink {} us, PostgreSQL {} us, Redis {} us",
             self.rate,
             self.wall_seconds,
-            per(self.cpu_seconds),
-            per(self.server_cpu.0),
-            per(self.server_cpu.1)
+            per_item(Some(self.cpu_seconds), n),
+            per_item(self.server_cpu.0, n),
+            per_item(self.server_cpu.1, n)
         )
     }
 }
@@ -705,47 +709,99 @@ fn group_state(con: &mut redis::Connection, stream: &str) -> Option<(i64, Option
 
 /// User + system CPU seconds of a process so far (`/proc/<pid>/stat`, in clock ticks of 10 ms).
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
+    Some(proc_stat(pid)?.ticks as f64 / 100.0)
 }
 
-/// CPU ticks so far of every local `postgres` and `redis-server` process, by pid: the servers'
-/// share of a measurement when they run on this host (nothing is found when they do not).
+/// The local processes of the servers under test, found once at start: the postmaster (the
+/// parent of a backend of ours) and Redis (its `process_id`). `None` for a server on another
+/// host, or one whose processes this user cannot read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Servers {
+    postmaster: Option<u32>,
+    redis: Option<u32>,
+}
+
+static SERVERS: std::sync::OnceLock<Servers> = std::sync::OnceLock::new();
+
+impl Servers {
+    fn find(args: &Args) -> Servers {
+        let postmaster = postgres::Client::connect(&args.database_url, NoTls)
+            .ok()
+            .and_then(|mut c| c.query_one("SELECT pg_backend_pid()", &[]).ok())
+            .and_then(|row| u32::try_from(row.get::<_, i32>(0)).ok())
+            .and_then(|backend| proc_stat(backend).map(|s| s.ppid));
+        let redis = redis::Client::open(args.redis_url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c))
+            .ok()
+            .and_then(|info| info.lines().find_map(|l| l.strip_prefix("process_id:")?.trim().parse().ok()));
+        // Our own connection is gone, so its pid may be reused: check what it names is a server.
+        let named =
+            |pid: Option<u32>, name: &str| pid.filter(|&p| proc_stat(p).is_some_and(|s| s.comm == name));
+        Servers { postmaster: named(postmaster, "postgres"), redis: named(redis, "redis-server") }
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` the bench reads.
+struct ProcStat {
+    comm: String,
+    ppid: u32,
+    /// User + system CPU, in clock ticks (10 ms).
+    ticks: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    Some(ProcStat {
+        comm: stat[open + 1..close].to_string(),
+        ppid: u32::try_from(field(1)?).ok()?,
+        ticks: field(11)? + field(12)?,
+    })
+}
+
+/// CPU ticks so far of the servers under test ([`Servers`]: the postmaster and its children,
+/// Redis and its children), by pid.
 struct ServerCpu(HashMap<u32, (bool, u64)>);
 
 impl ServerCpu {
     fn now() -> ServerCpu {
+        let servers = SERVERS.get().copied().unwrap_or_default();
         let mut by_pid = HashMap::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-            let postgres = match &stat[open + 1..close] {
-                "postgres" => true,
-                "redis-server" => false,
-                _ => continue,
-            };
-            let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-            by_pid.insert(pid, (postgres, ticks(11) + ticks(12)));
+            let Some(stat) = proc_stat(pid) else { continue };
+            let of = |server: Option<u32>| server.is_some_and(|s| s == pid || s == stat.ppid);
+            if of(servers.postmaster) {
+                by_pid.insert(pid, (true, stat.ticks));
+            } else if of(servers.redis) {
+                by_pid.insert(pid, (false, stat.ticks));
+            }
         }
         ServerCpu(by_pid)
     }
 
     /// CPU seconds (PostgreSQL, Redis) used since `self` by the processes alive now (a backend
-    /// that has exited took its figure with it: read this before closing connections).
-    fn since(&self) -> (f64, f64) {
+    /// that has exited took its figure with it: read this before closing connections); `None`
+    /// for a server not found on this host.
+    fn since(&self) -> (Option<f64>, Option<f64>) {
+        let servers = SERVERS.get().copied().unwrap_or_default();
         let mut used = (0, 0);
         for (pid, (postgres, ticks)) in ServerCpu::now().0 {
             let before = self.0.get(&pid).map_or(0, |b| b.1);
             let delta = ticks.saturating_sub(before);
             if postgres { used.0 += delta } else { used.1 += delta }
         }
-        (used.0 as f64 / 100.0, used.1 as f64 / 100.0)
+        let seconds = |found: Option<u32>, ticks: u64| found.map(|_| ticks as f64 / 100.0);
+        (seconds(servers.postmaster, used.0), seconds(servers.redis, used.1))
     }
+}
+
+/// Microseconds of CPU per item, or `n/a` for a server not on this host.
+fn per_item(seconds: Option<f64>, n: usize) -> String {
+    seconds.map_or("n/a".to_string(), |s| format!("{:.1}", s * 1e6 / n.max(1) as f64))
 }
 
 fn peak_rss_kb(pid: u32) -> Option<u64> {

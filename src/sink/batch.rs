@@ -71,9 +71,11 @@ pub(crate) fn write(
 ) -> Result<Wrote, WriteError> {
     let mut statements = StatementCache::take(client);
     let mut path = Path::take(client);
-    let wrote = write_with(client, &mut statements, &mut path, registry, stream, events)?;
-    statements.put_back(client); // only after success: an error may have left one stale
+    let wrote = write_with(client, &mut statements, &mut path, registry, stream, events);
+    // Kept whatever happened: the halves of a batch split after an error are still redeliveries.
     path.put_back(client);
+    let wrote = wrote?;
+    statements.put_back(client); // only after success: an error may have left one stale
     Ok(wrote)
 }
 

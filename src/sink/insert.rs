@@ -3,9 +3,10 @@
 //! ones; and one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING` should another writer
 //! store one of them between the two.
 //!
-//! Invariants: both run inside the caller's transaction, so the event rows and every handler's
-//! effect commit (or roll back) together; both take the rows' locks in one order, the ids'
-//! byte order (`COLLATE "C"`), so concurrent batches of either kind cannot deadlock.
+//! Invariants: all three writes run inside the caller's transaction, so the event rows and
+//! every handler's effect commit (or roll back) together; all three take the rows' locks in one
+//! order, the ids' byte order (`COLLATE "C"`), so concurrent batches of any kind cannot deadlock
+//! (the lookup takes no lock).
 
 use std::collections::HashSet;
 
@@ -165,8 +166,9 @@ pub(crate) fn copy_new(
     Ok(Some(CopiedNew { inserted, skipped }))
 }
 
-/// True when `e` is the unique violation [`copy_events`] meets on an id already present: the
-/// batch holds a duplicate, and goes through [`copy_new`] instead.
+/// True when `e` is a unique violation on an id already present. From [`copy_events`]: the
+/// batch holds a duplicate, and goes through [`copy_new`] instead. Inside [`copy_new`]: another
+/// writer stored one of the ids after the lookup, and the batch goes through [`insert_events`].
 pub(crate) fn is_duplicate(e: &postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
