@@ -239,7 +239,7 @@ pub struct GroupSettings {
 /// without asking for a consumer group.
 #[derive(Args, Debug, Clone)]
 pub struct StreamsSettings {
-    /// Comma-separated streams; one reader reads them all.
+    /// Comma-separated streams; one reader reads them all. `events:{0..15}` is the 16 shards events:{0} … events:{15} (streamsink publish --shards).
     #[arg(
         long = "streams",
         env = "STREAMSINK_STREAMS",
@@ -622,6 +622,9 @@ pub(crate) enum InvalidValue {
     Empty,
     #[error("'{0}' has an empty stream name")]
     EmptyStreamName(String),
+    /// A stream name with a `{A..B}` that is not a range of shards.
+    #[error("{0}")]
+    ShardRange(String),
     #[error("'{value}' is not a whole number from {min} to {max}")]
     NotACount { value: String, min: usize, max: usize },
     #[error("'{0}' is not a duration with a unit (like 250ms, 5s, 1m, 1h, 30d)")]
@@ -678,8 +681,10 @@ fn stream_list(value: &str) -> Result<StreamList, InvalidValue> {
         if name.is_empty() {
             return Err(InvalidValue::EmptyStreamName(value.to_string()));
         }
-        if !streams.iter().any(|s| s == name) {
-            streams.push(name.to_string());
+        for name in crate::broker::shard::expand(name).map_err(InvalidValue::ShardRange)? {
+            if !streams.contains(&name) {
+                streams.push(name);
+            }
         }
     }
     Ok(StreamList(streams))
@@ -837,7 +842,7 @@ mod tests {
 
     #[test]
     fn each_bad_value_is_refused_in_one_line_naming_the_setting_and_why() {
-        let cases: [(&str, &str, &str); 9] = [
+        let cases: [(&str, &str, &str); 10] = [
             (
                 "--redis-url",
                 "http://:hunter2@x",
@@ -848,6 +853,11 @@ mod tests {
             ("--workers", "0", "STREAMSINK_WORKERS (--workers): '0' is not a whole number from 1 to 256"),
             ("--batch", "many", "STREAMSINK_BATCH (--batch): 'many' is not a whole number"),
             ("--streams", "a,,b", "STREAMSINK_STREAMS (--streams): 'a,,b' has an empty stream name"),
+            (
+                "--streams",
+                "e:{3..1}",
+                "STREAMSINK_STREAMS (--streams): 'e:{3..1}': a shard range runs from a lower",
+            ),
             ("--group-start", "yesterday", "STREAMSINK_GROUP_START (--group-start): 'yesterday' is not 0, $"),
             (
                 "--stats-interval",
@@ -861,6 +871,12 @@ mod tests {
             assert!(line.starts_with(&format!("invalid setting {expected}")), "{flag} {value}: {line}");
             assert!(!line.contains('\n') && !line.contains("hunter2"), "{line}");
         }
+    }
+
+    #[test]
+    fn a_shard_range_in_the_stream_list_names_each_shard_once() {
+        let c = with(&["--streams", "orders, events:{0..2},events:{1}"]).unwrap();
+        assert_eq!(c.group.streams.0, ["orders", "events:{0}", "events:{1}", "events:{2}"]);
     }
 
     #[test]

@@ -179,3 +179,81 @@ fn redis_unreachable_is_one_line_and_exit_1() {
     assert_eq!((code, out.as_str(), err.lines().count()), (Some(1), "", 1), "{err}");
     assert!(err.contains("cannot connect to Redis") && !err.contains("secret-pw"), "{err}");
 }
+
+/// Deletes the shards `<name>:{0..n-1}` and their dead-letter streams when dropped.
+struct Shards<'a>(&'a TestStream, u32);
+
+impl Drop for Shards<'_> {
+    fn drop(&mut self) {
+        let mut r = redis();
+        for k in 0..self.1 {
+            let shard = format!("{}:{{{k}}}", self.0.name);
+            let _: redis::RedisResult<()> =
+                redis::cmd("DEL").arg(&shard).arg(format!("{shard}:dlq")).query(&mut r);
+        }
+    }
+}
+
+#[test]
+fn sharded_publishing_puts_each_event_on_the_shard_of_its_id_and_a_worker_reads_them_all() {
+    let (db, stream) = (TestDb::create(), TestStream::new());
+    let _shards = Shards(&stream, 4);
+    let url = redis_url();
+    // Each id's shard is Python's `zlib.crc32(id.encode()) % 4`; an event without an id goes by
+    // its text (`zlib.crc32(b'{"type":"t","n":9}') % 4` is 2).
+    let expected = [
+        ("order-1", 3),
+        ("order-2", 1),
+        ("order-3", 3),
+        ("order-4", 0),
+        ("order-5", 2),
+        ("order-6", 0),
+        ("order-7", 2),
+        ("order-8", 3),
+    ];
+    let mut input: String =
+        expected.iter().map(|(id, _)| format!("{}\n", json!({"id": id, "type": "t"}))).collect();
+    input.push_str("{\"type\":\"t\",\"n\":9}\n");
+    let (code, out, err) =
+        publish_cmd(&["--stream", &stream.name, "--shards", "4"], &env(&url), input.as_bytes());
+    assert_eq!((code, out.as_str()), (Some(0), "published=9 failed=0\n"), "{err}");
+
+    let mut r = redis();
+    let on_shard = |r: &mut redis::Connection, k: u32| -> Vec<Value> {
+        entries(r, &format!("{}:{{{k}}}", stream.name))
+            .iter()
+            .map(|(_, f)| serde_json::from_str(&f["event"]).expect("an envelope"))
+            .collect()
+    };
+    for (id, k) in expected {
+        assert!(on_shard(&mut r, k).iter().any(|e| e["id"] == id), "{id} on shard {k}");
+    }
+    assert!(on_shard(&mut r, 2).iter().any(|e| e["n"] == 9), "the event without id on shard 2");
+    let per_shard: usize = (0..4).map(|k| on_shard(&mut r, k).len()).sum();
+    assert_eq!(per_shard, 9, "each event on one shard only");
+    assert_eq!(entries(&mut r, &stream.name).len(), 0, "nothing on the unsharded name");
+
+    // Published again: every copy meets its first on the same shard, and is a duplicate there.
+    let (code, _, err) =
+        publish_cmd(&["--stream", &stream.name, "--shards", "4"], &env(&url), input.as_bytes());
+    assert_eq!(code, Some(0), "{err}");
+    let all = format!("{}:{{0..3}}", stream.name);
+    let running = Running::start(settings_at(&url, &db.url, &all));
+    running.wait_processed(18);
+    assert_eq!(db.count("SELECT count(*) FROM events"), 10, "8 ids, and the id-less event twice");
+    for k in 0..4 {
+        assert_eq!(pending(&mut r, &format!("{}:{{{k}}}", stream.name), "event-processors"), 0);
+    }
+    let done = running.stop();
+    assert_eq!((done.inserted, done.duplicates), (10, 8));
+}
+
+#[test]
+fn a_shard_count_out_of_range_is_refused_at_start() {
+    let stream = TestStream::new();
+    let url = redis_url();
+    let (code, out, err) = publish_cmd(&["--stream", &stream.name, "--shards", "0"], &env(&url), b"{}\n");
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("--shards"), "{err}");
+    assert_eq!(entries(&mut redis(), &stream.name).len(), 0);
+}

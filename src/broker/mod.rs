@@ -22,6 +22,7 @@ pub mod publish;
 pub mod range;
 pub(crate) mod read;
 mod reply;
+pub mod shard;
 pub mod trim;
 
 use std::sync::Arc;

@@ -4,8 +4,8 @@ use redis::Connection;
 
 use super::BrokerError;
 
-/// Where envelopes go: the stream, the field the worker reads them from, and an approximate
-/// cap on the stream's length.
+/// Where envelopes go: the stream (named in errors; each event names its own, a shard of it or
+/// itself), the field the worker reads them from, and an approximate cap on each stream's length.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
     pub stream: &'a str,
@@ -14,7 +14,7 @@ pub struct Target<'a> {
     pub maxlen: Option<u64>,
 }
 
-/// Sends `XADD <stream> [MAXLEN ~ N] * <field> <json>` for each of `events` in one pipeline
+/// Sends `XADD <stream> [MAXLEN ~ N] * <field> <json>` for each `(stream, json)` of `events` in one pipeline
 /// (one round trip), and returns one result per event, in order: its new entry id, or the
 /// error Redis answered to that XADD alone (the others still took effect), as Redis wrote it
 /// (`WRONGTYPE Operation against a key holding the wrong kind of value`).
@@ -24,13 +24,13 @@ pub struct Target<'a> {
 pub fn add_envelopes<'e>(
     con: &mut Connection,
     target: Target<'_>,
-    events: impl ExactSizeIterator<Item = &'e str>,
+    events: impl ExactSizeIterator<Item = (&'e str, &'e str)>,
 ) -> Result<Vec<Result<String, String>>, BrokerError> {
     const OP: &str = "XADD (pipelined)";
     let sent = events.len();
     let mut pipe = redis::pipe();
-    for json in events {
-        let cmd = pipe.cmd("XADD").arg(target.stream);
+    for (stream, json) in events {
+        let cmd = pipe.cmd("XADD").arg(stream);
         if let Some(n) = target.maxlen {
             cmd.arg("MAXLEN").arg("~").arg(n);
         }

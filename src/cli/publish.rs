@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use streamsink::broker::shard;
 use streamsink::config::{EventFieldSettings, RedisSettings};
 use streamsink::operate::{self, OperateError, publish};
 
@@ -24,6 +25,9 @@ pub struct PublishArgs {
     /// Keep the stream at about N entries (XADD MAXLEN ~ N); blind to consumer groups, so it can drop entries not yet delivered: prefer STREAMSINK_RETENTION or streamsink trim [default: no cap].
     #[arg(long, value_name = "N")]
     maxlen: Option<u64>,
+    /// Spread the events over N shards of STREAM: each to STREAM:{crc32(id) mod N} (zlib's crc32; the whole line for an event without id); read them with STREAMSINK_STREAMS=STREAM:{0..N-1}.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(shard::MAX_SHARDS)))]
+    shards: Option<u32>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -55,6 +59,7 @@ pub fn execute(args: PublishArgs) -> ExitCode {
         stream: args.stream,
         event_field: args.event_field.event_field,
         maxlen: args.maxlen,
+        shards: args.shards,
     };
     let report = publish::publish(&mut con, &mut input, &what, &options);
     super::print(&report, args.json);

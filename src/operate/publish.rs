@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::OperateError;
 use crate::broker::publish::{self, Target};
+use crate::broker::shard;
 
 /// Lines sent per pipeline (one round trip).
 pub const BATCH_LINES: usize = 1000;
@@ -35,6 +36,9 @@ pub struct Options {
     pub event_field: String,
     /// `MAXLEN ~ N` on every XADD.
     pub maxlen: Option<u64>,
+    /// Spread the events over this many shards of `stream` (`broker::shard`): each to
+    /// `<stream>:{crc32(id) mod N}`.
+    pub shards: Option<u32>,
 }
 
 /// A line that was not published, and why (not JSON, or Redis's error for its XADD).
@@ -61,6 +65,8 @@ pub enum Stopped {
 pub struct Published {
     /// The stream added to.
     pub stream: String,
+    /// Its shards, when the events were spread over them.
+    pub shards: Option<u32>,
     /// Lines Redis added to the stream.
     pub published: u64,
     /// Lines not published: not a JSON object, too long, or refused by Redis.
@@ -96,6 +102,7 @@ impl super::Report for Published {
         };
         json!({
             "stream": self.stream,
+            "shards": self.shards,
             "published": self.published,
             "failed": self.failed,
             "failures": self.failures.iter().map(|f| json!({ "line": f.line, "error": f.error })).collect::<Vec<_>>(),
@@ -134,8 +141,15 @@ impl fmt::Display for Published {
 /// Never fails as a whole: what went wrong is in the report.
 pub fn publish(con: &mut Connection, input: &mut dyn BufRead, what: &str, options: &Options) -> Published {
     let target = Target { stream: &options.stream, field: &options.event_field, maxlen: options.maxlen };
-    let mut report = Published { stream: options.stream.clone(), ..Published::default() };
-    let mut batch = Batch::default();
+    let mut report =
+        Published { stream: options.stream.clone(), shards: options.shards, ..Published::default() };
+    let mut batch = Batch {
+        streams: match options.shards {
+            Some(n) => (0..n).map(|k| shard::shard_name(&options.stream, k)).collect(),
+            None => vec![options.stream.clone()],
+        },
+        ..Batch::default()
+    };
     let mut buf = Vec::new();
     let mut line = 0u64;
     loop {
@@ -156,8 +170,9 @@ pub fn publish(con: &mut Connection, input: &mut dyn BufRead, what: &str, option
             Line::Text => match check(std::mem::take(&mut buf)) {
                 Ok(None) => {}
                 Ok(Some(json)) => {
+                    let to = options.shards.map_or(0, |n| shard::shard_of(&shard_key(&json), n) as usize);
                     batch.bytes += json.len();
-                    batch.lines.push((line, json));
+                    batch.lines.push((line, to, json));
                 }
                 Err(why) => report.fail(line, why),
             },
@@ -172,10 +187,12 @@ pub fn publish(con: &mut Connection, input: &mut dyn BufRead, what: &str, option
     report
 }
 
-/// Lines waiting for their pipeline, with their line numbers.
+/// Lines waiting for their pipeline: line number, index of their stream, text.
 #[derive(Default)]
 struct Batch {
-    lines: Vec<(u64, String)>,
+    /// The stream, or its shards in order.
+    streams: Vec<String>,
+    lines: Vec<(u64, usize, String)>,
     bytes: usize,
 }
 
@@ -186,13 +203,14 @@ impl Batch {
         if self.lines.is_empty() {
             return true;
         }
-        let events = self.lines.iter().map(|(_, json)| json.as_str());
+        let streams = &self.streams;
+        let events = self.lines.iter().map(|(_, to, json)| (streams[*to].as_str(), json.as_str()));
         let sent = publish::add_envelopes(con, target, events);
         let lines = std::mem::take(&mut self.lines);
         self.bytes = 0;
         match sent {
             Ok(results) => {
-                for ((line, _), result) in lines.into_iter().zip(results) {
+                for ((line, _, _), result) in lines.into_iter().zip(results) {
                     match result {
                         Ok(_) => report.published += 1,
                         Err(e) => report.fail(line, e),
@@ -276,6 +294,15 @@ fn check(line: Vec<u8>) -> Result<Option<String>, String> {
     Ok(Some(json))
 }
 
+/// What an event is sharded by: its id (a non-empty string), else its whole text.
+fn shard_key(json: &str) -> Vec<u8> {
+    serde_json::from_str::<std::collections::HashMap<String, &serde_json::value::RawValue>>(json)
+        .ok()
+        .and_then(|obj| serde_json::from_str::<String>(obj.get("id")?.get()).ok())
+        .filter(|id| !id.is_empty())
+        .map_or_else(|| json.as_bytes().to_vec(), String::into_bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +314,14 @@ mod tests {
         assert!(check(b"{oops".to_vec()).unwrap_err().starts_with("not JSON (key must be a string"));
         assert!(check(b"[1]".to_vec()).unwrap_err().starts_with("not a JSON object"));
         assert!(check(vec![b'"', 0xff, b'"']).unwrap_err().starts_with("not UTF-8"));
+    }
+
+    #[test]
+    fn an_event_is_sharded_by_its_id_else_by_its_text() {
+        assert_eq!(shard_key(r#"{"type":"a","id":"order-4"}"#), b"order-4");
+        assert_eq!(shard_key(r#"{"id":"o\u0072der-4"}"#), b"order-4", "as the worker decodes it");
+        assert_eq!(shard_key(r#"{"id":"","type":"a"}"#), br#"{"id":"","type":"a"}"#);
+        assert_eq!(shard_key(r#"{"id":7}"#), br#"{"id":7}"#);
     }
 
     #[test]
