@@ -688,3 +688,65 @@ pub fn deliver(
         .expect("XREADGROUP");
     reply.into_iter().flatten().flat_map(|(_, entries)| entries).map(|(id, _)| id).collect()
 }
+
+/// A private Redis Cluster (`scripts/redis-cluster.sh`): 3 masters, each with a replica, on six
+/// consecutive local ports of its own and their bus ports; stopped on drop.
+pub struct PrivateCluster {
+    pub ports: Vec<u16>,
+    pub dir: PathBuf,
+}
+
+impl PrivateCluster {
+    pub fn start() -> PrivateCluster {
+        let dir = std::env::temp_dir().join(unique("cluster"));
+        for _ in 0..20 {
+            let base = cluster_base_port();
+            let out = Command::new("bash")
+                .arg("scripts/redis-cluster.sh")
+                .arg("start")
+                .arg(&dir)
+                .arg(base.to_string())
+                .output()
+                .expect("run scripts/redis-cluster.sh");
+            if out.status.success() {
+                return PrivateCluster { ports: (base..base + 6).collect(), dir };
+            }
+            // Another process took a port between the check and the start: try elsewhere.
+            let _ = Command::new("bash").arg("scripts/redis-cluster.sh").arg("stop").arg(&dir).status();
+        }
+        panic!("no private cluster could be started (see {})", dir.display());
+    }
+
+    /// A plain connection to the node on `port`.
+    pub fn node(&self, port: u16) -> redis::Connection {
+        redis_at(&format!("redis://127.0.0.1:{port}"))
+    }
+
+    /// The pid of the node on `port` (from its pid file).
+    pub fn pid(&self, port: u16) -> u32 {
+        let text =
+            std::fs::read_to_string(self.dir.join(port.to_string()).join("redis.pid")).expect("pid file");
+        text.trim().parse().expect("a pid")
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg("scripts/redis-cluster.sh").arg("stop").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A base port B with B … B+5 and their cluster bus ports B+10000 … free just now, all below
+/// Linux's ephemeral range (32768 and up), where a client's port could take a bus port.
+fn cluster_base_port() -> u16 {
+    loop {
+        let base = 20_000 + (ulid::Ulid::generate().random() % 2_700) as u16;
+        let free = (base..base + 6)
+            .chain(base + 10_000..base + 10_006)
+            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+}
