@@ -114,6 +114,8 @@ fn run(args: &Args) -> BenchResult<()> {
     let bytes: usize = events.iter().map(String::len).sum();
     say(&format!("{} events, {} bytes each on average", events.len(), bytes / events.len().max(1)));
 
+    // Parsed once: the ceilings copy these, as the worker would have parsed them.
+    let rows = parse_all(&events[..args.events])?;
     let mut ceiling = Best::default();
     let mut parallel = Best::default();
     let mut ceiling_pk = Best::default();
@@ -121,16 +123,16 @@ fn run(args: &Args) -> BenchResult<()> {
     let mut best: Option<Drain> = None;
     for round in 1..=args.rounds.max(1) {
         let n = args.events;
-        let c = ceiling.keep(measure_ceiling(args, &events[..n], Table::Full)?);
+        let c = ceiling.keep(measure_ceiling(args, &rows, Table::Full)?);
         say(&format!("round {round}: ceiling: COPY {n} rows at {}", c.figures()));
-        let p = parallel.keep(measure_parallel(args, &events[..n], Table::Full, Write::Copy)?);
+        let p = parallel.keep(measure_parallel(args, &rows, Table::Full, Write::Copy)?);
         say(&format!(
             "round {round}: parallel ceiling: COPY {n} rows, {PARALLEL_BATCH} per transaction from \
              {PARALLEL_CLIENTS} clients, at {}",
             p.figures()
         ));
-        let c = ceiling_pk.keep(measure_ceiling(args, &events[..n], Table::KeyOnly)?);
-        let p = parallel_pk.keep(measure_parallel(args, &events[..n], Table::KeyOnly, Write::Copy)?);
+        let c = ceiling_pk.keep(measure_ceiling(args, &rows, Table::KeyOnly)?);
+        let p = parallel_pk.keep(measure_parallel(args, &rows, Table::KeyOnly, Write::Copy)?);
         say(&format!(
             "round {round}: the same into a table with only its primary key: {}; parallel {}",
             c.figures(),
@@ -168,7 +170,7 @@ fn run(args: &Args) -> BenchResult<()> {
     }
 
     if args.alternatives {
-        weigh_alternatives(args, &binary, &events[..args.events])?;
+        weigh_alternatives(args, &binary, &events[..args.events], &rows)?;
     }
 
     // The per-event hook exists only in a `test-hooks` build (scripts/bench.sh builds one).
@@ -243,13 +245,13 @@ impl Best {
 /// Prints, beside the parallel COPY ceiling, what the other ways into `events` achieve from
 /// the same 4 clients, and drains with fewer worker threads writing bigger batches: the
 /// figures that chose the COPY fast path and the default workers and batch (BENCHMARKS.md).
-fn weigh_alternatives(args: &Args, binary: &str, events: &[String]) -> BenchResult<()> {
+fn weigh_alternatives(args: &Args, binary: &str, events: &[String], rows: &[Event]) -> BenchResult<()> {
     for (write, name) in [
         (Write::Copy, "COPY"),
         (Write::Insert, "INSERT … ON CONFLICT"),
         (Write::StagedCopy, "COPY into a temporary table + INSERT … SELECT … ON CONFLICT"),
     ] {
-        let r = measure_parallel(args, events, Table::Full, write)?;
+        let r = measure_parallel(args, rows, Table::Full, write)?;
         say(&format!(
             "alternatives: {name}: {} rows, {PARALLEL_BATCH} per transaction from {PARALLEL_CLIENTS} clients, \
              at {}",
@@ -513,16 +515,15 @@ fn scratch_schema(args: &Args, table: Table) -> BenchResult<ScratchDb> {
 }
 
 /// Rows per second of one binary COPY of the same events into a fresh `table`.
-fn measure_ceiling(args: &Args, events: &[String], table: Table) -> BenchResult<Ceiling> {
+fn measure_ceiling(args: &Args, rows: &[Event], table: Table) -> BenchResult<Ceiling> {
     let db = scratch_schema(args, table)?;
     let mut client = db.client()?;
-    let parsed = parse_all(events)?;
     let servers = ServerCpu::now();
     let started = Instant::now();
     let mut tx = client.transaction()?;
-    copy_rows(&mut tx, &parsed)?;
+    copy_rows(&mut tx, rows)?;
     tx.commit()?;
-    Ok(Ceiling::of(events.len(), started, &servers))
+    Ok(Ceiling::of(rows.len(), started, &servers))
 }
 
 /// Rows per second of a ceiling, and PostgreSQL's CPU seconds per row meanwhile.
@@ -570,9 +571,8 @@ const FROM_STAGING: &str = "INSERT INTO public.events SELECT * FROM pg_temp.even
 /// Rows per second of 1000-row transactions from 4 clients at once into a fresh `table`, each
 /// written as `write` says. With [`Write::Copy`] into the full table, the second ceiling (one
 /// client does not reach PostgreSQL's limit on this machine).
-fn measure_parallel(args: &Args, events: &[String], table: Table, write: Write) -> BenchResult<Ceiling> {
+fn measure_parallel(args: &Args, parsed: &[Event], table: Table, write: Write) -> BenchResult<Ceiling> {
     let db = scratch_schema(args, table)?;
-    let parsed = parse_all(events)?;
     let mut clients = (0..PARALLEL_CLIENTS).map(|_| db.client()).collect::<BenchResult<Vec<_>>>()?;
     if let Write::StagedCopy = write {
         for client in &mut clients {
@@ -586,7 +586,7 @@ fn measure_parallel(args: &Args, events: &[String], table: Table, write: Write) 
         let handles: Vec<_> = clients
             .iter_mut()
             .map(|client| {
-                let (next, parsed) = (&next, &parsed);
+                let next = &next;
                 scope.spawn(move || -> Result<(), String> {
                     let mut cache = StatementCache::default();
                     loop {
@@ -617,10 +617,10 @@ fn measure_parallel(args: &Args, events: &[String], table: Table, write: Write) 
         }
         Ok(())
     })?;
-    let ceiling = Ceiling::of(events.len(), started, &servers);
+    let ceiling = Ceiling::of(parsed.len(), started, &servers);
     let rows: i64 = db.client()?.query_one("SELECT count(*) FROM events", &[])?.get(0);
-    if rows != events.len() as i64 {
-        return Err(format!("{rows} rows for {} events", events.len()).into());
+    if rows != parsed.len() as i64 {
+        return Err(format!("{rows} rows for {} events", parsed.len()).into());
     }
     Ok(ceiling)
 }

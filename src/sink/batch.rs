@@ -129,7 +129,7 @@ fn write_with(
     let mut wrote: Option<(Inserted, Option<Vec<usize>>)> = None;
     if path.copy_all_next() {
         match copy_events(&mut tx, stream, events) {
-            Ok(()) => wrote = Some((Inserted::all_new(events, &handled_types), Some(Vec::new()))),
+            Ok(()) => wrote = Some((Inserted::of_new(events.iter(), &handled_types), Some(Vec::new()))),
             Err(e) if is_duplicate(&e) => {
                 tx.rollback()?;
                 tx = client.transaction()?;

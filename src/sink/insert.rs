@@ -148,14 +148,7 @@ pub(crate) fn copy_new(
             skipped.push(i);
         }
     }
-    let inserted = Inserted {
-        count: fresh.len() as u64,
-        to_handle: fresh
-            .iter()
-            .filter(|e| handled_types.contains(&e.event_type.as_str()))
-            .map(|e| e.id.clone())
-            .collect(),
-    };
+    let inserted = Inserted::of_new(fresh.iter().copied(), handled_types);
     if !fresh.is_empty() {
         match copy_rows(tx, stream, fresh) {
             Ok(()) => {}
@@ -194,13 +187,15 @@ pub struct Inserted {
 }
 
 impl Inserted {
-    /// What a successful [`copy_events`] did: every event was new (a repeated id would have
-    /// failed it).
-    pub(crate) fn all_new(events: &[Event], handled_types: &[&str]) -> Inserted {
+    /// What a COPY of exactly the events `new` did: each became a row. For [`copy_events`] that
+    /// is the whole batch (a repeated id would have failed it), for [`copy_new`] its fresh ids.
+    pub(crate) fn of_new<'e>(
+        new: impl ExactSizeIterator<Item = &'e Event>,
+        handled_types: &[&str],
+    ) -> Inserted {
         Inserted {
-            count: events.len() as u64,
-            to_handle: events
-                .iter()
+            count: new.len() as u64,
+            to_handle: new
                 .filter(|e| handled_types.contains(&e.event_type.as_str()))
                 .map(|e| e.id.clone())
                 .collect(),
