@@ -76,6 +76,12 @@ impl RedisSettings {
         }
     }
 
+    /// True for a `redis+cluster://` URL: a stream's companion keys are named to share its
+    /// slot (`broker::keys`).
+    pub fn is_cluster(&self) -> bool {
+        self.redis_url.redis_cluster_nodes().is_some()
+    }
+
     /// What a failed connection's diagnosis needs to know (`tls::diagnose`).
     pub(crate) fn peer(&self) -> tls::Peer {
         tls::Peer::Redis {

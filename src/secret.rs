@@ -28,6 +28,9 @@ pub struct SecretUrl(Arc<Target>);
 #[derive(Clone)]
 enum Target {
     Redis(ConnectionInfo),
+    /// `redis+cluster://` / `rediss+cluster://`: the seed nodes, each with the same user,
+    /// password and TLS mode (the cluster client takes them from the first).
+    RedisCluster(Vec<ConnectionInfo>),
     Postgres(postgres::Config, SslMode),
 }
 
@@ -70,6 +73,12 @@ pub(crate) enum UrlError {
          percent-encoded"
     )]
     Redis { reason: String },
+    /// A cluster URL naming a database other than 0: a cluster has only database 0.
+    #[error("a Redis Cluster has only database 0: drop the /N after the hosts")]
+    ClusterDatabase,
+    /// A cluster URL without a host, or with an empty one between commas.
+    #[error("a redis+cluster:// URL lists its seed nodes as host:port,host:port (one is empty)")]
+    ClusterHosts,
     /// An '@' after a Redis URL's host: a password holding '/', '?' or '#' ended the host part
     /// early, so part of the password would be read as host, port or database.
     #[error("an '@' after the host: a password holding '/', '?' or '#' must be percent-encoded")]
@@ -95,24 +104,13 @@ fn at_prefix(target: Option<&str>) -> String {
 
 impl SecretUrl {
     /// Parses a Redis URL (`redis://`, `rediss://`, `unix://` and the other forms redis-rs
-    /// reads) into its connection info.
+    /// reads) into its connection info, or a cluster's (`redis+cluster://`, `rediss+cluster://`)
+    /// into its seed nodes'.
     pub(crate) fn redis(text: &str) -> Result<SecretUrl, UrlError> {
-        let scheme = scheme_of(text);
-        if !scheme.is_some_and(|s| REDIS_SCHEMES.contains(&s)) {
-            return Err(UrlError::WrongScheme { expected: "Redis", scheme: scheme.map(str::to_string) });
+        if let Some(single) = scheme_of(text).and_then(|s| s.strip_suffix("+cluster")) {
+            return redis_cluster(text, single).map(|nodes| SecretUrl(Arc::new(Target::RedisCluster(nodes))));
         }
-        let info = text
-            .into_connection_info()
-            .map_err(|e| UrlError::Redis { reason: e.to_string().replace(" - InvalidClientConfig", "") })?;
-        if matches!(info.addr(), ConnectionAddr::Tcp(..) | ConnectionAddr::TcpTls { .. })
-            && at_after_host(text)
-        {
-            return Err(UrlError::AtAfterHost);
-        }
-        if matches!(info.addr(), ConnectionAddr::TcpTls { insecure: true, .. }) {
-            return Err(UrlError::InsecureTls);
-        }
-        Ok(SecretUrl(Arc::new(Target::Redis(info))))
+        Ok(SecretUrl(Arc::new(Target::Redis(redis_node(text)?))))
     }
 
     /// Parses a PostgreSQL URL (`postgres://`, `postgresql://`) or libpq key=value string into
@@ -135,14 +133,28 @@ impl SecretUrl {
 
     /// True for a Redis URL over TLS (`rediss://`, `valkeys://`).
     pub(crate) fn is_redis_tls(&self) -> bool {
-        matches!(&*self.0, Target::Redis(info) if matches!(info.addr(), ConnectionAddr::TcpTls { .. }))
+        let tls = |info: &ConnectionInfo| matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+        match &*self.0 {
+            Target::Redis(info) => tls(info),
+            Target::RedisCluster(nodes) => nodes.iter().any(tls),
+            Target::Postgres(..) => false,
+        }
+    }
+
+    /// The seed nodes of a Redis Cluster URL, passwords included: for building a client only.
+    /// `None` for a single node or a PostgreSQL target.
+    pub(crate) fn redis_cluster_nodes(&self) -> Option<&[ConnectionInfo]> {
+        match &*self.0 {
+            Target::RedisCluster(nodes) => Some(nodes),
+            _ => None,
+        }
     }
 
     /// A PostgreSQL URL's sslmode (`Prefer` when it names none, as libpq); `None` for Redis.
     pub(crate) fn postgres_sslmode(&self) -> Option<SslMode> {
         match &*self.0 {
             Target::Postgres(_, mode) => Some(*mode),
-            Target::Redis(_) => None,
+            Target::Redis(_) | Target::RedisCluster(_) => None,
         }
     }
 
@@ -151,7 +163,7 @@ impl SecretUrl {
     pub(crate) fn redis_connection_info(&self) -> Option<&ConnectionInfo> {
         match &*self.0 {
             Target::Redis(info) => Some(info),
-            Target::Postgres(..) => None,
+            Target::RedisCluster(_) | Target::Postgres(..) => None,
         }
     }
 
@@ -160,7 +172,7 @@ impl SecretUrl {
     pub(crate) fn postgres_config(&self) -> Option<&postgres::Config> {
         match &*self.0 {
             Target::Postgres(config, _) => Some(config),
-            Target::Redis(_) => None,
+            Target::Redis(_) | Target::RedisCluster(_) => None,
         }
     }
 }
@@ -232,6 +244,52 @@ fn verify_sslmode_as_require(text: &str) -> Option<(String, SslMode)> {
     mode.map(|m| (out, m))
 }
 
+/// One Redis node's URL (`redis://`, `rediss://`, `unix://` and the other forms redis-rs
+/// reads) as connection info.
+fn redis_node(text: &str) -> Result<ConnectionInfo, UrlError> {
+    let scheme = scheme_of(text);
+    if !scheme.is_some_and(|s| REDIS_SCHEMES.contains(&s)) {
+        return Err(UrlError::WrongScheme { expected: "Redis", scheme: scheme.map(str::to_string) });
+    }
+    let info = text
+        .into_connection_info()
+        .map_err(|e| UrlError::Redis { reason: e.to_string().replace(" - InvalidClientConfig", "") })?;
+    if matches!(info.addr(), ConnectionAddr::Tcp(..) | ConnectionAddr::TcpTls { .. }) && at_after_host(text) {
+        return Err(UrlError::AtAfterHost);
+    }
+    if matches!(info.addr(), ConnectionAddr::TcpTls { insecure: true, .. }) {
+        return Err(UrlError::InsecureTls);
+    }
+    Ok(info)
+}
+
+/// `redis+cluster://[user][:password@]host:port,host:port[/0]` (or `rediss+cluster://`): each
+/// seed node is read as `redis://[userinfo@]host:port[rest]` would be, with every check of a
+/// single node's URL; `single` is the scheme without `+cluster`.
+fn redis_cluster(text: &str, single: &str) -> Result<Vec<ConnectionInfo>, UrlError> {
+    if !["redis", "rediss", "valkey", "valkeys"].contains(&single) {
+        return Err(UrlError::WrongScheme { expected: "Redis", scheme: scheme_of(text).map(str::to_string) });
+    }
+    let rest = text.split_once("://").map_or("", |(_, rest)| rest);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    let nodes = hosts
+        .split(',')
+        .map(|host| match host.is_empty() {
+            true => Err(UrlError::ClusterHosts),
+            false => redis_node(&format!("{single}://{userinfo}{host}{tail}")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if nodes.iter().any(|n| n.redis_settings().db() != 0) {
+        return Err(UrlError::ClusterDatabase);
+    }
+    Ok(nodes)
+}
+
 /// The scheme of `text` (before `://`), if it is shaped like one.
 fn scheme_of(text: &str) -> Option<&str> {
     let (scheme, _) = text.split_once("://")?;
@@ -290,6 +348,7 @@ impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.0 {
             Target::Redis(info) => fmt_redis(info, f),
+            Target::RedisCluster(nodes) => fmt_redis_cluster(nodes, f),
             Target::Postgres(config, _) => fmt_postgres(config, f),
         }
     }
@@ -350,6 +409,28 @@ fn fmt_redis(info: &ConnectionInfo, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             Ok(())
         }
     }
+}
+
+/// `redis+cluster://[user][:***@]host:port,host:port/0` (`rediss+cluster://` for TLS).
+fn fmt_redis_cluster(nodes: &[ConnectionInfo], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let Some(first) = nodes.first() else { return f.write_str("redis+cluster (no seed node)") };
+    let tls = matches!(first.addr(), ConnectionAddr::TcpTls { .. });
+    let r = first.redis_settings();
+    let user = userinfo(r.username(), r.password().is_some());
+    let hosts: Vec<String> = nodes
+        .iter()
+        .map(|n| match n.addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                format!("{}:{port}", bracketed(host))
+            }
+            _ => "?".to_string(),
+        })
+        .collect();
+    write!(f, "{}+cluster://{user}{}/0", if tls { "rediss" } else { "redis" }, hosts.join(","))?;
+    if r.protocol() == ProtocolVersion::RESP3 {
+        f.write_str("?protocol=resp3")?;
+    }
+    Ok(())
 }
 
 /// `postgres://[user][:***@]host:port[,host:port…][/dbname]`; socket directories (and
@@ -519,6 +600,37 @@ mod tests {
             for s in secrets {
                 assert!(!message.contains(s), "{s} in {message}");
             }
+        }
+    }
+
+    #[test]
+    fn cluster_urls_list_their_seed_nodes_with_one_password_never_shown() {
+        let url = SecretUrl::redis("redis+cluster://:s3cret@127.0.0.1:7000,10.0.0.2:7001/").unwrap();
+        shows(&url, "redis+cluster://:***@127.0.0.1:7000,10.0.0.2:7001/0", &["s3cret"]);
+        let nodes = url.redis_cluster_nodes().expect("a cluster");
+        assert_eq!(nodes.len(), 2);
+        assert!(nodes.iter().all(|n| n.redis_settings().password() == Some("s3cret")));
+        assert!(url.redis_connection_info().is_none(), "a cluster has no single node to connect to");
+        assert!(!url.is_redis_tls());
+
+        let tls = SecretUrl::redis("rediss+cluster://u:p%40ss@a:1,b:2").unwrap();
+        shows(&tls, "rediss+cluster://u:***@a:1,b:2/0", &["p@ss", "p%40ss"]);
+        assert!(tls.is_redis_tls());
+        assert!(SecretUrl::redis("redis://h:1").unwrap().redis_cluster_nodes().is_none());
+
+        let refused = [
+            ("redis+cluster://:s3cret@a:1,,b:2", UrlError::ClusterHosts),
+            ("redis+cluster://:s3cret@a:1,b:2/3", UrlError::ClusterDatabase),
+            (
+                "unix+cluster:///tmp/s3cret.sock",
+                UrlError::WrongScheme { expected: "Redis", scheme: Some("unix+cluster".into()) },
+            ),
+            ("rediss+cluster://:s3cret@a:1#insecure", UrlError::InsecureTls),
+        ];
+        for (text, expected) in refused {
+            let e = SecretUrl::redis(text).map(|u| u.to_string()).unwrap_err();
+            assert_eq!(e, expected, "{text}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
         }
     }
 

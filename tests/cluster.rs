@@ -4,7 +4,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -65,4 +66,324 @@ fn the_private_cluster_has_three_masters_with_a_replica_each_and_fails_over_when
             && now.iter().any(|(a, r)| a == &victim && r == "failed"))
         .then_some(())
     });
+}
+
+const SHARDS: usize = 16;
+const EVENTS: usize = 50_000;
+const STREAM: &str = "events";
+
+/// What a drain test starts: a private cluster, a database, and the events published over
+/// [`SHARDS`] shards of [`STREAM`] (ids `ev-0` …), each XADD already on its master's replica.
+struct Drain {
+    cluster: PrivateCluster,
+    db: TestDb,
+    url: String,
+    ids: Vec<String>,
+}
+
+impl Drain {
+    fn publish() -> Drain {
+        let cluster = PrivateCluster::start();
+        let url = format!("redis+cluster://127.0.0.1:{},127.0.0.1:{}", cluster.ports[0], cluster.ports[3]);
+        let ids: Vec<String> = (0..EVENTS).map(|i| format!("ev-{i}")).collect();
+        let lines: String = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let session = format!("s-{}", i % 500);
+                format!("{{\"id\":\"{id}\",\"type\":\"page.view\",\"data\":{{\"session_id\":\"{session}\",\"n\":{i}}}}}\n")
+            })
+            .collect();
+        let file = cluster.dir.join("events.jsonl");
+        std::fs::write(&file, lines).expect("write events");
+        let shards = SHARDS.to_string();
+        let (code, stdout, stderr) = run_streamsink(
+            &["publish", "--stream", STREAM, "--shards", &shards, "--json", file.to_str().expect("path")],
+            &[("REDIS_URL", &url)],
+        );
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert_eq!(json_of(&stdout)["published"], EVENTS, "{stdout}");
+        let drain = Drain { cluster, db: TestDb::create(), url, ids };
+        // Every entry on a replica too: what Redis may lose in a failover below is only what
+        // the workers change (delivery and acknowledgement), never an entry itself.
+        for port in drain.masters() {
+            let replicas: i64 =
+                redis::cmd("WAIT").arg(1).arg(5000).query(&mut drain.cluster.node(port)).expect("WAIT");
+            assert_eq!(replicas, 1, "master {port}: its replica did not confirm the entries");
+        }
+        drain
+    }
+
+    /// The ports of the current masters.
+    fn masters(&self) -> Vec<u16> {
+        let alive = self.alive_port();
+        roles(&mut self.cluster.node(alive))
+            .into_iter()
+            .filter(|(_, role)| role == "master")
+            .filter_map(|(address, _)| address.rsplit(':').next().and_then(|p| p.parse().ok()))
+            .collect()
+    }
+
+    /// A node that answers.
+    fn alive_port(&self) -> u16 {
+        *self
+            .cluster
+            .ports
+            .iter()
+            .find(|&&p| {
+                redis::Client::open(format!("redis://127.0.0.1:{p}")).and_then(|c| c.get_connection()).is_ok()
+            })
+            .expect("a live node")
+    }
+
+    /// A connection to the whole cluster, routing by key.
+    fn client(&self) -> redis::cluster::ClusterConnection {
+        let alive = self.alive_port();
+        redis::cluster::ClusterClient::new(vec![format!("redis://127.0.0.1:{alive}")])
+            .and_then(|c| c.get_connection())
+            .expect("cluster connection")
+    }
+
+    fn shards() -> Vec<String> {
+        (0..SHARDS).map(|k| format!("{STREAM}:{{{k}}}")).collect()
+    }
+
+    /// `streamsink run` reading every shard as consumer `name`, with `extra` settings.
+    fn worker(&self, name: &str, extra: &[(&str, &str)]) -> Process {
+        let mut env = vec![
+            ("REDIS_URL", self.url.as_str()),
+            ("DATABASE_URL", self.db.url.as_str()),
+            ("STREAMSINK_STREAMS", "events:{0..15}"),
+            ("STREAMSINK_GROUP_START", "0"),
+            ("STREAMSINK_CONSUMER", name),
+            ("STREAMSINK_CLAIM_MIN_IDLE", "3s"),
+            ("STREAMSINK_CLAIM_INTERVAL", "1s"),
+        ];
+        env.extend_from_slice(extra);
+        let process = Process::spawn(&["run"], &env);
+        process.wait_for_line("Event consumer started", Duration::from_secs(60));
+        process
+    }
+
+    fn stored(&self) -> i64 {
+        self.db.count_or_zero("SELECT count(*) FROM events")
+    }
+
+    /// Per shard: (entries pending in the group, entries not yet delivered to it).
+    fn backlog(&self) -> Vec<(i64, i64)> {
+        let mut con = self.client();
+        Drain::shards()
+            .iter()
+            .map(|shard| {
+                let groups: Vec<HashMap<String, redis::Value>> =
+                    redis::cmd("XINFO").arg("GROUPS").arg(shard).query(&mut con).expect("XINFO GROUPS");
+                let group = groups.first().expect("the group");
+                let int = |k: &str| match group.get(k) {
+                    Some(redis::Value::Int(n)) => *n,
+                    _ => -1, // unknown lag: counted as a backlog
+                };
+                (int("pending"), int("lag"))
+            })
+            .collect()
+    }
+
+    /// Event ids of every entry the shards hold now.
+    fn ids_in_redis(&self) -> std::collections::HashSet<String> {
+        let mut con = self.client();
+        let mut ids = std::collections::HashSet::new();
+        for shard in Drain::shards() {
+            let entries: Vec<(String, HashMap<String, String>)> =
+                redis::cmd("XRANGE").arg(&shard).arg("-").arg("+").query(&mut con).expect("XRANGE");
+            for (_, fields) in entries {
+                let event: serde_json::Value = serde_json::from_str(&fields["event"]).expect("an envelope");
+                ids.insert(event["id"].as_str().expect("an id").to_string());
+            }
+        }
+        ids
+    }
+
+    fn ids_in_postgres(&self) -> std::collections::HashSet<String> {
+        let mut client = self.db.client();
+        client.query("SELECT id FROM events", &[]).expect("ids").iter().map(|r| r.get(0)).collect()
+    }
+
+    /// Waits until every shard has nothing pending and nothing undelivered, and every entry the
+    /// shards hold is stored.
+    fn wait_drained(&self, deadline: Duration) {
+        wait_until(deadline, "every shard drained and every entry stored", || {
+            let backlog = self.backlog();
+            let idle = backlog.iter().all(|&(pending, lag)| pending == 0 && lag == 0);
+            (idle && self.ids_in_redis().is_subset(&self.ids_in_postgres())).then_some(())
+        });
+    }
+
+    /// The shard master owning `slot`, as CLUSTER SLOTS says.
+    fn owner_of(&self, slot: i64) -> u16 {
+        let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut self.cluster.node(self.alive_port()))
+            .expect("SLOTS");
+        slots
+            .iter()
+            .find_map(|range| match (&range[0], &range[1], &range[2]) {
+                (redis::Value::Int(from), redis::Value::Int(to), redis::Value::Array(master))
+                    if (*from..=*to).contains(&slot) =>
+                {
+                    match master.get(1) {
+                        Some(redis::Value::Int(port)) => Some(*port as u16),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .expect("an owner")
+    }
+}
+
+/// Stops `worker` (SIGTERM) and returns its final counters line.
+fn stop(mut worker: Process) -> String {
+    worker.signal("TERM");
+    let (code, _) = worker.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{:?}", worker.output());
+    worker.output().into_iter().rev().find(|l| l.contains("final stats:")).expect("a final stats line")
+}
+
+/// The value of `key=` in a stats line.
+fn figure(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+}
+
+fn slot_of(con: &mut redis::Connection, key: &str) -> i64 {
+    redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query(con).expect("KEYSLOT")
+}
+
+#[test]
+fn fifty_thousand_events_over_sixteen_shards_land_exactly_once_with_two_processes() {
+    let drain = Drain::publish();
+    let started = Instant::now();
+    let (a, b) = (drain.worker("a", &[]), drain.worker("b", &[]));
+    wait_until(Duration::from_secs(240), "every event stored", || {
+        (drain.stored() == EVENTS as i64).then_some(())
+    });
+    let elapsed = started.elapsed();
+    drain.wait_drained(Duration::from_secs(30));
+    let (a, b) = (stop(a), stop(b));
+
+    assert_eq!(drain.ids_in_postgres(), drain.ids.iter().cloned().collect(), "every published id, once");
+    let inserted = (figure(&a, "inserted"), figure(&b, "inserted"));
+    assert_eq!(inserted.0 + inserted.1, EVENTS as u64, "a: {a}\nb: {b}");
+    assert!(inserted.0 > 0 && inserted.1 > 0, "both processes took a share: {inserted:?}");
+    assert_eq!(figure(&a, "duplicates") + figure(&b, "duplicates"), 0, "nothing delivered twice");
+    eprintln!(
+        "drained {EVENTS} events over {SHARDS} shards on 3 masters with 2 processes in {:.1}s (debug build); \
+         inserted a={} b={}",
+        elapsed.as_secs_f64(),
+        inserted.0,
+        inserted.1
+    );
+}
+
+#[test]
+fn a_master_killed_mid_drain_is_replaced_by_its_replica_and_the_drain_goes_on_without_a_restart() {
+    let drain = Drain::publish();
+    // One worker with small batches, so the drain is still under way when the master dies.
+    let slow = [("STREAMSINK_WORKERS", "2"), ("STREAMSINK_BATCH", "100")];
+    let (mut a, mut b) = (drain.worker("a", &slow), drain.worker("b", &slow));
+    wait_until(Duration::from_secs(120), "a fifth stored", || {
+        (drain.stored() >= EVENTS as i64 / 5).then_some(())
+    });
+
+    // kill -9 the master of shard 0.
+    let mut any = drain.cluster.node(drain.alive_port());
+    let victim = drain.owner_of(slot_of(&mut any, "events:{0}"));
+    let stored_before = drain.ids_in_postgres();
+    let pid = drain.cluster.pid(victim);
+    Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+    assert!(stored_before.len() < EVENTS, "the drain ended before the kill: nothing was tested");
+
+    wait_until(Duration::from_secs(60), "a replica promoted for shard 0", || {
+        let mut any = drain.cluster.node(drain.alive_port());
+        let owner = drain.owner_of(slot_of(&mut any, "events:{0}"));
+        (owner != victim).then_some(())
+    });
+    drain.wait_drained(Duration::from_secs(180));
+    assert_eq!(a.child.try_wait().expect("try_wait"), None, "worker a kept running through the failover");
+    assert_eq!(b.child.try_wait().expect("try_wait"), None, "worker b kept running through the failover");
+    let (fa, fb) = (stop(a), stop(b));
+
+    let stored = drain.ids_in_postgres();
+    let in_redis = drain.ids_in_redis();
+    assert!(stored_before.is_subset(&stored), "what was stored before the kill is still stored");
+    let lost_by_redis: Vec<&String> =
+        drain.ids.iter().filter(|id| !in_redis.contains(*id) && !stored.contains(*id)).collect();
+    let duplicates = figure(&fa, "duplicates") + figure(&fb, "duplicates");
+    let inserted = figure(&fa, "inserted") + figure(&fb, "inserted");
+    eprintln!(
+        "failover: {} stored before the kill, {} after; entries lost by Redis to asynchronous replication: {}; \
+         redelivered and recognised as duplicates (acknowledgements the replica had not received): {duplicates}",
+        stored_before.len(),
+        stored.len(),
+        lost_by_redis.len()
+    );
+    // Every entry was on its replica before the kill (WAIT), so Redis lost none: each is stored.
+    assert!(lost_by_redis.is_empty(), "entries lost by Redis to asynchronous replication: {lost_by_redis:?}");
+    assert_eq!(stored.len(), EVENTS);
+    assert_eq!(
+        inserted, EVENTS as u64,
+        "each event inserted once, whatever was redelivered: a: {fa}\nb: {fb}"
+    );
+}
+
+#[test]
+fn resharding_slots_mid_drain_does_not_stop_it() {
+    let drain = Drain::publish();
+    let slow = [("STREAMSINK_WORKERS", "2"), ("STREAMSINK_BATCH", "100")];
+    let (a, b) = (drain.worker("a", &slow), drain.worker("b", &slow));
+    wait_until(Duration::from_secs(120), "a tenth stored", || {
+        (drain.stored() >= EVENTS as i64 / 10).then_some(())
+    });
+
+    // Move the lowest slots of the master of slot 0, up to and including every shard it owns
+    // in its first range, to another master (redis-cli moves a source's slots from its lowest).
+    let mut any = drain.cluster.node(drain.alive_port());
+    let source = drain.owner_of(0);
+    let moved: Vec<(String, i64)> = Drain::shards()
+        .into_iter()
+        .map(|s| {
+            let slot = slot_of(&mut any, &s);
+            (s, slot)
+        })
+        .filter(|(_, slot)| drain.owner_of(*slot) == source && *slot < 5461)
+        .collect();
+    let count = moved.iter().map(|(_, slot)| slot + 1).max().expect("the master of slot 0 owns a shard");
+    let target = *drain.masters().iter().find(|&&p| p != source).expect("another master");
+    let id = |port: u16| -> String {
+        redis::cmd("CLUSTER").arg("MYID").query(&mut drain.cluster.node(port)).expect("MYID")
+    };
+    let before = drain.stored();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "reshard", &format!("127.0.0.1:{source}")])
+        .args(["--cluster-from", &id(source), "--cluster-to", &id(target)])
+        .args(["--cluster-slots", &count.to_string(), "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster reshard");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let during = drain.stored();
+    for (shard, slot) in &moved {
+        assert_eq!(drain.owner_of(*slot), target, "{shard} moved to the other master");
+    }
+    assert!(before < EVENTS as i64, "the drain ended before the reshard: nothing was tested");
+
+    drain.wait_drained(Duration::from_secs(180));
+    let (fa, fb) = (stop(a), stop(b));
+    assert_eq!(drain.ids_in_postgres(), drain.ids.iter().cloned().collect(), "every published id, once");
+    assert_eq!(figure(&fa, "inserted") + figure(&fb, "inserted"), EVENTS as u64);
+    eprintln!(
+        "reshard: moved {count} slots holding {} shards from {source} to {target} with {before} of {EVENTS} stored \
+         ({during} once it was done)",
+        moved.len()
+    );
 }

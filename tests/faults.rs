@@ -28,7 +28,8 @@ fn ms(n: u64) -> Duration {
 
 /// Creates the group and lets consumer `name` read (and never acknowledge) up to `n` entries.
 fn read_as(con: &mut redis::Connection, stream: &str, name: &str, n: usize) -> Vec<String> {
-    let _ = streamsink::broker::group::ensure_group(con, stream, GROUP, "0");
+    let _: redis::RedisResult<()> =
+        redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(GROUP).arg("0").arg("MKSTREAM").query(con);
     let reply: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg(GROUP)
@@ -165,8 +166,13 @@ fn an_entry_delivered_too_often_is_dead_lettered_with_its_last_error() {
             .query(&mut r)
             .unwrap();
     }
-    streamsink::broker::errors::record_errors(&mut r, &p.stream.name, &[&id], "worker panicked: boom")
-        .unwrap();
+    streamsink::broker::errors::record_errors(
+        &mut broker_at(&p.redis.url()),
+        &p.stream.name,
+        &[&id],
+        "worker panicked: boom",
+    )
+    .unwrap();
     let errors_key = format!("{}:errors", p.stream.name);
     let recorded: usize = redis::cmd("HLEN").arg(&errors_key).query(&mut r).unwrap();
     assert_eq!(recorded, 1);

@@ -33,7 +33,7 @@ fn trimmed_pending_entries_are_acknowledged_as_lost_upstream(series: &str, expec
     assert!(info.contains(&format!("redis_version:{expected_version}")), "{info}");
 
     let ids = publish_many(&mut r, &stream.name, 3, "old");
-    streamsink::broker::group::ensure_group(&mut r, &stream.name, GROUP, "0").unwrap();
+    streamsink::broker::group::ensure_group(&mut broker_at(&redis.url()), &stream.name, GROUP, "0").unwrap();
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg(GROUP)
@@ -80,7 +80,11 @@ fn trim_at(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
 
 /// 6 entries of 40 days ago and 2 of now; GROUP processed the first two, a dead consumer holds
 /// the next two, the rest is processed. Returns every id, oldest first.
-fn old_entries_pending_for_a_dead_consumer(r: &mut redis::Connection, stream: &str) -> Vec<String> {
+fn old_entries_pending_for_a_dead_consumer(
+    r: &mut redis::Connection,
+    url: &str,
+    stream: &str,
+) -> Vec<String> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
     let base = now.as_millis() as u64 - 40 * 86_400_000;
     let mut ids: Vec<String> = (1..=6)
@@ -90,7 +94,7 @@ fn old_entries_pending_for_a_dead_consumer(r: &mut redis::Connection, stream: &s
         })
         .collect();
     ids.extend(publish_many(r, stream, 2, "recent"));
-    streamsink::broker::group::ensure_group(r, stream, GROUP, "0").unwrap();
+    streamsink::broker::group::ensure_group(&mut broker_at(url), stream, GROUP, "0").unwrap();
     for (consumer, count, acknowledge) in [("alive", 2, true), ("dead", 2, false), ("alive", 10, true)] {
         let read = deliver(r, stream, GROUP, consumer, count);
         if acknowledge {
@@ -105,7 +109,7 @@ fn on_redis_6_2_trim_stops_at_the_entry_pending_for_a_dead_consumer() {
     let redis = old_redis("6.2");
     let stream = TestStream::on(&redis.url());
     let mut r = redis_at(&redis.url());
-    let all = old_entries_pending_for_a_dead_consumer(&mut r, &stream.name);
+    let all = old_entries_pending_for_a_dead_consumer(&mut r, &redis.url(), &stream.name);
 
     let (code, out, err) =
         trim_at(&redis.url(), &["--stream", &stream.name, "--max-age", "30d", "--dry-run"]);
@@ -128,7 +132,7 @@ fn on_redis_5_0_trim_refuses_in_one_line_and_retention_knows_why() {
     let redis = old_redis("5.0");
     let stream = TestStream::on(&redis.url());
     let mut r = redis_at(&redis.url());
-    let all = old_entries_pending_for_a_dead_consumer(&mut r, &stream.name);
+    let all = old_entries_pending_for_a_dead_consumer(&mut r, &redis.url(), &stream.name);
 
     for target in [["--max-age", "30d"], ["--maxlen", "1"]] {
         let (code, out, err) = trim_at(&redis.url(), &["--stream", &stream.name, target[0], target[1]]);
@@ -138,8 +142,13 @@ fn on_redis_5_0_trim_refuses_in_one_line_and_retention_knows_why() {
     }
     // What the worker's retention sends: recognised, so it logs once and switches off.
     let pass = streamsink::broker::trim::Mode::Approximate { limit: 100 };
-    let refused =
-        streamsink::broker::trim::trim_to_safe_point(&mut r, &stream.name, &all[7], pass).unwrap_err();
+    let refused = streamsink::broker::trim::trim_to_safe_point(
+        &mut broker_at(&redis.url()),
+        &stream.name,
+        &all[7],
+        pass,
+    )
+    .unwrap_err();
     assert!(refused.is_trim_unsupported(), "{refused}");
     assert_eq!(entries(&mut r, &stream.name).len(), all.len(), "nothing removed");
 }

@@ -364,7 +364,7 @@ fn one_reader_reads_several_streams() {
 #[test]
 fn ensuring_the_group_twice_is_not_an_error() {
     let stream = TestStream::new();
-    let mut r = redis();
+    let mut r = broker_at(&redis_url());
     assert!(streamsink::broker::group::ensure_group(&mut r, &stream.name, GROUP, "0").unwrap());
     assert!(!streamsink::broker::group::ensure_group(&mut r, &stream.name, GROUP, "0").unwrap());
 }

@@ -180,7 +180,8 @@ fn counting_over_1_mb_events_holds_redis_for_a_few_entries_per_call_and_counts_t
     // Each call stops after about 4 MB of fields, whatever `most` asks.
     let (mut total, mut calls, mut from) = (0, 0, "-".to_string());
     loop {
-        let stepped = step(&mut r, &stream.name, Direction::Forward, &from, "+", 1000).unwrap();
+        let stepped =
+            step(&mut broker_at(&redis_url()), &stream.name, Direction::Forward, &from, "+", 1000).unwrap();
         assert!(stepped.n <= 5, "one call went over {} entries of 1 MB", stepped.n);
         total += stepped.n;
         calls += 1;
@@ -314,13 +315,27 @@ fn the_worker_s_trim_leaves_a_stream_alone_while_its_group_is_missing() {
         streamsink::broker::trim::target_for_age(Duration::from_secs(30 * 86_400), jiff::Timestamp::now());
     let exact = Mode::Exact;
 
-    let done = trim_to_safe_point_of_group(&mut r, &stream.name, GROUP, &target.to_string(), exact).unwrap();
+    let done = trim_to_safe_point_of_group(
+        &mut broker_at(&redis_url()),
+        &stream.name,
+        GROUP,
+        &target.to_string(),
+        exact,
+    )
+    .unwrap();
     assert_eq!(done, None, "{GROUP} does not exist on the stream: nothing done");
     assert_eq!(ids(&mut r, &stream.name), old);
 
     create_group(&mut r, &stream.name, GROUP);
     process(&mut r, &stream.name, GROUP, 10);
-    let done = trim_to_safe_point_of_group(&mut r, &stream.name, GROUP, &target.to_string(), exact).unwrap();
+    let done = trim_to_safe_point_of_group(
+        &mut broker_at(&redis_url()),
+        &stream.name,
+        GROUP,
+        &target.to_string(),
+        exact,
+    )
+    .unwrap();
     assert_eq!(done.map(|t| t.removed), Some(10));
     assert_eq!(len(&mut r, &stream.name), 0);
 }

@@ -2,11 +2,12 @@
 //! then acknowledges everything, so that no entry is acknowledged unless its dead letter is
 //! written.
 
+use super::Redis;
+use super::script::Lua;
 use std::sync::LazyLock;
 
-use redis::Connection;
-
 use super::BrokerError;
+use super::keys::dead_letter_stream;
 use crate::event::Entry;
 
 /// An entry that can never succeed, with why: it goes to `<stream>:dlq`.
@@ -18,11 +19,6 @@ pub struct DeadLetter<'a> {
     pub reason: String,
     /// The full error message.
     pub error: String,
-}
-
-/// The dead-letter stream of `stream`.
-pub(crate) fn dead_letter_stream(stream: &str) -> String {
-    format!("{stream}:dlq")
 }
 
 /// The fields appended to every dead letter, after the original fields, in this order: the one
@@ -50,15 +46,15 @@ pub struct Acknowledger<'a> {
 
 /// Stops at the first failed call, before any XACK (see the script's header). A retry after a
 /// failure may write a dead letter twice; it never acknowledges one unwritten.
-static ACK_WITH_DEAD_LETTERS: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("lua/ack_with_dead_letters.lua")));
+static ACK_WITH_DEAD_LETTERS: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("lua/ack_with_dead_letters.lua")));
 
 /// Acknowledges `ids` of `stream`, and moves `dead` to `<stream>:dlq` with the reason, in one
 /// atomic call. Returns how many entries Redis acknowledged.
 ///
 /// Call only after every other entry in `ids` is committed to Postgres.
 pub fn ack(
-    con: &mut Connection,
+    con: &mut Redis,
     by: Acknowledger<'_>,
     stream: &str,
     ids: &[&str],
@@ -82,12 +78,12 @@ pub fn ack(
         dead.iter().partition(|d| d.entry.fields.len() > MAX_SCRIPT_FIELDS);
     for d in &large {
         let mut xadd = redis::cmd("XADD");
-        xadd.arg(dead_letter_stream(stream)).arg("*");
+        xadd.arg(dead_letter_stream(stream, con.is_cluster())).arg("*");
         push_dead_letter(&mut xadd, d, by, stream, &failed_at);
         xadd.query::<String>(con).map_err(|e| BrokerError::new("XADD (dead letter)", stream, e))?;
     }
-    let mut inv = ACK_WITH_DEAD_LETTERS.key(stream);
-    inv.key(dead_letter_stream(stream)).arg(by.group).arg(small.len());
+    let mut inv = ACK_WITH_DEAD_LETTERS.script.key(stream);
+    inv.key(dead_letter_stream(stream, con.is_cluster())).arg(by.group).arg(small.len());
     for d in &small {
         inv.arg(2 * (d.entry.fields.len() + 8));
         push_dead_letter(&mut inv, d, by, stream, &failed_at);
@@ -98,7 +94,9 @@ pub fn ack(
             inv.arg(&d.entry.id);
         }
     }
-    inv.invoke(con).map_err(|e| BrokerError::new("dead-letter + XACK", stream, e))
+    ACK_WITH_DEAD_LETTERS
+        .run(con, &inv, stream)
+        .map_err(|e| BrokerError::new("dead-letter + XACK", stream, e))
 }
 
 /// Field pairs of the largest dead letter written by the script: Lua unpacks at most about 8000
@@ -146,12 +144,7 @@ fn push_dead_letter(
 
 /// Acknowledges pending ids whose entries no longer exist: there is nothing to process or
 /// dead-letter, and left pending they would be reported again at every reclaim.
-pub fn ack_deleted(
-    con: &mut Connection,
-    stream: &str,
-    group: &str,
-    ids: &[String],
-) -> Result<(), BrokerError> {
+pub fn ack_deleted(con: &mut Redis, stream: &str, group: &str, ids: &[String]) -> Result<(), BrokerError> {
     if ids.is_empty() {
         return Ok(());
     }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use redis::{Connection, Value};
+use super::Redis;
+use redis::Value;
 
 use super::BrokerError;
 use super::id::after as next_id;
@@ -25,7 +26,7 @@ pub struct Claimed {
 /// from the pending list itself); Redis 6.2 answers nil in their place and keeps them pending,
 /// now with this consumer: they are found and reported as deleted too, to be acknowledged.
 pub fn autoclaim(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     group: &str,
     consumer: &str,
@@ -84,7 +85,7 @@ pub fn autoclaim(
 /// longer than `min_idle`. Redis < 7 answers nil for an entry deleted while pending: those of
 /// the ids claimed that no longer exist are reported as deleted, to be acknowledged.
 pub fn fallback(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     group: &str,
     consumer: &str,
@@ -130,7 +131,7 @@ pub fn fallback(
 }
 
 /// Those of `ids` that no longer exist in `stream` (one XRANGE each, pipelined).
-fn missing(con: &mut Connection, stream: &str, ids: Vec<String>) -> Result<Vec<String>, BrokerError> {
+fn missing(con: &mut Redis, stream: &str, ids: Vec<String>) -> Result<Vec<String>, BrokerError> {
     if ids.is_empty() {
         return Ok(ids);
     }
@@ -151,7 +152,7 @@ fn missing(con: &mut Connection, stream: &str, ids: Vec<String>) -> Result<Vec<S
 /// to itself), without counting a delivery: entries the process still holds must not look
 /// stuck to any XAUTOCLAIM. Ids no longer pending are skipped by Redis.
 pub fn refresh(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     group: &str,
     consumer: &str,
@@ -174,7 +175,7 @@ pub fn refresh(
 /// Sets each entry's `deliveries` to Redis's count (XPENDING per id, pipelined). An entry no
 /// longer pending keeps its count.
 pub fn load_delivery_counts(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     group: &str,
     entries: &mut [Entry],

@@ -1,9 +1,10 @@
-//! Opening a Redis connection that can never hang, over TLS where the URL is rediss://, and
-//! telling a lost connection from a refused command.
+//! Opening a Redis connection (one node or a cluster) that can never hang, over TLS where the
+//! URL is rediss://, and telling a lost connection from a refused command.
 
 use std::time::Duration;
 
-use redis::Connection;
+use redis::cluster::{ClusterClientBuilder, ClusterConnection};
+use redis::{Connection, ConnectionLike};
 
 use crate::config::RedisSettings;
 use crate::tls;
@@ -11,26 +12,132 @@ use crate::tls;
 /// Time allowed for a TCP connect and for each reply outside a blocking read.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A connection to a single Redis node, or to a Redis Cluster (the redis crate's synchronous
+/// cluster client: it routes each command by its first key's slot, follows MOVED and ASK, and
+/// reloads the slot map when they say it is stale). Every broker function takes this, so one
+/// code path serves both; what differs is in [`Redis::is_cluster`]'s few callers (the names
+/// of the dead-letter stream and the error hash, the reader's per-shard reads, publishing).
+///
+/// A pipeline sent through a cluster connection goes whole to the node of its first command's
+/// key: every command of it must address keys of one slot (one stream and its `:dlq` and
+/// `:errors` keys); a pipeline across shards is split per stream by its sender.
+pub enum Redis {
+    /// One server (standalone, or the primary of a replicated pair behind one address).
+    Node(Connection),
+    /// A Redis Cluster, reached from the seed nodes of a `redis+cluster://` URL.
+    Cluster(Box<ClusterConnection>),
+}
+
+impl Redis {
+    /// True for a Redis Cluster: multi-key commands must stay in one slot.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Redis::Cluster(_))
+    }
+}
+
+impl ConnectionLike for Redis {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
+        match self {
+            Redis::Node(c) => c.req_packed_command(cmd),
+            Redis::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        match self {
+            Redis::Node(c) => c.req_packed_commands(cmd, offset, count),
+            Redis::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn req_command(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        match self {
+            Redis::Node(c) => c.req_command(cmd),
+            Redis::Cluster(c) => c.req_command(cmd),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Redis::Node(c) => c.get_db(),
+            Redis::Cluster(c) => c.get_db(),
+        }
+    }
+
+    /// True for both: a cluster connection takes a pipeline whose commands share one slot
+    /// (see the type's doc).
+    fn supports_pipelining(&self) -> bool {
+        true
+    }
+
+    fn check_connection(&mut self) -> bool {
+        match self {
+            Redis::Node(c) => c.check_connection(),
+            Redis::Cluster(c) => c.check_connection(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Redis::Node(c) => c.is_open(),
+            Redis::Cluster(c) => c.is_open(),
+        }
+    }
+}
+
+/// Retries the cluster client makes itself (MOVED, ASK, TRYAGAIN, a slot map being reloaded)
+/// before a command's error reaches us; each wait is at most [`CLUSTER_RETRY_WAIT_MS`], so a
+/// stop is never held up by the client's own backoff. Longer faults are ours to retry
+/// (`retry::retry`, on a new connection built from the seed nodes).
+const CLUSTER_RETRIES: u32 = 4;
+const CLUSTER_RETRY_WAIT_MS: u64 = 200;
+
 /// Opens one connection with connect, read and write timeouts, so no call can hang forever.
-/// `read_timeout` must exceed any BLOCK the connection will be used for. The client is built
-/// from the parsed connection info the URL holds, never from text, and for a rediss:// URL with
-/// the CA, certificate and key `settings` name (the TLS handshake runs within the connect
-/// timeout). Every Redis connection of the process is made here, so all use TLS alike.
+/// `read_timeout` must exceed any BLOCK the connection will be used for (for a cluster, a reply
+/// later than it makes the client resend the command: a resent `XREADGROUP >` leaves the first
+/// reply's entries pending, to be reclaimed). The client is built from the parsed connection
+/// info the URL holds, never from text, and for a rediss:// URL with the CA, certificate and
+/// key `settings` name (the TLS handshake runs within the connect timeout). Every Redis
+/// connection of the process is made here, so all use TLS alike.
 ///
 /// A failure with a TLS cause (`tls::diagnose`) says which setting to check in its message, and
 /// is still an I/O error: retried where connection errors are.
-pub fn connect(settings: &RedisSettings, read_timeout: Duration) -> redis::RedisResult<Connection> {
+pub fn connect(settings: &RedisSettings, read_timeout: Duration) -> redis::RedisResult<Redis> {
+    tls::provider();
+    let certificates = || {
+        tls::redis_certificates(
+            settings.redis_ca.as_ref(),
+            settings.redis_cert.as_ref(),
+            settings.redis_key.as_ref(),
+        )
+    };
+    if let Some(nodes) = settings.redis_url.redis_cluster_nodes() {
+        let mut builder = ClusterClientBuilder::new(nodes.to_vec())
+            .connection_timeout(COMMAND_TIMEOUT)
+            .response_timeout(read_timeout)
+            .retries(CLUSTER_RETRIES)
+            .min_retry_wait(CLUSTER_RETRY_WAIT_MS / 4)
+            .max_retry_wait(CLUSTER_RETRY_WAIT_MS);
+        if let Some(certificates) = certificates() {
+            builder = builder.certs(certificates);
+        }
+        let con = builder
+            .build()
+            .and_then(|client| client.get_connection())
+            .map_err(|e| tls::explain_redis(e, settings.peer()))?;
+        con.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+        return Ok(Redis::Cluster(Box::new(con)));
+    }
     let info = settings.redis_url.redis_connection_info().ok_or((
         redis::ErrorKind::InvalidClientConfig,
         "a PostgreSQL URL was given where a Redis URL belongs",
     ))?;
-    tls::provider();
-    let certificates = tls::redis_certificates(
-        settings.redis_ca.as_ref(),
-        settings.redis_cert.as_ref(),
-        settings.redis_key.as_ref(),
-    );
-    let client = match certificates {
+    let client = match certificates() {
         Some(certificates) => redis::Client::build_with_tls(info.clone(), certificates)?,
         None => redis::Client::open(info.clone())?,
     };
@@ -39,7 +146,7 @@ pub fn connect(settings: &RedisSettings, read_timeout: Duration) -> redis::Redis
         .map_err(|e| tls::explain_redis(e, settings.peer()))?;
     con.set_read_timeout(Some(read_timeout))?;
     con.set_write_timeout(Some(COMMAND_TIMEOUT))?;
-    Ok(con)
+    Ok(Redis::Node(con))
 }
 
 /// Connection lost, or a server that is up but not serving yet (loading its AOF after a
@@ -51,4 +158,18 @@ pub(crate) fn is_connection_error(e: &redis::RedisError) -> bool {
         || e.is_connection_dropped()
         || e.is_unrecoverable_error()
         || matches!(e.kind(), redis::ErrorKind::Server(BusyLoading | TryAgain | MasterDown | ClusterDown))
+        || is_topology_change(e)
+}
+
+/// A cluster's answer while its topology changes under a command: `MOVED` or `ASK` still
+/// there after the client's own retries, a blocked read released by a failover or a slot
+/// migration (`UNBLOCKED`), a write to a node just demoted (`READONLY`), or the client finding
+/// no node for a slot (its map is being rebuilt). A new connection reloads the slot map.
+fn is_topology_change(e: &redis::RedisError) -> bool {
+    use redis::ServerErrorKind::{Ask, Moved, ReadOnly};
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(Moved | Ask | ReadOnly) | redis::ErrorKind::ClusterConnectionNotFound
+    ) || e.code() == Some("UNBLOCKED")
+        || e.to_string().contains("Missing slot coverage")
 }

@@ -8,13 +8,16 @@
 
 use std::sync::LazyLock;
 
-use redis::{Connection, Value};
+use super::Redis;
+use super::script::Lua;
+use redis::Value;
 
 use super::reply::{self, text};
 use super::{BrokerError, range};
 use crate::event::Entry;
 
-pub(crate) use super::ack::{DEAD_LETTER_FIELDS, dead_letter_stream};
+pub(crate) use super::ack::DEAD_LETTER_FIELDS;
+pub use super::keys::dead_letter_stream;
 
 /// A field name and its value, as bytes.
 pub type Field = (Vec<u8>, Vec<u8>);
@@ -33,12 +36,12 @@ pub fn split(fields: &[Field]) -> Option<(&[Field], &[Field])> {
 }
 
 /// The dead letter `id` of `dlq`, if it is there.
-pub fn get(con: &mut Connection, dlq: &str, id: &str) -> Result<Option<Entry>, BrokerError> {
+pub fn get(con: &mut Redis, dlq: &str, id: &str) -> Result<Option<Entry>, BrokerError> {
     Ok(range::page(con, dlq, id, id, 1)?.into_iter().next())
 }
 
 /// The id of the newest entry of `dlq` (XREVRANGE + - COUNT 1); `None` when it is empty.
-pub fn last_id(con: &mut Connection, dlq: &str) -> Result<Option<String>, BrokerError> {
+pub fn last_id(con: &mut Redis, dlq: &str) -> Result<Option<String>, BrokerError> {
     let reply: Value = redis::cmd("XREVRANGE")
         .arg(dlq)
         .arg("+")
@@ -53,7 +56,7 @@ pub fn last_id(con: &mut Connection, dlq: &str) -> Result<Option<String>, Broker
 }
 
 /// Deletes `ids` from `dlq` (XDEL); returns how many were there.
-pub fn delete(con: &mut Connection, dlq: &str, ids: &[String]) -> Result<u64, BrokerError> {
+pub fn delete(con: &mut Redis, dlq: &str, ids: &[String]) -> Result<u64, BrokerError> {
     if ids.is_empty() {
         return Ok(0);
     }
@@ -81,8 +84,7 @@ const MAX_SCRIPT_ITEMS: usize = 6000;
 /// Attempts of the WATCH/MULTI/EXEC path before an entry is reported [`Replay::Busy`].
 const WATCH_ATTEMPTS: usize = 10;
 
-static REPLAY: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("lua/replay_dead_letter.lua")));
+static REPLAY: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/replay_dead_letter.lua")));
 
 /// A replay of a page of dead letters that stopped at a failure. Each move is atomic, so every
 /// dead letter is still in exactly one of the two streams; `outcomes` says which moved.
@@ -102,15 +104,21 @@ pub struct Interrupted {
 /// fields in their order (the eight `dlq_*` fields removed) and each atomically (see the
 /// module's invariant), in one round trip: one script call per id, pipelined. Returns what
 /// became of each, in the order of `ids`; on a failure, what became of those before it too.
-pub fn replay(con: &mut Connection, stream: &str, ids: &[String]) -> Result<Vec<Replay>, Interrupted> {
+pub fn replay(con: &mut Redis, stream: &str, ids: &[String]) -> Result<Vec<Replay>, Interrupted> {
     let op = "replay dead letter";
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let dlq = dead_letter_stream(stream);
+    let dlq = dead_letter_stream(stream, con.is_cluster());
     let mut pipe = redis::pipe();
     for id in ids {
-        pipe.cmd("EVALSHA").arg(REPLAY.get_hash()).arg(2).arg(&dlq).arg(stream).arg(id).arg(MAX_SCRIPT_ITEMS);
+        pipe.cmd("EVALSHA")
+            .arg(REPLAY.script.get_hash())
+            .arg(2)
+            .arg(&dlq)
+            .arg(stream)
+            .arg(id)
+            .arg(MAX_SCRIPT_ITEMS);
     }
     let replies: Vec<redis::RedisResult<Value>> = pipe
         .ignore_errors()
@@ -127,7 +135,9 @@ pub fn replay(con: &mut Connection, stream: &str, ids: &[String]) -> Result<Vec<
             // The script was not cached yet (or was flushed): the id is untouched; invoke
             // loads the script and calls it again.
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                REPLAY.key(&dlq).key(stream).arg(id).arg(MAX_SCRIPT_ITEMS).invoke(con)
+                let mut inv = REPLAY.script.key(&dlq);
+                inv.key(stream).arg(id).arg(MAX_SCRIPT_ITEMS);
+                REPLAY.run(con, &inv, &dlq)
             }
             other => other,
         };
@@ -193,7 +203,7 @@ fn decode(stream: &str, reply: Value) -> Result<Step, BrokerError> {
 ///
 /// MULTI/EXEC does not stop at a command failing at run time, so the one way the XADD could
 /// fail there, `stream` holding another type, is ruled out just before (TYPE).
-fn replay_watched(con: &mut Connection, stream: &str, dlq: &str, id: &str) -> Result<Replay, BrokerError> {
+fn replay_watched(con: &mut Redis, stream: &str, dlq: &str, id: &str) -> Result<Replay, BrokerError> {
     let op = "replay dead letter (MULTI)";
     let err = |e| BrokerError::new(op, stream, e);
     for _ in 0..WATCH_ATTEMPTS {
@@ -213,12 +223,7 @@ fn replay_watched(con: &mut Connection, stream: &str, dlq: &str, id: &str) -> Re
 }
 
 /// One attempt under WATCH: `Ok(None)` when EXEC was aborted because a watched key changed.
-fn watched_move(
-    con: &mut Connection,
-    stream: &str,
-    dlq: &str,
-    id: &str,
-) -> Result<Option<Replay>, BrokerError> {
+fn watched_move(con: &mut Redis, stream: &str, dlq: &str, id: &str) -> Result<Option<Replay>, BrokerError> {
     let op = "replay dead letter (MULTI)";
     let err = |e| BrokerError::new(op, stream, e);
     let Some(entry) = get(con, dlq, id)? else { return Ok(Some(Replay::Gone)) };

@@ -2,29 +2,24 @@
 //! kept, so the dead letter written when its delivery budget runs out can say what went
 //! wrong, even in another process.
 
-use redis::Connection;
+use super::Redis;
 
 use super::BrokerError;
 
-/// The last-error hash of `stream`.
-fn errors_key(stream: &str) -> String {
-    format!("{stream}:errors")
+/// The last-error hash of `stream` on this connection's kind of server.
+fn errors_key(con: &Redis, stream: &str) -> String {
+    super::keys::errors_hash(stream, con.is_cluster())
 }
 
 /// How long the error hash outlives its last write: long enough for any redelivery.
 const ERRORS_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// Records `error` as the last error of `ids`.
-pub fn record_errors(
-    con: &mut Connection,
-    stream: &str,
-    ids: &[&str],
-    error: &str,
-) -> Result<(), BrokerError> {
+pub fn record_errors(con: &mut Redis, stream: &str, ids: &[&str], error: &str) -> Result<(), BrokerError> {
     if ids.is_empty() {
         return Ok(());
     }
-    let key = errors_key(stream);
+    let key = errors_key(con, stream);
     let mut hset = redis::cmd("HSET");
     hset.arg(&key);
     for id in ids {
@@ -43,7 +38,7 @@ pub fn record_errors(
 
 /// The last recorded error of each id, if any.
 pub(crate) fn last_errors(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     ids: &[&str],
 ) -> Result<Vec<Option<String>>, BrokerError> {
@@ -51,19 +46,19 @@ pub(crate) fn last_errors(
         return Ok(Vec::new());
     }
     redis::cmd("HMGET")
-        .arg(errors_key(stream))
+        .arg(errors_key(con, stream))
         .arg(ids)
         .query(con)
         .map_err(|e| BrokerError::new("HMGET errors", stream, e))
 }
 
 /// Forgets the recorded errors of `ids` (they are acknowledged now).
-pub(crate) fn forget_errors(con: &mut Connection, stream: &str, ids: &[&str]) -> Result<(), BrokerError> {
+pub(crate) fn forget_errors(con: &mut Redis, stream: &str, ids: &[&str]) -> Result<(), BrokerError> {
     if ids.is_empty() {
         return Ok(());
     }
     redis::cmd("HDEL")
-        .arg(errors_key(stream))
+        .arg(errors_key(con, stream))
         .arg(ids)
         .query::<()>(con)
         .map_err(|e| BrokerError::new("HDEL errors", stream, e))

@@ -4,7 +4,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{Connection, Value};
+use super::Redis;
+use super::script::Lua;
+use redis::Value;
 
 use super::BrokerError;
 use super::inspect::GroupInfo;
@@ -12,12 +14,7 @@ use super::inspect::GroupInfo;
 /// Creates the group on `stream` (and the stream, MKSTREAM) starting at `start`. Returns
 /// whether it was created; an existing group (BUSYGROUP) is success, so every instance may
 /// call this at every start.
-pub fn ensure_group(
-    con: &mut Connection,
-    stream: &str,
-    group: &str,
-    start: &str,
-) -> Result<bool, BrokerError> {
+pub fn ensure_group(con: &mut Redis, stream: &str, group: &str, start: &str) -> Result<bool, BrokerError> {
     let result: redis::RedisResult<Value> =
         redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(group).arg(start).arg("MKSTREAM").query(con);
     match result {
@@ -28,40 +25,35 @@ pub fn ensure_group(
 }
 
 /// Checks "idle and nothing pending" and deletes in one step (see the script's header).
-static PRUNE_CONSUMERS: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("lua/prune_consumers.lua")));
+static PRUNE_CONSUMERS: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/prune_consumers.lua")));
 
 /// Deletes the group's consumers, other than `me`, idle longer than `min_idle` with no pending
 /// entries. Returns the names removed.
 pub(crate) fn prune_consumers(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     group: &str,
     me: &str,
     min_idle: Duration,
 ) -> Result<Vec<String>, BrokerError> {
-    PRUNE_CONSUMERS
-        .key(stream)
-        .arg(group)
-        .arg(me)
-        .arg(min_idle.as_millis() as u64)
-        .invoke(con)
-        .map_err(|e| BrokerError::new("prune consumers", stream, e))
+    let mut inv = PRUNE_CONSUMERS.script.key(stream);
+    inv.arg(group).arg(me).arg(min_idle.as_millis() as u64);
+    PRUNE_CONSUMERS.run(con, &inv, stream).map_err(|e| BrokerError::new("prune consumers", stream, e))
 }
 
 /// Entries in the stream `key` (XLEN; 0 for a key that does not exist).
-pub fn length(con: &mut Connection, key: &str) -> Result<u64, BrokerError> {
+pub fn length(con: &mut Redis, key: &str) -> Result<u64, BrokerError> {
     redis::cmd("XLEN").arg(key).query(con).map_err(|e| BrokerError::new("XLEN", key, e))
 }
 
 /// The type of the key `key` (`stream`, `none` when it does not exist, `hash`…).
-pub fn key_type(con: &mut Connection, key: &str) -> Result<String, BrokerError> {
+pub fn key_type(con: &mut Redis, key: &str) -> Result<String, BrokerError> {
     redis::cmd("TYPE").arg(key).query(con).map_err(|e| BrokerError::new("TYPE", key, e))
 }
 
 /// The group's pending count on `stream`, and its oldest pending entry's id (XPENDING summary).
 pub fn pending_summary(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     group: &str,
 ) -> Result<(u64, Option<String>), BrokerError> {
@@ -83,7 +75,7 @@ pub fn pending_summary(
 
 /// `group` on `stream` as XINFO GROUPS reports it; `None` if the group (or the stream) does
 /// not exist.
-pub fn group_info(con: &mut Connection, stream: &str, group: &str) -> Result<Option<GroupInfo>, BrokerError> {
+pub fn group_info(con: &mut Redis, stream: &str, group: &str) -> Result<Option<GroupInfo>, BrokerError> {
     Ok(super::inspect::groups(con, stream)?.and_then(|all| all.into_iter().find(|g| g.name == group)))
 }
 
@@ -111,7 +103,7 @@ pub struct StreamFigures {
 /// Reads [`StreamFigures`] for `stream` and `group`: XLEN of the stream and its dead-letter
 /// stream, XINFO GROUPS, XPENDING. A missing group (or stream) is a figure, not an error.
 pub fn stream_figures(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     group: &str,
     now: jiff::Timestamp,
@@ -119,7 +111,7 @@ pub fn stream_figures(
     let mut f = StreamFigures {
         stream: stream.to_string(),
         length: length(con, stream)?,
-        dead_letters: length(con, &super::ack::dead_letter_stream(stream))?,
+        dead_letters: length(con, &super::keys::dead_letter_stream(stream, con.is_cluster()))?,
         ..StreamFigures::default()
     };
     if let Some(info) = group_info(con, stream, group)? {

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use redis::{Connection, Value};
+use super::Redis;
+use redis::Value;
 
 use super::BrokerError;
 use super::reply::{pairs, text};
@@ -19,7 +20,7 @@ pub struct StreamInfo {
 }
 
 /// XINFO STREAM of `stream`; `None` if no such key.
-pub fn stream_info(con: &mut Connection, stream: &str) -> Result<Option<StreamInfo>, BrokerError> {
+pub fn stream_info(con: &mut Redis, stream: &str) -> Result<Option<StreamInfo>, BrokerError> {
     let reply: redis::RedisResult<Value> = redis::cmd("XINFO").arg("STREAM").arg(stream).query(con);
     let reply = match reply {
         Ok(r) => r,
@@ -62,7 +63,7 @@ pub struct GroupInfo {
 }
 
 /// Every group of `stream`, as XINFO GROUPS reports them; `None` if the stream does not exist.
-pub fn groups(con: &mut Connection, stream: &str) -> Result<Option<Vec<GroupInfo>>, BrokerError> {
+pub fn groups(con: &mut Redis, stream: &str) -> Result<Option<Vec<GroupInfo>>, BrokerError> {
     let reply: redis::RedisResult<Value> = redis::cmd("XINFO").arg("GROUPS").arg(stream).query(con);
     let reply = match reply {
         Ok(r) => r,
@@ -101,7 +102,7 @@ pub struct ConsumerInfo {
 }
 
 /// The consumers of `group` on `stream`.
-pub fn consumers(con: &mut Connection, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>, BrokerError> {
+pub fn consumers(con: &mut Redis, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>, BrokerError> {
     let reply: Value = redis::cmd("XINFO")
         .arg("CONSUMERS")
         .arg(stream)
@@ -143,7 +144,7 @@ pub struct PendingEntry {
 /// `None` from the start), of `consumer` only if given, in id order. An empty page means no
 /// more. The idle filter is left to the caller: XPENDING's IDLE needs Redis 6.2.
 pub fn pending_page(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     group: &str,
     after: Option<&str>,

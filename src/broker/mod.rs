@@ -18,10 +18,12 @@ pub mod errors;
 pub mod group;
 pub mod id;
 pub mod inspect;
+pub mod keys;
 pub mod publish;
 pub mod range;
 pub(crate) mod read;
 mod reply;
+mod script;
 pub mod shard;
 pub mod trim;
 
@@ -29,6 +31,7 @@ use std::sync::Arc;
 
 use crate::event::Entry;
 
+pub use conn::Redis;
 pub(crate) use conn::{COMMAND_TIMEOUT, connect};
 
 /// Entries read from one stream in one call: the unit that travels on the channel from the

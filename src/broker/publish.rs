@@ -1,6 +1,6 @@
 //! XADD of envelopes, many to a pipeline: what `streamsink publish` sends.
 
-use redis::Connection;
+use super::Redis;
 
 use super::BrokerError;
 
@@ -20,9 +20,42 @@ pub struct Target<'a> {
 /// (`WRONGTYPE Operation against a key holding the wrong kind of value`).
 ///
 /// `Err` only when the pipeline as a whole failed (the connection): then any number of the
-/// events, in order from the first, may have been added.
+/// events may have been added (on one node, in order from the first).
+///
+/// In a cluster, a pipeline goes to the node of its first key (`broker::Redis`), so the events
+/// are sent in one pipeline per stream (each stream is one slot), in the order of each
+/// stream's first event; within a stream, in input order.
 pub fn add_envelopes<'e>(
-    con: &mut Connection,
+    con: &mut Redis,
+    target: Target<'_>,
+    events: impl ExactSizeIterator<Item = (&'e str, &'e str)>,
+) -> Result<Vec<Result<String, String>>, BrokerError> {
+    if !con.is_cluster() {
+        return add_pipelined(con, target, events);
+    }
+    let events: Vec<(&str, &str)> = events.collect();
+    let mut index = std::collections::HashMap::new();
+    let mut streams: Vec<Vec<usize>> = Vec::new();
+    for (at, (stream, _)) in events.iter().enumerate() {
+        let k = *index.entry(*stream).or_insert_with(|| {
+            streams.push(Vec::new());
+            streams.len() - 1
+        });
+        streams[k].push(at);
+    }
+    let mut results = vec![Ok(String::new()); events.len()];
+    for positions in streams {
+        let sent = add_pipelined(con, target, positions.iter().map(|&at| events[at]))?;
+        for (at, result) in positions.into_iter().zip(sent) {
+            results[at] = result;
+        }
+    }
+    Ok(results)
+}
+
+/// [`add_envelopes`] in one pipeline.
+fn add_pipelined<'e>(
+    con: &mut Redis,
     target: Target<'_>,
     events: impl ExactSizeIterator<Item = (&'e str, &'e str)>,
 ) -> Result<Vec<Result<String, String>>, BrokerError> {

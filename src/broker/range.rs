@@ -2,7 +2,8 @@
 //! stream's two ends. Reading this way delivers nothing to a group: no pending entry, no
 //! change of a group's last-delivered id.
 
-use redis::{Connection, Value};
+use super::Redis;
+use redis::Value;
 
 use super::BrokerError;
 use super::reply;
@@ -12,7 +13,7 @@ use crate::event::Entry;
 /// `+` for the ends), oldest first, each with its fields in the producer's order. A missing
 /// stream is empty.
 pub fn page(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     start: &str,
     end: &str,
@@ -31,7 +32,7 @@ pub fn page(
 }
 
 /// The ids of the first and last entries of `stream`; `None` when it is empty or missing.
-pub fn ends(con: &mut Connection, stream: &str) -> Result<Option<(String, String)>, BrokerError> {
+pub fn ends(con: &mut Redis, stream: &str) -> Result<Option<(String, String)>, BrokerError> {
     let mut pipe = redis::pipe();
     pipe.cmd("XRANGE").arg(stream).arg("-").arg("+").arg("COUNT").arg(1);
     pipe.cmd("XREVRANGE").arg(stream).arg("+").arg("-").arg("COUNT").arg(1);

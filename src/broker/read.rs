@@ -2,36 +2,38 @@
 
 use std::time::Duration;
 
-use redis::{Connection, Value};
+use super::Redis;
+use redis::Value;
 
 use super::claim::Claimed;
 use super::id::EntryId;
 use super::reply;
 use super::{Batch, BrokerError};
 
+/// The longest blocking read in a cluster, where one read can block on one shard only (see
+/// [`each_stream`]): a new entry on another shard waits at most this long.
+pub const CLUSTER_BLOCK: Duration = Duration::from_millis(100);
+
 /// XREADGROUP of new entries (`>`) from every stream: at most `count` per stream, blocking up
-/// to `block`. An empty vector means the block timed out with nothing new.
+/// to `block` (`None`: answering at once). An empty vector means the block timed out with
+/// nothing new.
 ///
 /// The connection's read timeout must exceed `block`; otherwise a reply that arrives late is
 /// abandoned and its entries sit in this consumer's pending list until reclaimed.
 pub fn new_entries(
-    con: &mut Connection,
+    con: &mut Redis,
     group: &str,
     consumer: &str,
     streams: &[String],
     count: usize,
-    block: Duration,
+    block: Option<Duration>,
 ) -> Result<Vec<Batch>, BrokerError> {
     let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP")
-        .arg(group)
-        .arg(consumer)
-        .arg("COUNT")
-        .arg(count)
-        .arg("BLOCK")
-        .arg(block.as_millis() as u64)
-        .arg("STREAMS")
-        .arg(streams);
+    cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(count);
+    if let Some(block) = block {
+        cmd.arg("BLOCK").arg(block.as_millis() as u64);
+    }
+    cmd.arg("STREAMS").arg(streams);
     for _ in streams {
         cmd.arg(">");
     }
@@ -45,11 +47,46 @@ pub fn new_entries(
         .collect())
 }
 
+/// New entries of every stream in a Redis Cluster, where one XREADGROUP cannot name streams of
+/// different slots (CROSSSLOT): each stream is read on its own, without BLOCK, on the node that
+/// owns it; only when none had anything does one read block, on the stream `turn` points at
+/// (then advanced, so every shard gets its turn), for at most [`CLUSTER_BLOCK`].
+///
+/// Returns what was read even when a later stream's read failed, with that failure: the entries
+/// already delivered must reach the workers, or they would sit pending until reclaimed.
+pub fn each_stream(
+    con: &mut Redis,
+    group: &str,
+    consumer: &str,
+    streams: &[String],
+    count: usize,
+    block: Duration,
+    turn: &mut usize,
+) -> (Vec<Batch>, Option<BrokerError>) {
+    let mut batches = Vec::new();
+    for stream in streams {
+        match new_entries(con, group, consumer, std::slice::from_ref(stream), count, None) {
+            Ok(read) => batches.extend(read),
+            Err(e) => return (batches, Some(e)),
+        }
+    }
+    if batches.is_empty() && !streams.is_empty() && !block.is_zero() {
+        let stream = &streams[*turn % streams.len()];
+        *turn = turn.wrapping_add(1);
+        let block = Some(block.min(CLUSTER_BLOCK));
+        match new_entries(con, group, consumer, std::slice::from_ref(stream), count, block) {
+            Ok(read) => batches.extend(read),
+            Err(e) => return (batches, Some(e)),
+        }
+    }
+    (batches, None)
+}
+
 /// This consumer's own pending entries after `after` (XREADGROUP with an ID instead of `>`):
 /// what a previous run under the same consumer name read and never acknowledged. Deleted
 /// entries are reported in `deleted`; they stay pending until acknowledged.
 pub fn own_pending(
-    con: &mut Connection,
+    con: &mut Redis,
     group: &str,
     consumer: &str,
     stream: &str,

@@ -6,10 +6,10 @@
 //! read, claim or acknowledge in between; an entry pending with any group, or not yet delivered
 //! to one, is never removed. A stream without groups (a dead-letter stream) has no safe point.
 
+use super::Redis;
+use super::script::Lua;
 use std::sync::LazyLock;
 use std::time::Duration;
-
-use redis::Connection;
 
 use super::BrokerError;
 pub use super::id::EntryId;
@@ -22,12 +22,11 @@ pub fn target_for_age(age: Duration, now: jiff::Timestamp) -> EntryId {
 }
 
 /// See the script's header.
-static TRIM_TO_SAFE_POINT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("lua/trim_to_safe_point.lua")));
+static TRIM_TO_SAFE_POINT: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("lua/trim_to_safe_point.lua")));
 
 /// See the script's header.
-static STEP_ENTRIES: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("lua/step_entries.lua")));
+static STEP_ENTRIES: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/step_entries.lua")));
 
 /// How far one call trims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +86,7 @@ const TRIM_OP: &str = "trim to safe point";
 /// Trims `stream` to `target` (an entry id `<ms>-<seq>`), or to its safe point where that is
 /// lower, in one atomic call. A stream that does not exist is left alone (removed 0).
 pub fn trim_to_safe_point(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     target: &str,
     mode: Mode,
@@ -101,7 +100,7 @@ pub fn trim_to_safe_point(
 /// what that group's reader has still to read (it re-creates the group at its start id, which
 /// may expect the old entries), so no safe point protects them.
 pub fn trim_to_safe_point_of_group(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     group: &str,
     target: &str,
@@ -111,7 +110,7 @@ pub fn trim_to_safe_point_of_group(
 }
 
 fn invoke_trim(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     target: &str,
     mode: Mode,
@@ -123,14 +122,10 @@ fn invoke_trim(
         Mode::Approximate { limit } => ("approx", limit),
     };
     type Reply = (String, u64, String, String, String, u8);
-    let (minid, removed, group, reason, safe, found): Reply = TRIM_TO_SAFE_POINT
-        .key(stream)
-        .arg(target)
-        .arg(mode)
-        .arg(limit)
-        .arg(required_group)
-        .invoke(con)
-        .map_err(|e| BrokerError::new(TRIM_OP, stream, e))?;
+    let mut inv = TRIM_TO_SAFE_POINT.script.key(stream);
+    inv.arg(target).arg(mode).arg(limit).arg(required_group);
+    let (minid, removed, group, reason, safe, found): Reply =
+        TRIM_TO_SAFE_POINT.run(con, &inv, stream).map_err(|e| BrokerError::new(TRIM_OP, stream, e))?;
     if found == 0 {
         return Ok(None);
     }
@@ -185,7 +180,7 @@ pub struct Stepped {
 /// one call holds Redis for tens of milliseconds whether events are 300 B or 1 MB; callers go
 /// on from `(last` until [`Stepped::ended`].
 pub fn step(
-    con: &mut Connection,
+    con: &mut Redis,
     stream: &str,
     direction: Direction,
     from: &str,
@@ -196,14 +191,10 @@ pub fn step(
         Direction::Forward => "fwd",
         Direction::Backward => "rev",
     };
-    let (n, last, ended): (u64, String, u8) = STEP_ENTRIES
-        .key(stream)
-        .arg(way)
-        .arg(from)
-        .arg(to)
-        .arg(most)
-        .invoke(con)
-        .map_err(|e| BrokerError::new("step over entries", stream, e))?;
+    let mut inv = STEP_ENTRIES.script.key(stream);
+    inv.arg(way).arg(from).arg(to).arg(most);
+    let (n, last, ended): (u64, String, u8) =
+        STEP_ENTRIES.run(con, &inv, stream).map_err(|e| BrokerError::new("step over entries", stream, e))?;
     Ok(Stepped { n, last: Some(last).filter(|l| !l.is_empty()), ended: ended == 1 })
 }
 

@@ -7,9 +7,8 @@
 //! redelivered, as duplicates, later). No entry is acknowledged unless its dead letter is
 //! written: both happen in one script that stops at the first failure.
 
+use crate::broker::Redis;
 use std::sync::Arc;
-
-use redis::Connection;
 
 use crate::broker::ack::{self, Acknowledger, DeadLetter};
 use crate::broker::{self, Batch, BrokerError, errors};
@@ -25,7 +24,7 @@ pub(crate) struct Acker {
     /// The worker's heartbeat, beaten while an acknowledgement waits out a fault.
     beat: Beat,
     /// `None` until (re)connected.
-    con: Option<Connection>,
+    con: Option<Redis>,
 }
 
 /// Why an acknowledgement is being retried.
@@ -51,7 +50,7 @@ impl Acker {
     }
 
     /// The connection, connecting once if there is none.
-    fn connection(&mut self) -> redis::RedisResult<&mut Connection> {
+    fn connection(&mut self) -> redis::RedisResult<&mut Redis> {
         let con = match self.con.take() {
             Some(con) => con,
             None => broker::connect(&self.shared.config.redis, broker::COMMAND_TIMEOUT)?,
@@ -171,7 +170,7 @@ impl Acker {
 
     /// Runs `f` once on the connection; a failure is logged (an unreachable Redis as an
     /// outage, anything else at debug) and ignored.
-    fn best_effort<T>(&mut self, f: impl FnOnce(&mut Connection) -> Result<T, BrokerError>) -> Option<T> {
+    fn best_effort<T>(&mut self, f: impl FnOnce(&mut Redis) -> Result<T, BrokerError>) -> Option<T> {
         let con = match self.connection() {
             Ok(con) => con,
             Err(e) => {

@@ -6,6 +6,7 @@
 //! refreshing the entries the process holds, so none of them reaches `claim_min_idle` while it
 //! is queued or being written. (While Redis does not answer, nobody can claim them either.)
 
+use crate::broker::Redis;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendTimeoutError, Sender};
@@ -31,11 +32,7 @@ pub(super) fn tick(shared: &Shared) -> Duration {
 
 /// Entries to ask for per stream of `streams`, waiting while the budget is used up (and
 /// refreshing meanwhile). `None` if a stop came first.
-pub(super) fn admit(
-    c: &mut redis::Connection,
-    shared: &Shared,
-    streams: usize,
-) -> Result<Option<usize>, BrokerError> {
+pub(super) fn admit(c: &mut Redis, shared: &Shared, streams: usize) -> Result<Option<usize>, BrokerError> {
     loop {
         shared.heartbeats.beat(Beat::Reader);
         if let Some(n) = shared.inflight.admit(streams, tick(shared)) {
@@ -72,12 +69,7 @@ pub(super) fn hold(shared: &Shared, batch: Batch, read: Read) -> HeldBatch {
 /// retried at the next tick; the batch is never given up for it). At a stop, a batch the
 /// workers cannot take within a tick is dropped unprocessed: its entries stay pending with this
 /// consumer and are read again at next start.
-pub(super) fn send(
-    c: &mut redis::Connection,
-    shared: &Shared,
-    tx: &Sender<HeldBatch>,
-    held: HeldBatch,
-) -> Flow {
+pub(super) fn send(c: &mut Redis, shared: &Shared, tx: &Sender<HeldBatch>, held: HeldBatch) -> Flow {
     let mut held = held;
     // Read is read, whether or not the hand-off completes (a stop may leave it pending).
     Counters::add(&shared.counters.read, held.batch.entries.len() as u64);
@@ -106,7 +98,7 @@ pub(super) fn send(
 
 /// Re-claims to this consumer, without counting a delivery, every held entry whose idle time
 /// in Redis is older than [`refresh_age`].
-pub(super) fn refresh(c: &mut redis::Connection, shared: &Shared) -> Result<(), BrokerError> {
+pub(super) fn refresh(c: &mut Redis, shared: &Shared) -> Result<(), BrokerError> {
     let (group, me) = (&shared.config.group.name, &shared.consumer);
     for (stream, ids) in shared.inflight.due_refresh(refresh_age(shared)) {
         log::debug!("refreshing {} held entries of {stream}", ids.len());

@@ -8,6 +8,7 @@
 //! (which is how the workers learn there is nothing more), and keeps refreshing until the
 //! workers are done or the stop deadline passes.
 
+use crate::broker::Redis;
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
@@ -24,8 +25,8 @@ use crate::supervisor::Shared;
 /// Runs the reader until a stop is requested; returns after dropping the channel's sender.
 pub(crate) fn run(shared: Arc<Shared>, tx: Sender<HeldBatch>) {
     let reclaim = Reclaim::new(shared.hooks.force_claim_fallback);
-    let mut reader =
-        Reader { shared: Arc::clone(&shared), tx, con: None, staleness: Staleness::new(true), reclaim };
+    let staleness = Staleness::new(true);
+    let mut reader = Reader { shared: Arc::clone(&shared), tx, con: None, staleness, reclaim, turn: 0 };
     while !shared.stopping() {
         let on_wait = |e: &ReaderFault, _, _| {
             shared.heartbeats.beat(Beat::Reader); // waiting on purpose
@@ -74,9 +75,11 @@ struct Reader {
     shared: Arc<Shared>,
     tx: Sender<HeldBatch>,
     /// The reader's own connection; `None` until (re)connected.
-    con: Option<redis::Connection>,
+    con: Option<Redis>,
     staleness: Staleness,
     reclaim: Reclaim,
+    /// In a cluster, the shard whose turn it is to block the read (`read::each_stream`).
+    turn: usize,
 }
 
 impl Reader {
@@ -99,7 +102,7 @@ impl Reader {
             if self.reclaim.is_due(&self.shared) {
                 self.reclaim.run(con, &self.shared, &self.tx)
             } else {
-                read_new(con, &self.shared, &self.tx)
+                read_new(con, &self.shared, &self.tx, &mut self.turn)
             }
         });
         match result {
@@ -140,11 +143,13 @@ impl Reader {
 
 /// Reads new entries from every stream, as many as the byte budget allows, and hands each
 /// stream's batch to the workers (waiting while they are behind). While the process holds
-/// entries, the read blocks no longer than a refresh tick.
+/// entries, the read blocks no longer than a refresh tick. In a cluster, each stream is read on
+/// its own (`read::each_stream`); a failure part-way still hands over what was read before it.
 fn read_new(
-    con: &mut redis::Connection,
+    con: &mut Redis,
     shared: &Shared,
     tx: &Sender<HeldBatch>,
+    turn: &mut usize,
 ) -> Result<Flow, BrokerError> {
     let (group, worker) = (&shared.config.group, &shared.config.worker);
     let Some(count) = handoff::admit(con, shared, group.streams.len())? else {
@@ -153,7 +158,11 @@ fn read_new(
     let block =
         if shared.inflight.is_empty() { worker.block } else { worker.block.min(handoff::tick(shared)) };
     let read = handoff::Read::now(count);
-    let batches = read::new_entries(con, &group.name, &shared.consumer, &group.streams, count, block)?;
+    let (batches, failed) = if con.is_cluster() {
+        read::each_stream(con, &group.name, &shared.consumer, &group.streams, count, block, turn)
+    } else {
+        (read::new_entries(con, &group.name, &shared.consumer, &group.streams, count, Some(block))?, None)
+    };
     // Every stream's batch is held at once, so none goes unrefreshed while another waits.
     let held: Vec<HeldBatch> = batches
         .into_iter()
@@ -167,5 +176,8 @@ fn read_new(
             return Ok(Flow::WorkersGone);
         }
     }
-    Ok(Flow::Continue)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(Flow::Continue),
+    }
 }

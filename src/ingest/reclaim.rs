@@ -4,6 +4,7 @@
 //! consumers, then the streams' retention ([`super::retention`], at most once a minute).
 //! Reclaimed entries carry Redis's delivery count, which the workers hold against the budget.
 
+use crate::broker::Redis;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,14 +50,14 @@ impl Reclaim {
     /// One whole cycle over every stream.
     pub(super) fn run(
         &mut self,
-        c: &mut redis::Connection,
+        c: &mut Redis,
         shared: &Shared,
         tx: &Sender<HeldBatch>,
     ) -> Result<Flow, BrokerError> {
         let (group_name, worker) = (&shared.config.group.name, &shared.config.worker);
         for s in shared.config.group.streams.iter() {
             if !self.own_done {
-                let fetch = |c: &mut redis::Connection, after: &str, count: usize| {
+                let fetch = |c: &mut Redis, after: &str, count: usize| {
                     read::own_pending(c, group_name, &shared.consumer, s, after, count)
                 };
                 if follow(c, shared, tx, s, "0", "own pending", fetch)? == Flow::WorkersGone {
@@ -89,7 +90,7 @@ impl Reclaim {
     /// them is idle that long.
     fn stuck(
         &mut self,
-        c: &mut redis::Connection,
+        c: &mut Redis,
         shared: &Shared,
         tx: &Sender<HeldBatch>,
         s: &str,
@@ -118,13 +119,13 @@ impl Reclaim {
 /// to the workers. Each fetch asks for as many entries as the byte budget allows, after the
 /// held entries are refreshed.
 fn follow(
-    c: &mut redis::Connection,
+    c: &mut Redis,
     shared: &Shared,
     tx: &Sender<HeldBatch>,
     s: &str,
     start: &str,
     what: &str,
-    mut fetch: impl FnMut(&mut redis::Connection, &str, usize) -> Result<Claimed, BrokerError>,
+    mut fetch: impl FnMut(&mut Redis, &str, usize) -> Result<Claimed, BrokerError>,
 ) -> Result<Flow, BrokerError> {
     let mut cursor = start.to_string();
     loop {
@@ -154,7 +155,7 @@ fn follow(
 /// to commit, and the next XAUTOCLAIM would report them again). An entry the process already
 /// holds is not sent twice.
 fn hand_over(
-    c: &mut redis::Connection,
+    c: &mut Redis,
     shared: &Shared,
     tx: &Sender<HeldBatch>,
     s: &str,

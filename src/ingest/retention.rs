@@ -12,11 +12,12 @@
 //! group exists on it (checked in the trimming script): the reader re-creates a missing group
 //! at `STREAMSINK_GROUP_START`, which may expect the old entries.
 
+use crate::broker::Redis;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::broker::BrokerError;
-use crate::broker::ack::dead_letter_stream;
+use crate::broker::keys::dead_letter_stream;
 use crate::broker::trim::{self, HoldReason, Mode};
 use crate::config::duration_text;
 use crate::supervisor::Shared;
@@ -46,7 +47,7 @@ impl Retention {
 
     /// Trims every stream (and dead-letter stream) with a retention, if a minute has passed
     /// since the last run. Returns only a lost connection; other failures are logged.
-    pub(super) fn run(&mut self, c: &mut redis::Connection, shared: &Shared) -> Result<(), BrokerError> {
+    pub(super) fn run(&mut self, c: &mut Redis, shared: &Shared) -> Result<(), BrokerError> {
         let worker = &shared.config.worker;
         let (streams, dead_letters) = (worker.retention(), worker.dlq_retention());
         let off = (streams.is_none() && dead_letters.is_none()) || self.unsupported;
@@ -60,7 +61,7 @@ impl Retention {
                 self.trim(c, s, Some(group), age)?;
             }
             if let Some(age) = dead_letters {
-                self.trim(c, &dead_letter_stream(s), None, age)?;
+                self.trim(c, &dead_letter_stream(s, c.is_cluster()), None, age)?;
             }
             if self.unsupported {
                 break;
@@ -72,7 +73,7 @@ impl Retention {
     /// One stream's trim, in passes; with `group`, only while that group exists on it.
     fn trim(
         &mut self,
-        c: &mut redis::Connection,
+        c: &mut Redis,
         stream: &str,
         group: Option<&str>,
         age: Duration,

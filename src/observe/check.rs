@@ -8,6 +8,7 @@
 //! Invariant: it only reads. It creates no group, applies no migration, acknowledges nothing:
 //! a check must never change what it checks.
 
+use crate::broker::Redis;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -245,12 +246,7 @@ fn check_redis(report: &mut Report, redis: &RedisSettings, group: &GroupSettings
 
 /// Entries after `last_delivered` (XRANGE with an exclusive start, Redis ≥ 6.2), counting at
 /// most `bound + 1` (enough to tell it is over the bound); `None` when Redis cannot say.
-fn lag_counted(
-    con: &mut redis::Connection,
-    stream: &str,
-    last_delivered: &str,
-    bound: Option<u64>,
-) -> Option<u64> {
+fn lag_counted(con: &mut Redis, stream: &str, last_delivered: &str, bound: Option<u64>) -> Option<u64> {
     let most = bound.map_or(10_000, |b| b.saturating_add(1));
     let ids: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XRANGE")
         .arg(stream)
@@ -265,7 +261,7 @@ fn lag_counted(
 /// The stream's figures; where Redis has lost count of the lag (Redis < 7, or an entry
 /// deleted past the group's position) and `--max-lag` needs it, the lag counted here.
 fn check_stream(
-    con: &mut redis::Connection,
+    con: &mut Redis,
     stream: &str,
     group_name: &str,
     limits: Thresholds,

@@ -4,6 +4,7 @@
 //! reports them, and the bytes of entries held in the process. A final line at shutdown comes
 //! from the supervisor.
 
+use crate::broker::Redis;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ const PROBE_WAIT: Duration = Duration::from_secs(2);
 pub(crate) fn run(shared: Arc<Shared>, pool: Pool, done: Receiver<()>) {
     let interval = shared.config.worker.stats_interval;
     let tick = STATUS_INTERVAL.min(interval);
-    let mut redis: Option<redis::Connection> = None;
+    let mut redis: Option<Redis> = None;
     let (mut logged, mut logged_at) = (shared.counters.snapshot(), Instant::now());
     let (mut ticked, mut ticked_at) = (logged, logged_at);
     // The figures `/metrics` and `/health/ready` read exist from the start, not a tick later.
@@ -129,7 +130,7 @@ fn probe_postgres_if_idle(shared: &Shared, pool: &Pool, tick: Duration) {
 /// Each stream's length, pending count, oldest pending age, lag and dead-letter length, as
 /// Redis reports them; empty when Redis did not answer (the connection is then dropped and
 /// made again next time). A missing group is a figure (`group_exists: false`), not a failure.
-fn stream_figures(redis: &mut Option<redis::Connection>, shared: &Shared) -> Vec<StreamFigures> {
+fn stream_figures(redis: &mut Option<Redis>, shared: &Shared) -> Vec<StreamFigures> {
     if redis.is_none() && !shared.stopping() {
         *redis = broker::connect(&shared.config.redis, broker::COMMAND_TIMEOUT).ok();
     }

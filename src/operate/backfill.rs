@@ -11,11 +11,11 @@
 //! Postgres rejects are counted and listed, not fatal; memory is bounded by a page
 //! ([`PAGE_ENTRIES`] entries, fewer when entries are large: about [`PAGE_BYTES`]).
 
+use crate::broker::Redis;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use redis::Connection;
 use serde_json::{Value, json};
 
 use super::{OperateError, first_id_at, last_id_at, table};
@@ -190,7 +190,7 @@ impl fmt::Display for Backfilled {
 /// mistyped name), when Postgres cannot be reached or its schema is behind, or when a Redis command or a write fails for another reason than the rows (what
 /// was committed before stays; a rerun finds it as duplicates).
 pub fn backfill(
-    con: &mut Connection,
+    con: &mut Redis,
     postgres: &PostgresSettings,
     request: &Request,
     mut progress: Option<&mut dyn FnMut(&Progress)>,
@@ -330,7 +330,7 @@ fn write_retrying_conflicts(
 }
 
 /// The entries from `from_id` to `to_id` ([`Total`]), from XLEN and the stream's two ends.
-fn total(con: &mut Connection, stream: &str, from_id: &str, to_id: &str) -> Result<Total, OperateError> {
+fn total(con: &mut Redis, stream: &str, from_id: &str, to_id: &str) -> Result<Total, OperateError> {
     let Some((first, last)) = range::ends(con, stream)? else {
         return Ok(Total::Exact(0));
     };

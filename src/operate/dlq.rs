@@ -7,10 +7,10 @@
 //! failing again, wait for the next run); the dead-letter stream is read a page at a time, the
 //! page sized to a few MiB whatever the size of its entries; `--dry-run` changes nothing.
 
+use crate::broker::Redis;
 use std::fmt;
 
 use jiff::Timestamp;
-use redis::Connection;
 use serde_json::{Value, json};
 
 use super::{OperateError, Report, connect, first_id_at, last_id_at, table};
@@ -165,7 +165,7 @@ pub fn list(
     limit: usize,
 ) -> Result<Listed, OperateError> {
     let mut con = connect(redis)?;
-    let dlq = dead_letter_stream(stream);
+    let dlq = dead_letter_stream(stream, con.is_cluster());
     let mut listed = Listed { dead_letter_stream: dlq.clone(), letters: Vec::new(), more: false, limit };
     walk(&mut con, &dlq, filter, |_, page| {
         for letter in page.iter().map(Summary::of).filter(|l| filter.matches(l)) {
@@ -224,7 +224,7 @@ pub struct Shown {
 /// Reads dead letter `id` of `stream`; refused when it is not there.
 pub fn show(redis: &RedisSettings, stream: &str, id: &str) -> Result<Shown, OperateError> {
     let mut con = connect(redis)?;
-    let dlq = dead_letter_stream(stream);
+    let dlq = dead_letter_stream(stream, con.is_cluster());
     let entry = broker_dlq::get(&mut con, &dlq, id)?
         .ok_or_else(|| OperateError::Refused(format!("no dead letter {id} on {dlq}")))?;
     let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -360,7 +360,7 @@ fn act(
     let mut moved = Moved {
         action,
         stream: stream.to_string(),
-        dead_letter_stream: dead_letter_stream(stream),
+        dead_letter_stream: dead_letter_stream(stream, redis.is_cluster()),
         dry_run,
         count: 0,
         selected: Vec::new(),
@@ -423,7 +423,7 @@ impl Moved {
     }
 
     /// Replays or deletes `ids`, recording each outcome.
-    fn apply(&mut self, con: &mut Connection, ids: &[String]) -> Result<(), OperateError> {
+    fn apply(&mut self, con: &mut Redis, ids: &[String]) -> Result<(), OperateError> {
         match self.action {
             Action::Purge if ids.len() == 1 => {
                 match broker_dlq::delete(con, &self.dead_letter_stream, ids)? {
@@ -525,10 +525,10 @@ const MAX_PAGE: usize = 1000;
 /// Calls `each` with every page of `dlq`'s entries in `filter`'s time range, oldest first, up
 /// to the newest entry there now; stops when `each` returns false.
 fn walk(
-    con: &mut Connection,
+    con: &mut Redis,
     dlq: &str,
     filter: &Filter,
-    mut each: impl FnMut(&mut Connection, &[Entry]) -> Result<bool, OperateError>,
+    mut each: impl FnMut(&mut Redis, &[Entry]) -> Result<bool, OperateError>,
 ) -> Result<(), OperateError> {
     let Some(newest) = broker_dlq::last_id(con, dlq)? else { return Ok(()) };
     let mut start = filter.since.map_or_else(|| "-".to_string(), first_id_at);

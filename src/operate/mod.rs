@@ -16,7 +16,7 @@ pub mod status;
 pub mod table;
 pub mod trim;
 
-use redis::Connection;
+use crate::broker::Redis;
 
 use crate::broker::id::EntryId;
 use crate::broker::{self, BrokerError};
@@ -59,7 +59,7 @@ pub enum OperateError {
 }
 
 /// One Redis connection for a command, with the worker's timeouts and TLS settings.
-pub fn connect(settings: &RedisSettings) -> Result<Connection, OperateError> {
+pub fn connect(settings: &RedisSettings) -> Result<Redis, OperateError> {
     broker::connect(settings, broker::COMMAND_TIMEOUT)
         .map_err(|source| OperateError::Connect { url: settings.redis_url.to_string(), source })
 }

@@ -6,10 +6,10 @@
 //! only if it is one JSON object, and every line that is not sent, or that Redis refuses, is
 //! reported with its line number; events go out in input order.
 
+use crate::broker::Redis;
 use std::fmt;
 use std::io::{BufRead, ErrorKind, Read};
 
-use redis::Connection;
 use serde_json::{Value, json};
 
 use super::OperateError;
@@ -139,7 +139,7 @@ impl fmt::Display for Published {
 
 /// Publishes every line of `input` (named `what` in errors) to `options.stream` over `con`.
 /// Never fails as a whole: what went wrong is in the report.
-pub fn publish(con: &mut Connection, input: &mut dyn BufRead, what: &str, options: &Options) -> Published {
+pub fn publish(con: &mut Redis, input: &mut dyn BufRead, what: &str, options: &Options) -> Published {
     let target = Target { stream: &options.stream, field: &options.event_field, maxlen: options.maxlen };
     let mut report =
         Published { stream: options.stream.clone(), shards: options.shards, ..Published::default() };
@@ -199,7 +199,7 @@ struct Batch {
 impl Batch {
     /// Sends the batch and records each line's outcome; false (with `report.stopped` set) when
     /// the pipeline failed as a whole.
-    fn send(&mut self, con: &mut Connection, target: Target<'_>, report: &mut Published) -> bool {
+    fn send(&mut self, con: &mut Redis, target: Target<'_>, report: &mut Published) -> bool {
         if self.lines.is_empty() {
             return true;
         }

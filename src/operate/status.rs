@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 use super::table::{self, age, id_time};
 use super::{OperateError, Report};
-use crate::broker::ack::dead_letter_stream;
 use crate::broker::group::pending_summary;
 use crate::broker::inspect::{self, ConsumerInfo, GroupInfo, StreamInfo};
+use crate::broker::keys::dead_letter_stream;
 use crate::config::RedisSettings;
 
 /// The status of some streams, read at `at`.
@@ -35,7 +35,9 @@ pub struct StreamStatus {
     pub info: Option<StreamInfo>,
     /// Every group on it, as XINFO GROUPS lists them.
     pub groups: Vec<GroupStatus>,
-    /// The dead-letter stream (`<stream>:dlq`); `None` where it does not exist (no dead letters yet).
+    /// The dead-letter stream's name (`<stream>:dlq`; `broker::keys`).
+    pub dead_letter_stream: String,
+    /// The dead-letter stream; `None` where it does not exist (no dead letters yet).
     pub dead_letters: Option<StreamInfo>,
 }
 
@@ -55,11 +57,13 @@ pub fn status(redis: &RedisSettings, streams: &[String]) -> Result<Status, Opera
     let mut con = super::connect(redis)?;
     let mut out = Status { at: Timestamp::now(), streams: Vec::with_capacity(streams.len()) };
     for stream in streams {
+        let dlq = dead_letter_stream(stream, con.is_cluster());
         let mut s = StreamStatus {
             stream: stream.clone(),
             info: inspect::stream_info(&mut con, stream)?,
             groups: Vec::new(),
-            dead_letters: inspect::stream_info(&mut con, &dead_letter_stream(stream))?,
+            dead_letters: inspect::stream_info(&mut con, &dlq)?,
+            dead_letter_stream: dlq,
         };
         for info in inspect::groups(&mut con, stream)?.unwrap_or_default() {
             let read = pending_summary(&mut con, stream, &info.name)
@@ -103,7 +107,7 @@ impl Report for Status {
             let mut stream = span(&s.info);
             stream["stream"] = json!(s.stream);
             stream["dead_letters"] = span(&s.dead_letters);
-            stream["dead_letters"]["stream"] = json!(dead_letter_stream(&s.stream));
+            stream["dead_letters"]["stream"] = json!(s.dead_letter_stream);
             stream["groups"] = s
                 .groups
                 .iter()
@@ -150,12 +154,12 @@ impl fmt::Display for Status {
                 Some(d) if d.length > 0 => writeln!(
                     f,
                     "dead letters ({}): {}, {} .. {}",
-                    dead_letter_stream(&s.stream),
+                    s.dead_letter_stream,
                     d.length,
                     id_time(d.first_id.as_deref()),
                     id_time(d.last_id.as_deref())
                 )?,
-                _ => writeln!(f, "dead letters ({}): none", dead_letter_stream(&s.stream))?,
+                _ => writeln!(f, "dead letters ({}): none", s.dead_letter_stream)?,
             }
             if s.groups.is_empty() {
                 writeln!(f, "no consumer groups")?;

@@ -6,10 +6,10 @@
 //! step over entries inside Redis (their fields never travel), in calls bounded by entries and
 //! by bytes, and stop at [`COUNT_CAP`] ("at least").
 
+use crate::broker::Redis;
 use std::fmt;
 use std::time::Duration;
 
-use redis::Connection;
 use serde_json::{Value, json};
 
 use super::OperateError;
@@ -104,12 +104,7 @@ pub fn trim(
     })
 }
 
-fn trim_on(
-    con: &mut Connection,
-    stream: &str,
-    target: Target,
-    options: Options,
-) -> Result<Trimmed, OperateError> {
+fn trim_on(con: &mut Redis, stream: &str, target: Target, options: Options) -> Result<Trimmed, OperateError> {
     let mut report = Trimmed {
         stream: stream.to_string(),
         target,
@@ -181,7 +176,7 @@ impl Count {
 /// newest). For N, XLEN first, then a walk from the nearer end: the `len - N` oldest from the
 /// start when they are fewer than N. Entries added or removed meanwhile shift the target by
 /// as many.
-fn target_id(con: &mut Connection, stream: &str, target: Target) -> Result<Option<EntryId>, OperateError> {
+fn target_id(con: &mut Redis, stream: &str, target: Target) -> Result<Option<EntryId>, OperateError> {
     let n = match target {
         Target::MaxAge(age) => return Ok(Some(trim::target_for_age(age, jiff::Timestamp::now()))),
         Target::MaxLen(n) => n,
@@ -205,12 +200,7 @@ fn target_id(con: &mut Connection, stream: &str, target: Target) -> Result<Optio
 
 /// The `k`-th entry (from 1) from the start (forward) or the end (backward); `None` when the
 /// stream has fewer.
-fn nth(
-    con: &mut Connection,
-    stream: &str,
-    direction: Direction,
-    k: u64,
-) -> Result<Option<EntryId>, OperateError> {
+fn nth(con: &mut Redis, stream: &str, direction: Direction, k: u64) -> Result<Option<EntryId>, OperateError> {
     let (mut from, to) = match direction {
         Direction::Forward => ("-".to_string(), "+"),
         Direction::Backward => ("+".to_string(), "-"),
@@ -229,7 +219,7 @@ fn nth(
 }
 
 /// Entries with ids below `below`, counted up to [`COUNT_CAP`].
-fn count_below(con: &mut Connection, stream: &str, below: EntryId) -> Result<Count, OperateError> {
+fn count_below(con: &mut Redis, stream: &str, below: EntryId) -> Result<Count, OperateError> {
     let Some(end) = below.prev() else {
         return Ok(Count::default());
     };

@@ -135,6 +135,11 @@ pub fn redis_at(url: &str) -> redis::Connection {
     redis::Client::open(url).and_then(|c| c.get_connection()).expect("connect to redis")
 }
 
+/// A connection to the Redis at `url` as the library's broker functions take it.
+pub fn broker_at(url: &str) -> streamsink::broker::Redis {
+    streamsink::broker::Redis::Node(redis_at(url))
+}
+
 pub fn redis() -> redis::Connection {
     redis_at(&redis_url())
 }
