@@ -3,11 +3,11 @@
 # with one replica) on 127.0.0.1, ports BASE … BASE+5 and their cluster buses BASE+10000 …,
 # everything (nodes.conf, logs, pid files) under DIR. Never touches the shared Redis.
 #
-#   scripts/redis-cluster.sh start DIR [BASE]   # BASE defaults to 30001; waits until every node
+#   scripts/redis-cluster.sh start DIR [BASE]   # BASE: a free one from 22000 up; waits until every node
 #                                               # reports cluster_state:ok, prints the seed list
 #   scripts/redis-cluster.sh stop DIR           # stops every node started in DIR
 #
-# `start` prints one line, `cluster: 127.0.0.1:30001,…,127.0.0.1:30006`, and exits non-zero
+# `start` prints one line, `cluster: 127.0.0.1:22000,…,127.0.0.1:22005`, and exits non-zero
 # (after stopping what it started) if the cluster is not ok within 30 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +37,18 @@ if [ "$action" = stop ]; then
     exit 0
 fi
 
-base=${3:-30001}
+# The bus ports (BASE+10000 …) stay below Linux's ephemeral range (32768 and up), where a
+# client's own port could take one. Without BASE: the first of 22000, 22010, … whose twelve
+# ports nothing listens on.
+base=${3:-}
+if [ -z "$base" ]; then
+    for candidate in $(seq 22000 10 22690); do
+        taken=$(ss -Htln 2>/dev/null | awk '{print $4}' | sed 's/.*://' |
+            awk -v b="$candidate" '($1 >= b && $1 < b + 6) || ($1 >= b + 10000 && $1 < b + 10006)' | head -1)
+        if [ -z "$taken" ]; then base=$candidate; break; fi
+    done
+    [ -n "$base" ] || { echo "redis-cluster: no free ports from 22000 to 22695" >&2; exit 1; }
+fi
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     source scripts/services.sh >&2 # installs Redis where it is missing
 fi

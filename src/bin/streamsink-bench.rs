@@ -13,6 +13,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+#[path = "bench/cluster.rs"]
+mod cluster;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use streamsink::event::{self, Entry, Event};
@@ -79,6 +82,11 @@ struct Args {
     /// The streamsink binary [default: next to this one].
     #[arg(long)]
     binary: Option<String>,
+    /// Only compare 16 shards on --redis-url's node with the same 16 shards on this Redis
+    /// Cluster (`redis+cluster://host:port,…`; `scripts/bench.sh --cluster` starts one), with 1
+    /// and 2 processes, --rounds times (the best of each is reported).
+    #[arg(long, value_name = "URL")]
+    cluster_url: Option<String>,
 }
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -108,6 +116,9 @@ fn run(args: &Args) -> BenchResult<()> {
     let servers = SERVERS.get_or_init(|| Servers::find(args));
     if servers.postmaster.is_none() || servers.redis.is_none() {
         say(&format!("servers' CPU is measured only for local servers this user can read: {servers:?}"));
+    }
+    if let Some(url) = &args.cluster_url {
+        return cluster::run(args, &binary, url, &generate(args.events, 0x5eed));
     }
     let n = args.events.max(args.naive_events);
     let events = generate(n, 0x5eed);
@@ -696,7 +707,7 @@ fn spawn_worker(
 }
 
 /// The group's pending count and lag, once the worker has created the group.
-fn group_state(con: &mut redis::Connection, stream: &str) -> Option<(i64, Option<i64>)> {
+fn group_state(con: &mut dyn redis::ConnectionLike, stream: &str) -> Option<(i64, Option<i64>)> {
     let groups: Vec<HashMap<String, redis::Value>> =
         redis::cmd("XINFO").arg("GROUPS").arg(stream).query(con).ok()?;
     let g = groups.first()?;
