@@ -7,6 +7,8 @@
 #                                               # reports cluster_state:ok, prints the seed list
 #   scripts/redis-cluster.sh stop DIR           # stops every node started in DIR
 #
+# With REDIS_CLUSTER_PASSWORD set, every node requires it (clients and replicas alike).
+#
 # `start` prints one line, `cluster: 127.0.0.1:22000,…,127.0.0.1:22005`, and exits non-zero
 # (after stopping what it started) if the cluster is not ok within 30 s.
 set -euo pipefail
@@ -52,6 +54,11 @@ fi
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     source scripts/services.sh >&2 # installs Redis where it is missing
 fi
+auth=()
+if [ -n "${REDIS_CLUSTER_PASSWORD:-}" ]; then
+    auth=(--requirepass "$REDIS_CLUSTER_PASSWORD" --masterauth "$REDIS_CLUSTER_PASSWORD")
+    export REDISCLI_AUTH=$REDIS_CLUSTER_PASSWORD # redis-cli reads it; never on a command line
+fi
 ports=$(seq "$base" $((base + 5)))
 mkdir -p "$dir"
 for port in $ports; do
@@ -60,7 +67,7 @@ for port in $ports; do
     redis-server --port "$port" --bind 127.0.0.1 --protected-mode no --daemonize yes \
         --dir "$dir/$port" --cluster-enabled yes --cluster-config-file nodes.conf \
         --cluster-node-timeout 2000 --appendonly no --save '' \
-        --pidfile "$dir/$port/redis.pid" --logfile "$dir/$port/redis.log"
+        --pidfile "$dir/$port/redis.pid" --logfile "$dir/$port/redis.log" "${auth[@]}"
 done
 for port in $ports; do
     for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done

@@ -24,7 +24,7 @@ use crate::tls::{self, CaFile, CertFile, KeyFile, PgTls};
 /// subcommand do).
 #[derive(Args, Debug, Clone)]
 pub struct RedisSettings {
-    /// Redis URL: redis://[:password@]host:port[/db], rediss://… (TLS), unix:///path.
+    /// Redis URL: redis://[:password@]host:port[/db], rediss://… (TLS), unix:///path; a Redis Cluster: redis+cluster://[:password@]host:port,host:port (rediss+cluster:// for TLS).
     #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true, value_parser = redis_url)]
     pub redis_url: SecretUrl,
     /// CA certificates (PEM) to verify a rediss:// server by, instead of the system's trust store.

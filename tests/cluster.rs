@@ -83,9 +83,13 @@ struct Drain {
 
 impl Drain {
     fn publish() -> Drain {
-        let cluster = PrivateCluster::start();
-        let url = format!("redis+cluster://127.0.0.1:{},127.0.0.1:{}", cluster.ports[0], cluster.ports[3]);
-        let ids: Vec<String> = (0..EVENTS).map(|i| format!("ev-{i}")).collect();
+        Drain::publish_on(PrivateCluster::start(), EVENTS)
+    }
+
+    /// `events` events published on `cluster`.
+    fn publish_on(cluster: PrivateCluster, events: usize) -> Drain {
+        let url = cluster.url();
+        let ids: Vec<String> = (0..events).map(|i| format!("ev-{i}")).collect();
         let lines: String = ids
             .iter()
             .enumerate()
@@ -102,7 +106,7 @@ impl Drain {
             &[("REDIS_URL", &url)],
         );
         assert_eq!(code, Some(0), "{stdout}{stderr}");
-        assert_eq!(json_of(&stdout)["published"], EVENTS, "{stdout}");
+        assert_eq!(json_of(&stdout)["published"], events, "{stdout}");
         let drain = Drain { cluster, db: TestDb::create(), url, ids };
         // Every entry on a replica too: what Redis may lose in a failover below is only what
         // the workers change (delivery and acknowledgement), never an entry itself.
@@ -131,7 +135,7 @@ impl Drain {
             .ports
             .iter()
             .find(|&&p| {
-                redis::Client::open(format!("redis://127.0.0.1:{p}")).and_then(|c| c.get_connection()).is_ok()
+                redis::Client::open(self.cluster.node_url(p)).and_then(|c| c.get_connection()).is_ok()
             })
             .expect("a live node")
     }
@@ -139,7 +143,7 @@ impl Drain {
     /// A connection to the whole cluster, routing by key.
     fn client(&self) -> redis::cluster::ClusterConnection {
         let alive = self.alive_port();
-        redis::cluster::ClusterClient::new(vec![format!("redis://127.0.0.1:{alive}")])
+        redis::cluster::ClusterClient::new(vec![self.cluster.node_url(alive)])
             .and_then(|c| c.get_connection())
             .expect("cluster connection")
     }
@@ -392,4 +396,97 @@ fn resharding_slots_mid_drain_does_not_stop_it() {
          ({during} once it was done)",
         moved.len()
     );
+}
+
+#[test]
+fn operators_read_a_sharded_stream_per_shard_and_summed_on_a_cluster_that_requires_a_password() {
+    const PASSWORD: &str = "cl-s3cret-pw";
+    let drain = Drain::publish_on(PrivateCluster::start_with(Some(PASSWORD)), 400);
+    let mut con = drain.client();
+    // Two entries that are no events: each becomes a dead letter of its own shard.
+    for shard in ["events:{2}", "events:{9}"] {
+        let _: String =
+            redis::cmd("XADD").arg(shard).arg("*").arg("event").arg("not json").query(&mut con).unwrap();
+    }
+    // A consumer that dies holding 5 entries of shard 0: they stay pending.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("events:{0}")
+        .arg("event-processors")
+        .arg("0")
+        .query(&mut con)
+        .unwrap();
+    let held: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("event-processors")
+        .arg("ghost")
+        .arg("COUNT")
+        .arg(5)
+        .arg("STREAMS")
+        .arg("events:{0}")
+        .arg(">")
+        .query(&mut con)
+        .unwrap();
+    assert!(matches!(held, redis::Value::Array(_)), "{held:?}");
+    let worker = drain.worker("a", &[]);
+    wait_until(Duration::from_secs(60), "every event but the 5 held stored", || {
+        (drain.stored() == 395 && drain.backlog().iter().map(|(p, _)| p).sum::<i64>() == 5).then_some(())
+    });
+    let said = worker.output();
+    let last = stop(worker);
+    assert_eq!(figure(&last, "dead_lettered"), 2, "{last}");
+    assert!(said.iter().all(|l| !l.contains(PASSWORD)), "the worker logged the password: {said:?}");
+
+    let env = [("REDIS_URL", drain.url.as_str())];
+    let (code, out, err) = run_streamsink(&["status", "--stream", "events:{0..15}", "--json"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD), "the password was printed");
+    let items = json_of(&out);
+    let items = items.as_array().expect("an array");
+    assert_eq!(items.len(), SHARDS + 1, "one item per shard, then the sum");
+    let sum = items.iter().find(|i| i.get("shards").is_some()).expect("the sum of the shards");
+    assert_eq!(sum["stream"], "events");
+    assert_eq!(sum["shards"], SHARDS);
+    assert_eq!(sum["length"], 402, "400 events and the 2 that are not");
+    assert_eq!(sum["dead_letters"]["length"], 2);
+    assert_eq!(sum["groups"][0]["pending"], 5);
+    assert_eq!(sum["groups"][0]["lag"], 0);
+    assert_eq!(sum["groups"][0]["consumers"], 2, "a and ghost");
+    let dead = |shard: &str| -> serde_json::Value {
+        items.iter().find(|i| i["stream"] == shard).expect("the shard")["dead_letters"].clone()
+    };
+    assert_eq!(dead("events:{2}")["stream"], "events:{2}:dlq", "the dead letters share the shard's slot");
+    assert_eq!(dead("events:{2}")["length"], 1);
+
+    let (code, out, err) = run_streamsink(&["status", "--stream", "events:{0..15}"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("events (16 shards, 16 existing): 402 entries, 2 dead letters"), "{out}");
+
+    let (code, out, err) = run_streamsink(&["pending", "--stream", "events:{0..15}", "--json"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    let pending = json_of(&out);
+    assert_eq!(pending["pending"], 5);
+    let entries = pending["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 5);
+    assert!(entries.iter().all(|e| e["stream"] == "events:{0}" && e["consumer"] == "ghost"), "{entries:?}");
+
+    let (code, out, err) = run_streamsink(&["dlq", "list", "--stream", "events:{0..15}", "--json"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    let letters = json_of(&out)["dead_letters"].as_array().expect("letters").clone();
+    let mut shards: Vec<String> =
+        letters.iter().map(|l| l["original_stream"].as_str().unwrap_or_default().to_string()).collect();
+    shards.sort();
+    assert_eq!(shards, ["events:{2}", "events:{9}"]);
+
+    let (code, _, err) = run_streamsink(&["dlq", "show", "--stream", "events:{0..15}", "1-1"], &env);
+    assert_eq!(code, Some(2), "a range names no one dead letter: {err}");
+    let (code, out, err) =
+        run_streamsink(&["dlq", "purge", "--stream", "events:{0..15}", "--all", "--json"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(json_of(&out)["purged"], 2, "{out}");
+    let (_, out, _) = run_streamsink(&["status", "--stream", "events:{0..15}", "--json"], &env);
+    let items = json_of(&out);
+    let sum =
+        items.as_array().and_then(|a| a.iter().find(|i| i.get("shards").is_some()).cloned()).expect("sum");
+    assert_eq!(sum["dead_letters"]["length"], 0, "purged on every shard");
 }

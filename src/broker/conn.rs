@@ -126,11 +126,24 @@ pub fn connect(settings: &RedisSettings, read_timeout: Duration) -> redis::Redis
         if let Some(certificates) = certificates() {
             builder = builder.certs(certificates);
         }
-        let con = builder
+        let mut con = builder
             .build()
             .and_then(|client| client.get_connection())
             .map_err(|e| tls::explain_redis(e, settings.peer()))?;
         con.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+        // A seed that is a single node answers PING but has no slot map: the client then has no
+        // node for any command. Said once here, in words, rather than on every command.
+        if let Err(e) = redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut con) {
+            let disabled = e.kind() == redis::ErrorKind::ClusterConnectionNotFound
+                || e.to_string().contains("cluster support disabled");
+            if disabled {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "the seed nodes are not a Redis Cluster (no slot map; for a single node, use redis://)",
+                )));
+            }
+            return Err(e);
+        }
         return Ok(Redis::Cluster(Box::new(con)));
     }
     let info = settings.redis_url.redis_connection_info().ok_or((

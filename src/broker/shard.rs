@@ -21,6 +21,12 @@ pub fn shard_name(stream: &str, k: u32) -> String {
     format!("{stream}:{{{k}}}")
 }
 
+/// The logical stream `name` is a shard of (`events` for `events:{3}`), if it is named as one.
+pub fn logical_of(name: &str) -> Option<&str> {
+    let (stream, k) = name.strip_suffix('}')?.rsplit_once(":{")?;
+    (!k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())).then_some(stream)
+}
+
 /// `name` with a shard range `{A..B}` in it expanded into the names with `{A}` … `{B}`; any other
 /// name as it is. `Err` says why a range is not one (`{3..1}`, more than [`MAX_SHARDS`]).
 pub fn expand(name: &str) -> Result<Vec<String>, String> {
@@ -54,6 +60,16 @@ fn crc32(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_names_its_logical_stream() {
+        assert_eq!(logical_of("events:{3}"), Some("events"));
+        assert_eq!(logical_of("a:b:{15}"), Some("a:b"));
+        assert_eq!(logical_of("events"), None);
+        assert_eq!(logical_of("events:{x}"), None);
+        assert_eq!(logical_of("events:{}"), None);
+        assert_eq!(logical_of("{events}:dlq"), None);
+    }
 
     #[test]
     fn the_checksum_is_zlibs_crc32() {

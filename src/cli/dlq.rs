@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Subcommand};
 use jiff::Timestamp;
-use streamsink::config::RedisSettings;
-use streamsink::operate::dlq::{self, Filter, Interrupted, Moved, Selection};
+use streamsink::config::{RedisSettings, SettingsError};
+use streamsink::operate::dlq::{self, Action, Filter, Interrupted, Moved, Selection};
 
 #[derive(Args)]
 pub struct DlqArgs {
@@ -35,8 +35,9 @@ enum DlqCommand {
 struct Target {
     #[command(flatten)]
     redis: RedisSettings,
-    /// The stream whose dead letters (in <STREAM>:dlq) are meant.
-    #[arg(long, value_name = "STREAM", value_parser = super::stream_name)]
+    /// The stream whose dead letters (in <STREAM>:dlq) are meant; events:{0..15}: every shard's
+    /// (list, replay and purge, not ids).
+    #[arg(long, value_name = "STREAM", value_parser = super::streams_name)]
     stream: String,
 }
 
@@ -131,17 +132,32 @@ pub fn execute(args: DlqArgs) -> ExitCode {
     if let Err(refused) = target.redis.check().and_then(|()| super::time_range(since, until)) {
         return super::refused(&refused);
     }
+    // A shard range (`events:{0..15}`) stands for its shards.
+    let shards = super::expand_streams(std::slice::from_ref(&target.stream));
+    let shards = (shards.len() > 1 || shards[0] != target.stream).then_some(shards);
     match args.command {
         DlqCommand::List(a) => {
             let filter = a.filter.filter();
             let limit = usize::try_from(a.limit).unwrap_or(usize::MAX);
-            match dlq::list(&a.target.redis, &a.target.stream, &filter, limit) {
+            let (redis, stream) = (&a.target.redis, &a.target.stream);
+            let listed = match &shards {
+                Some(shards) => dlq::list_of_shards(redis, stream, shards, &filter, limit),
+                None => dlq::list(redis, stream, &filter, limit),
+            };
+            match listed {
                 Ok(listed) => {
                     super::print(&listed, a.json);
                     ExitCode::SUCCESS
                 }
                 Err(e) => super::failed(&e),
             }
+        }
+        DlqCommand::Show(_) if shards.is_some() => {
+            let e = clap::Error::raw(
+                clap::error::ErrorKind::ArgumentConflict,
+                "dlq show reads one dead letter: give --stream the one shard it is on, not a range\n",
+            );
+            super::refused(&SettingsError::new(&e, &clap::Command::new("streamsink")))
         }
         DlqCommand::Show(a) => match dlq::show(&a.target.redis, &a.target.stream, &a.id) {
             Ok(shown) => {
@@ -150,6 +166,8 @@ pub fn execute(args: DlqArgs) -> ExitCode {
             }
             Err(e) => super::failed(&e),
         },
+        DlqCommand::Replay(a) if shards.is_some() => on_shards(&a, shards, Action::Replay),
+        DlqCommand::Purge(a) if shards.is_some() => on_shards(&a, shards, Action::Purge),
         DlqCommand::Replay(a) => {
             moved(dlq::replay(&a.target.redis, &a.target.stream, &a.selection(), a.dry_run), a.json)
         }
@@ -157,6 +175,13 @@ pub fn execute(args: DlqArgs) -> ExitCode {
             moved(dlq::purge(&a.target.redis, &a.target.stream, &a.selection(), a.dry_run), a.json)
         }
     }
+}
+
+/// A replay or purge over the shards of a logical stream.
+fn on_shards(a: &SelectArgs, shards: Option<Vec<String>>, action: Action) -> ExitCode {
+    let shards = shards.unwrap_or_default();
+    let (redis, stream) = (&a.target.redis, &a.target.stream);
+    moved(dlq::act_on_shards(redis, stream, &shards, &a.selection(), a.dry_run, action), a.json)
 }
 
 /// Prints a replay's or purge's outcome: exit 1 when a dead letter asked for was not found or

@@ -97,3 +97,18 @@ fn count(value: &str) -> Result<u64, String> {
 fn stream_name(value: &str) -> Result<String, String> {
     if value.trim().is_empty() { Err("a stream name is required".into()) } else { Ok(value.to_string()) }
 }
+
+/// `--stream` of a command that reads several: a stream name, or shards `events:{0..15}`
+/// (checked here, expanded by [`expand_streams`]).
+fn streams_name(value: &str) -> Result<String, String> {
+    streamsink::broker::shard::expand(stream_name(value)?.as_str())?;
+    Ok(value.to_string())
+}
+
+/// The streams `names` (as [`streams_name`] accepted them) stand for, shard ranges expanded.
+fn expand_streams(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .flat_map(|n| streamsink::broker::shard::expand(n).unwrap_or_else(|_| vec![n.clone()]))
+        .collect()
+}

@@ -18,8 +18,8 @@ pub struct PendingArgs {
     /// `STREAMSINK_GROUP`.
     #[command(flatten)]
     group: GroupName,
-    /// The stream whose pending entries to list.
-    #[arg(long, value_name = "STREAM", value_parser = super::stream_name)]
+    /// The stream whose pending entries to list (events:{0..15}: every shard, merged oldest first).
+    #[arg(long, value_name = "STREAM", value_parser = super::streams_name)]
     stream: String,
     /// Only this consumer's entries.
     #[arg(long, value_name = "NAME")]
@@ -47,7 +47,12 @@ pub fn execute(args: PendingArgs) -> ExitCode {
         min_idle: args.min_idle,
         limit: usize::try_from(args.limit).unwrap_or(usize::MAX),
     };
-    match pending::pending(&args.redis, &query) {
+    let streams = super::expand_streams(std::slice::from_ref(&args.stream));
+    let listed = match streams.as_slice() {
+        [one] if *one == args.stream => pending::pending(&args.redis, &query),
+        shards => pending::pending_of_shards(&args.redis, &args.stream, shards, &query),
+    };
+    match listed {
         Ok(report) => {
             super::print(&report, args.json);
             ExitCode::SUCCESS

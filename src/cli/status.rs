@@ -14,8 +14,8 @@ use streamsink::operate::status;
 pub struct StatusArgs {
     #[command(flatten)]
     redis: RedisSettings,
-    /// A stream to report on (repeat for several) [default: the streams of STREAMSINK_STREAMS]
-    #[arg(long = "stream", value_name = "STREAM", value_parser = super::stream_name)]
+    /// A stream to report on (repeat for several; events:{0..15} for shards) [default: the streams of STREAMSINK_STREAMS]
+    #[arg(long = "stream", value_name = "STREAM", value_parser = super::streams_name)]
     only: Vec<String>,
     /// `STREAMSINK_STREAMS`: the default when no --stream is given.
     #[command(flatten)]
@@ -30,7 +30,8 @@ pub fn execute(args: StatusArgs) -> ExitCode {
     if let Err(refused) = args.redis.check() {
         return super::refused(&refused);
     }
-    let streams = if args.only.is_empty() { args.streams.to_vec() } else { args.only };
+    let streams =
+        if args.only.is_empty() { args.streams.to_vec() } else { super::expand_streams(&args.only) };
     match status::status(&args.redis, &streams) {
         Ok(report) => {
             super::print(&report, args.json);

@@ -350,6 +350,70 @@ pub fn purge(
     act(redis, stream, selection, dry_run, Action::Purge)
 }
 
+/// [`list`] over the shards `streams` of one logical stream (`label`, as the operator wrote it):
+/// each shard's first matches, merged oldest first and cut at `limit` (each dead letter's
+/// `original_stream` names its shard).
+pub fn list_of_shards(
+    redis: &RedisSettings,
+    label: &str,
+    streams: &[String],
+    filter: &Filter,
+    limit: usize,
+) -> Result<Listed, OperateError> {
+    let dlq = dead_letter_stream(label, redis.is_cluster());
+    let mut merged = Listed { dead_letter_stream: dlq, letters: Vec::new(), more: false, limit };
+    for stream in streams {
+        let listed = list(redis, stream, filter, limit)?;
+        merged.more |= listed.more;
+        merged.letters.extend(listed.letters);
+    }
+    merged.letters.sort_by_key(|l| entry_id(&l.id));
+    if merged.letters.len() > limit {
+        merged.letters.truncate(limit);
+        merged.more = true;
+    }
+    Ok(merged)
+}
+
+/// [`replay`] or [`purge`] (`action`) over the shards `streams` of one logical stream, one
+/// shard after another; the outcome sums theirs. Ids name a dead letter of one shard only, so a
+/// selection by ids is refused here (give the shard's own name).
+pub fn act_on_shards(
+    redis: &RedisSettings,
+    label: &str,
+    streams: &[String],
+    selection: &Selection,
+    dry_run: bool,
+    action: Action,
+) -> Result<Moved, Interrupted> {
+    if matches!(selection, Selection::Ids(_)) {
+        let why =
+            format!("dead-letter ids belong to one shard: give --stream one shard of {label}, not a range");
+        return Err(Interrupted { action, dry_run: true, count: 0, source: OperateError::Refused(why) });
+    }
+    let mut sum = Moved {
+        action,
+        stream: label.to_string(),
+        dead_letter_stream: dead_letter_stream(label, redis.is_cluster()),
+        dry_run,
+        count: 0,
+        selected: Vec::new(),
+        not_found: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for stream in streams {
+        let moved = act(redis, stream, selection, dry_run, action).map_err(|mut e| {
+            e.count += sum.count;
+            e
+        })?;
+        sum.count += moved.count;
+        sum.selected.extend(moved.selected);
+        sum.not_found.extend(moved.not_found);
+        sum.skipped.extend(moved.skipped);
+    }
+    Ok(sum)
+}
+
 fn act(
     redis: &RedisSettings,
     stream: &str,

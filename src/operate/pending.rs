@@ -48,6 +48,8 @@ pub struct Pending {
 /// One pending entry and its last recorded error.
 #[derive(Debug, Clone)]
 pub struct Listed {
+    /// The stream (the shard, when several were asked for) it is pending on.
+    pub stream: String,
     /// Id, consumer, idle time and deliveries.
     pub entry: PendingEntry,
     /// The last error a worker recorded for it (`<stream>:errors`), if any is kept.
@@ -98,9 +100,58 @@ pub fn pending(redis: &RedisSettings, query: &Query<'_>) -> Result<Pending, Oper
     }
     let ids: Vec<&str> = found.iter().map(|e| e.id.as_str()).collect();
     let errors = last_errors(&mut con, query.stream, &ids)?;
-    let entries =
-        found.into_iter().zip(errors).map(|(entry, last_error)| Listed { entry, last_error }).collect();
-    Ok(Pending { stream: query.stream.to_string(), group: query.group.to_string(), total, entries, more })
+    let stream = query.stream.to_string();
+    let entries = found
+        .into_iter()
+        .zip(errors)
+        .map(|(entry, last_error)| Listed { stream: stream.clone(), entry, last_error })
+        .collect();
+    Ok(Pending { stream, group: query.group.to_string(), total, entries, more })
+}
+
+/// [`pending`] over the shards `streams` of one logical stream (`label`, as the operator wrote
+/// it): every shard's selection, merged oldest first (by entry id time) and cut at the limit;
+/// the total is the sum. A shard without the group is skipped; no shard with it is refused.
+pub fn pending_of_shards(
+    redis: &RedisSettings,
+    label: &str,
+    streams: &[String],
+    query: &Query<'_>,
+) -> Result<Pending, OperateError> {
+    let mut merged = Pending {
+        stream: label.to_string(),
+        group: query.group.to_string(),
+        total: 0,
+        entries: Vec::new(),
+        more: false,
+    };
+    let mut found_group = false;
+    for stream in streams {
+        match pending(redis, &Query { stream, ..query.clone() }) {
+            Ok(p) => {
+                found_group = true;
+                merged.total += p.total;
+                merged.more |= p.more;
+                merged.entries.extend(p.entries);
+            }
+            Err(OperateError::Refused(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !found_group {
+        return Err(OperateError::Refused(format!(
+            "group {} does not exist on any of the {} shards {label} (see streamsink status --stream '{label}')",
+            query.group,
+            streams.len()
+        )));
+    }
+    let time = |l: &Listed| l.entry.id.parse::<crate::broker::id::EntryId>().ok();
+    merged.entries.sort_by_key(time);
+    if merged.entries.len() > query.limit {
+        merged.entries.truncate(query.limit);
+        merged.more = true;
+    }
+    Ok(merged)
 }
 
 impl Report for Pending {
@@ -111,6 +162,7 @@ impl Report for Pending {
             "pending": self.total,
             "more": self.more,
             "entries": self.entries.iter().map(|l| json!({
+                "stream": l.stream,
                 "id": l.entry.id,
                 "consumer": l.entry.consumer,
                 "idle_seconds": l.entry.idle.as_secs_f64(),
@@ -125,21 +177,28 @@ impl Report for Pending {
 impl fmt::Display for Pending {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.entries.is_empty() {
+            // A shard column only when the entries come from several streams.
+            let shards = self.entries.iter().any(|l| l.stream != self.stream);
             let rows: Vec<Vec<String>> = self
                 .entries
                 .iter()
                 .map(|l| {
-                    vec![
-                        l.entry.id.clone(),
-                        l.entry.consumer.clone(),
-                        age(l.entry.idle),
-                        l.entry.deliveries.to_string(),
-                        l.last_error.as_deref().map_or_else(|| "-".to_string(), one_line),
-                    ]
+                    let shard = shards.then(|| l.stream.clone());
+                    shard
+                        .into_iter()
+                        .chain([
+                            l.entry.id.clone(),
+                            l.entry.consumer.clone(),
+                            age(l.entry.idle),
+                            l.entry.deliveries.to_string(),
+                            l.last_error.as_deref().map_or_else(|| "-".to_string(), one_line),
+                        ])
+                        .collect()
                 })
                 .collect();
-            let header = ["id", "consumer", "idle", "deliveries", "last error"];
-            write!(f, "{}", table::render(&header, &rows))?;
+            let header = ["shard", "id", "consumer", "idle", "deliveries", "last error"];
+            let header = if shards { &header[..] } else { &header[1..] };
+            write!(f, "{}", table::render(header, &rows))?;
         }
         let more = if self.more { " (more match: raise --limit)" } else { "" };
         writeln!(

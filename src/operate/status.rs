@@ -23,6 +23,104 @@ pub struct Status {
     pub at: Timestamp,
     /// In the order asked for.
     pub streams: Vec<StreamStatus>,
+    /// Every logical stream two or more of `streams` are shards of, summed over them.
+    pub sharded: Vec<ShardedStatus>,
+}
+
+/// The shards of one logical stream (`events:{0}` … of `events`), summed: what an operator reads
+/// first about a sharded stream, before any one shard.
+#[derive(Debug, Clone)]
+pub struct ShardedStatus {
+    /// The logical stream's name.
+    pub stream: String,
+    /// Shards asked for, and how many of them exist.
+    pub shards: usize,
+    pub existing: usize,
+    /// Entries over all shards.
+    pub length: u64,
+    /// Dead letters over all shards.
+    pub dead_letters: u64,
+    /// Per group name, over the shards it is on.
+    pub groups: Vec<ShardedGroup>,
+}
+
+/// One group summed over the shards of a logical stream.
+#[derive(Debug, Clone)]
+pub struct ShardedGroup {
+    pub name: String,
+    /// Shards the group is on.
+    pub shards: usize,
+    /// Distinct consumer names over those shards.
+    pub consumers: usize,
+    pub pending: u64,
+    /// `None` when a shard's lag is unknown.
+    pub lag: Option<u64>,
+    /// The oldest pending entry's id over all shards (by its time).
+    pub oldest_pending: Option<String>,
+}
+
+impl ShardedStatus {
+    /// Sums the shards among `streams` per logical stream having two or more of them.
+    fn of(streams: &[StreamStatus]) -> Vec<ShardedStatus> {
+        let mut out: Vec<ShardedStatus> = Vec::new();
+        for s in streams {
+            let Some(logical) = crate::broker::shard::logical_of(&s.stream) else { continue };
+            let at = match out.iter().position(|o| o.stream == logical) {
+                Some(at) => at,
+                None => {
+                    let empty = ShardedStatus {
+                        stream: logical.to_string(),
+                        shards: 0,
+                        existing: 0,
+                        length: 0,
+                        dead_letters: 0,
+                        groups: Vec::new(),
+                    };
+                    out.push(empty);
+                    out.len() - 1
+                }
+            };
+            out[at].add(s);
+        }
+        out.retain(|o| o.shards > 1);
+        out
+    }
+
+    fn add(&mut self, shard: &StreamStatus) {
+        self.shards += 1;
+        self.existing += usize::from(shard.info.is_some());
+        self.length += shard.info.as_ref().map_or(0, |i| i.length);
+        self.dead_letters += shard.dead_letters.as_ref().map_or(0, |i| i.length);
+        for g in &shard.groups {
+            let at = match self.groups.iter().position(|o| o.name == g.info.name) {
+                Some(at) => at,
+                None => {
+                    let name = g.info.name.clone();
+                    let empty = ShardedGroup {
+                        name,
+                        shards: 0,
+                        consumers: 0,
+                        pending: 0,
+                        lag: Some(0),
+                        oldest_pending: None,
+                    };
+                    self.groups.push(empty);
+                    self.groups.len() - 1
+                }
+            };
+            let sum = &mut self.groups[at];
+            sum.shards += 1;
+            sum.pending += g.info.pending;
+            sum.lag = sum.lag.zip(g.info.lag).map(|(a, b)| a + b);
+            let older = |id: &String| {
+                let time = |id: &str| id.parse::<crate::broker::id::EntryId>().ok();
+                sum.oldest_pending.as_deref().is_none_or(|o| time(id) < time(o))
+            };
+            if let Some(id) = g.oldest_pending.as_ref().filter(|id| older(id)) {
+                sum.oldest_pending = Some(id.clone());
+            }
+        }
+    }
 }
 
 /// One stream, its groups and its dead letters. `info` is `None` for a stream that does not
@@ -55,7 +153,8 @@ pub struct GroupStatus {
 /// Reads the status of `streams`.
 pub fn status(redis: &RedisSettings, streams: &[String]) -> Result<Status, OperateError> {
     let mut con = super::connect(redis)?;
-    let mut out = Status { at: Timestamp::now(), streams: Vec::with_capacity(streams.len()) };
+    let mut out =
+        Status { at: Timestamp::now(), streams: Vec::with_capacity(streams.len()), sharded: Vec::new() };
     for stream in streams {
         let dlq = dead_letter_stream(stream, con.is_cluster());
         let mut s = StreamStatus {
@@ -77,6 +176,21 @@ pub fn status(redis: &RedisSettings, streams: &[String]) -> Result<Status, Opera
             }
         }
         out.streams.push(s);
+    }
+    out.sharded = ShardedStatus::of(&out.streams);
+    for sharded in &mut out.sharded {
+        for g in &mut sharded.groups {
+            let mut names: Vec<&str> = out
+                .streams
+                .iter()
+                .filter(|s| crate::broker::shard::logical_of(&s.stream) == Some(sharded.stream.as_str()))
+                .flat_map(|s| s.groups.iter().filter(|sg| sg.info.name == g.name))
+                .flat_map(|sg| sg.consumers.iter().map(|c| c.name.as_str()))
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            g.consumers = names.len();
+        }
     }
     Ok(out)
 }
@@ -127,13 +241,61 @@ impl Report for Status {
                 .collect();
             stream
         });
-        Value::Array(streams.collect())
+        // A sharded stream's sums follow its shards, marked by "shards".
+        let sharded = self.sharded.iter().map(|s| {
+            json!({
+                "stream": s.stream,
+                "shards": s.shards,
+                "existing_shards": s.existing,
+                "length": s.length,
+                "dead_letters": { "length": s.dead_letters },
+                "groups": s.groups.iter().map(|g| json!({
+                    "group": g.name,
+                    "shards": g.shards,
+                    "consumers": g.consumers,
+                    "pending": g.pending,
+                    "lag": g.lag,
+                    "oldest_pending_id": g.oldest_pending,
+                    "oldest_pending_seconds": g.oldest_pending.as_deref().and_then(|id| self.age_of(id)).map(|d| d.as_secs_f64()),
+                })).collect::<Vec<_>>(),
+            })
+        });
+        Value::Array(streams.chain(sharded).collect())
     }
 }
 
-/// Per stream: a headline, a table of groups, a table of consumers.
+/// First each sharded stream's sums, then per stream: a headline, a table of groups, a table
+/// of consumers.
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dash = || "-".to_string();
+        for s in &self.sharded {
+            writeln!(
+                f,
+                "{} ({} shards, {} existing): {} entries, {} dead letters",
+                s.stream, s.shards, s.existing, s.length, s.dead_letters
+            )?;
+            let groups: Vec<Vec<String>> = s
+                .groups
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.name.clone(),
+                        g.shards.to_string(),
+                        g.consumers.to_string(),
+                        g.pending.to_string(),
+                        g.lag.map_or_else(dash, |l| l.to_string()),
+                        g.oldest_pending.as_deref().and_then(|id| self.age_of(id)).map_or_else(dash, age),
+                    ]
+                })
+                .collect();
+            if !groups.is_empty() {
+                writeln!(f)?;
+                let header = ["group", "shards", "consumers", "pending", "lag", "oldest pending"];
+                write!(f, "{}", table::render(&header, &groups))?;
+            }
+            writeln!(f)?;
+        }
         for (n, s) in self.streams.iter().enumerate() {
             if n > 0 {
                 writeln!(f)?;
@@ -165,7 +327,6 @@ impl fmt::Display for Status {
                 writeln!(f, "no consumer groups")?;
                 continue;
             }
-            let dash = || "-".to_string();
             let groups: Vec<Vec<String>> = s
                 .groups
                 .iter()

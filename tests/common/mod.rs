@@ -699,22 +699,29 @@ pub fn deliver(
 pub struct PrivateCluster {
     pub ports: Vec<u16>,
     pub dir: PathBuf,
+    /// The password every node requires, if any.
+    pub password: Option<String>,
 }
 
 impl PrivateCluster {
     pub fn start() -> PrivateCluster {
+        PrivateCluster::start_with(None)
+    }
+
+    /// A cluster whose nodes require `password` (`requirepass` and `masterauth`).
+    pub fn start_with(password: Option<&str>) -> PrivateCluster {
         let dir = std::env::temp_dir().join(unique("cluster"));
         for _ in 0..20 {
             let base = cluster_base_port();
-            let out = Command::new("bash")
-                .arg("scripts/redis-cluster.sh")
-                .arg("start")
-                .arg(&dir)
-                .arg(base.to_string())
-                .output()
-                .expect("run scripts/redis-cluster.sh");
+            let mut cmd = Command::new("bash");
+            cmd.arg("scripts/redis-cluster.sh").arg("start").arg(&dir).arg(base.to_string());
+            if let Some(p) = password {
+                cmd.env("REDIS_CLUSTER_PASSWORD", p);
+            }
+            let out = cmd.output().expect("run scripts/redis-cluster.sh");
             if out.status.success() {
-                return PrivateCluster { ports: (base..base + 6).collect(), dir };
+                let password = password.map(str::to_string);
+                return PrivateCluster { ports: (base..base + 6).collect(), dir, password };
             }
             // Another process took a port between the check and the start: try elsewhere.
             let _ = Command::new("bash").arg("scripts/redis-cluster.sh").arg("stop").arg(&dir).status();
@@ -724,7 +731,19 @@ impl PrivateCluster {
 
     /// A plain connection to the node on `port`.
     pub fn node(&self, port: u16) -> redis::Connection {
-        redis_at(&format!("redis://127.0.0.1:{port}"))
+        redis_at(&self.node_url(port))
+    }
+
+    /// The URL of the node on `port`, with the password.
+    pub fn node_url(&self, port: u16) -> String {
+        let auth = self.password.as_deref().map(|p| format!(":{p}@")).unwrap_or_default();
+        format!("redis://{auth}127.0.0.1:{port}")
+    }
+
+    /// `REDIS_URL` for streamsink: two seed nodes, the password if any.
+    pub fn url(&self) -> String {
+        let auth = self.password.as_deref().map(|p| format!(":{p}@")).unwrap_or_default();
+        format!("redis+cluster://{auth}127.0.0.1:{},127.0.0.1:{}", self.ports[0], self.ports[3])
     }
 
     /// The pid of the node on `port` (from its pid file).
