@@ -489,4 +489,13 @@ fn operators_read_a_sharded_stream_per_shard_and_summed_on_a_cluster_that_requir
     let sum =
         items.as_array().and_then(|a| a.iter().find(|i| i.get("shards").is_some()).cloned()).expect("sum");
     assert_eq!(sum["dead_letters"]["length"], 0, "purged on every shard");
+
+    // Trimmed shard by shard: the 5 pending on shard 0 hold that shard's trim back.
+    let (code, out, err) =
+        run_streamsink(&["trim", "--stream", "events:{0..15}", "--maxlen", "0", "--dry-run", "--json"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    let reports = json_of(&out);
+    let reports = reports.as_array().expect("one report per shard");
+    let streams: Vec<&str> = reports.iter().filter_map(|r| r["stream"].as_str()).collect();
+    assert_eq!(streams, Drain::shards().iter().map(String::as_str).collect::<Vec<_>>());
 }

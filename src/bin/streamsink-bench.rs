@@ -856,22 +856,10 @@ fn measure_drain_over(
         .collect::<BenchResult<Vec<_>>>()?;
     let pids: Vec<u32> = children.iter().map(Worker::id).collect();
     let mut peak_kb = 0;
-    let deadline = started + Duration::from_secs(1800);
-    let elapsed = loop {
+    let elapsed = wait_drained(started, &mut children, || {
         peak_kb = pids.iter().filter_map(|&pid| peak_rss_kb(pid)).fold(peak_kb, u64::max);
-        if let Some((0, Some(0))) = group_state(&mut con, &stream.name) {
-            break started.elapsed();
-        }
-        for child in &mut children {
-            if let Some(status) = child.try_wait()? {
-                return Err(format!("streamsink exited early ({status})").into());
-            }
-        }
-        if Instant::now() > deadline {
-            return Err("the drain did not finish within 30 minutes".into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+        group_state(&mut con, &stream.name) == Some((0, Some(0)))
+    })?;
     // VmHWM is a high-water mark: this last reading covers everything up to the final ack.
     peak_kb = pids.iter().filter_map(|&pid| peak_rss_kb(pid)).fold(peak_kb, u64::max);
     let cpu = pids.iter().filter_map(|&pid| cpu_seconds(pid)).sum();
@@ -888,6 +876,30 @@ fn measure_drain_over(
         server_cpu,
         wall_seconds: elapsed.as_secs_f64(),
     })
+}
+
+/// Time from `started` until `drained` says so (polled every 5 ms); an error if a worker exits
+/// first or 30 minutes pass.
+fn wait_drained(
+    started: Instant,
+    children: &mut [Worker],
+    mut drained: impl FnMut() -> bool,
+) -> BenchResult<Duration> {
+    let deadline = started + Duration::from_secs(1800);
+    loop {
+        if drained() {
+            return Ok(started.elapsed());
+        }
+        for child in children.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                return Err(format!("streamsink exited early ({status})").into());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("the drain did not finish within 30 minutes".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn stop(child: &mut Child) -> BenchResult<()> {

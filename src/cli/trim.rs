@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use streamsink::config::RedisSettings;
+use streamsink::operate::PerShard;
 use streamsink::operate::trim::{self, Options, Target};
 
 #[derive(Args)]
@@ -17,8 +18,8 @@ use streamsink::operate::trim::{self, Options, Target};
 pub struct TrimArgs {
     #[command(flatten)]
     redis: RedisSettings,
-    /// The stream to trim (a dead-letter stream <stream>:dlq too).
-    #[arg(long, value_name = "STREAM", value_parser = super::stream_name)]
+    /// The stream to trim (a dead-letter stream <stream>:dlq too); events:{0..15}: each shard, to the same target (--maxlen: N per shard).
+    #[arg(long, value_name = "STREAM", value_parser = super::streams_name)]
     stream: String,
     /// Remove entries whose id time is older than this (30d, 12h).
     #[arg(long, value_name = "DURATION", value_parser = super::duration)]
@@ -49,11 +50,29 @@ pub fn execute(args: TrimArgs) -> ExitCode {
         (None, None) => unreachable!("clap requires --max-age or --maxlen"),
     };
     let options = Options { dry_run: args.dry_run, approximate: args.approximate };
-    match trim::trim(&args.redis, &args.stream, target, options) {
-        Ok(report) => {
-            super::print(&report, args.json);
-            ExitCode::SUCCESS
-        }
-        Err(e) => super::failed(&e),
+    let streams = super::expand_streams(std::slice::from_ref(&args.stream));
+    if let [one] = streams.as_slice()
+        && *one == args.stream
+    {
+        return match trim::trim(&args.redis, &args.stream, target, options) {
+            Ok(report) => {
+                super::print(&report, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => super::failed(&e),
+        };
     }
+    // Shard by shard; a failure stops there, after printing what was done.
+    let mut done = PerShard(Vec::with_capacity(streams.len()));
+    for stream in &streams {
+        match trim::trim(&args.redis, stream, target, options) {
+            Ok(report) => done.0.push(report),
+            Err(e) => {
+                super::print(&done, args.json);
+                return super::failed(&e);
+            }
+        }
+    }
+    super::print(&done, args.json);
+    ExitCode::SUCCESS
 }

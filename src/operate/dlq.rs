@@ -292,6 +292,20 @@ pub struct Moved {
 }
 
 impl Moved {
+    /// Nothing done yet to `stream`'s dead letters.
+    fn none(action: Action, stream: &str, cluster: bool, dry_run: bool) -> Moved {
+        Moved {
+            action,
+            stream: stream.to_string(),
+            dead_letter_stream: dead_letter_stream(stream, cluster),
+            dry_run,
+            count: 0,
+            selected: Vec::new(),
+            not_found: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
     /// True when every dead letter selected was replayed or purged.
     pub fn complete(&self) -> bool {
         self.not_found.is_empty() && self.skipped.is_empty()
@@ -391,16 +405,7 @@ pub fn act_on_shards(
             format!("dead-letter ids belong to one shard: give --stream one shard of {label}, not a range");
         return Err(Interrupted { action, dry_run: true, count: 0, source: OperateError::Refused(why) });
     }
-    let mut sum = Moved {
-        action,
-        stream: label.to_string(),
-        dead_letter_stream: dead_letter_stream(label, redis.is_cluster()),
-        dry_run,
-        count: 0,
-        selected: Vec::new(),
-        not_found: Vec::new(),
-        skipped: Vec::new(),
-    };
+    let mut sum = Moved::none(action, label, redis.is_cluster(), dry_run);
     for stream in streams {
         let moved = act(redis, stream, selection, dry_run, action).map_err(|mut e| {
             e.count += sum.count;
@@ -421,16 +426,7 @@ fn act(
     dry_run: bool,
     action: Action,
 ) -> Result<Moved, Interrupted> {
-    let mut moved = Moved {
-        action,
-        stream: stream.to_string(),
-        dead_letter_stream: dead_letter_stream(stream, redis.is_cluster()),
-        dry_run,
-        count: 0,
-        selected: Vec::new(),
-        not_found: Vec::new(),
-        skipped: Vec::new(),
-    };
+    let mut moved = Moved::none(action, stream, redis.is_cluster(), dry_run);
     match act_on(redis, selection, &mut moved) {
         Ok(()) => Ok(moved),
         Err(source) => Err(Interrupted { action, dry_run, count: moved.count, source }),

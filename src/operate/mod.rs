@@ -29,6 +29,23 @@ pub trait Report: std::fmt::Display {
     fn to_json(&self) -> serde_json::Value;
 }
 
+/// One report per shard of a logical stream, in shard order: a JSON array of theirs, or their
+/// texts one after another.
+#[derive(Debug, Clone)]
+pub struct PerShard<T>(pub Vec<T>);
+
+impl<T: Report> Report for PerShard<T> {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.0.iter().map(Report::to_json).collect())
+    }
+}
+
+impl<T: Report> std::fmt::Display for PerShard<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|r| write!(f, "{r}"))
+    }
+}
+
 /// Why an operator's command failed, as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum OperateError {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use streamsink::broker::shard::{shard_name, shard_of};
 
@@ -120,21 +120,7 @@ fn drain(
             Ok(Worker(cmd.spawn()?))
         })
         .collect::<BenchResult<Vec<_>>>()?;
-    let deadline = started + Duration::from_secs(1800);
-    let elapsed = loop {
-        if stream.drained(con.as_mut()) {
-            break started.elapsed();
-        }
-        for child in &mut children {
-            if let Some(status) = child.try_wait()? {
-                return Err(format!("streamsink exited early ({status})").into());
-            }
-        }
-        if Instant::now() > deadline {
-            return Err("the drain did not finish within 30 minutes".into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let elapsed = super::wait_drained(started, &mut children, || stream.drained(con.as_mut()))?;
     let cpu: f64 = children.iter().filter_map(|c| cpu_seconds(c.id())).sum();
     drop(children);
     let rows: i64 = db.client()?.query_one("SELECT count(*) FROM events", &[])?.get(0);
