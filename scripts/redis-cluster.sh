@@ -7,7 +7,10 @@
 #                                               # reports cluster_state:ok, prints the seed list
 #   scripts/redis-cluster.sh stop DIR           # stops every node started in DIR
 #
-# With REDIS_CLUSTER_PASSWORD set, every node requires it (clients and replicas alike).
+# With REDIS_CLUSTER_PASSWORD set, every node requires it (clients and replicas alike). With
+# REDIS_CLUSTER_TLS_DIR set (holding ca.pem, node.pem, node.key; the certificate for both
+# server and client authentication: each node is a client of the others' buses), every node
+# speaks TLS only, to clients, replicas and on the cluster bus.
 #
 # `start` prints one line, `cluster: 127.0.0.1:22000,…,127.0.0.1:22005`, and exits non-zero
 # (after stopping what it started) if the cluster is not ok within 30 s.
@@ -59,22 +62,35 @@ if [ -n "${REDIS_CLUSTER_PASSWORD:-}" ]; then
     auth=(--requirepass "$REDIS_CLUSTER_PASSWORD" --masterauth "$REDIS_CLUSTER_PASSWORD")
     export REDISCLI_AUTH=$REDIS_CLUSTER_PASSWORD # redis-cli reads it; never on a command line
 fi
+cli=()
+if [ -n "${REDIS_CLUSTER_TLS_DIR:-}" ]; then
+    tls=$REDIS_CLUSTER_TLS_DIR
+    auth+=(--tls-cluster yes --tls-replication yes --tls-auth-clients no
+        --tls-cert-file "$tls/node.pem" --tls-key-file "$tls/node.key" --tls-ca-cert-file "$tls/ca.pem")
+    cli=(--tls --cacert "$tls/ca.pem")
+fi
+# The port a node listens on: its TLS port when TLS is on (its clear-text port then closed).
+listen() {
+    if [ ${#cli[@]} -gt 0 ]; then echo --port 0 --tls-port "$1"; else echo --port "$1"; fi
+}
 ports=$(seq "$base" $((base + 5)))
 mkdir -p "$dir"
 for port in $ports; do
     mkdir -p "$dir/$port"
     rm -f "$dir/$port/nodes.conf" # a fresh cluster each start
-    redis-server --port "$port" --bind 127.0.0.1 --protected-mode no --daemonize yes \
+    # shellcheck disable=SC2046 # two or four words
+    redis-server $(listen "$port") --bind 127.0.0.1 --protected-mode no --daemonize yes \
         --dir "$dir/$port" --cluster-enabled yes --cluster-config-file nodes.conf \
         --cluster-node-timeout 2000 --appendonly no --save '' \
         --pidfile "$dir/$port/redis.pid" --logfile "$dir/$port/redis.log" "${auth[@]}"
 done
 for port in $ports; do
-    for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    for _ in $(seq 100); do redis-cli "${cli[@]}" -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 done
 nodes=$(for port in $ports; do printf '127.0.0.1:%s ' "$port"; done)
 # shellcheck disable=SC2086 # one argument per node
-if ! redis-cli --cluster create $nodes --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1; then
+# `create` waits for the nodes to meet with no end of its own: 60 s is plenty.
+if ! timeout 60 redis-cli "${cli[@]}" --cluster create $nodes --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1; then
     echo "redis-cluster: create failed (see $dir/create.log)" >&2
     stop
     exit 1
@@ -83,9 +99,9 @@ fi
 # `create` has returned), and every replica has synced from its master (one that never has
 # refuses to fail over: "Disconnected from master for longer than allowed").
 ready() {
-    redis-cli -p "$1" cluster info 2>/dev/null | grep -q '^cluster_state:ok' &&
-        [ "$(redis-cli -p "$1" cluster nodes 2>/dev/null | grep -cE '[ ,]slave ')" = 3 ] &&
-        redis-cli -p "$1" info replication 2>/dev/null | grep -qE '^(role:master|master_link_status:up)'
+    redis-cli "${cli[@]}" -p "$1" cluster info 2>/dev/null | grep -q '^cluster_state:ok' &&
+        [ "$(redis-cli "${cli[@]}" -p "$1" cluster nodes 2>/dev/null | grep -cE '[ ,]slave ')" = 3 ] &&
+        redis-cli "${cli[@]}" -p "$1" info replication 2>/dev/null | grep -qE '^(role:master|master_link_status:up)'
 }
 deadline=$((SECONDS + 30))
 for port in $ports; do

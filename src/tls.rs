@@ -597,12 +597,28 @@ impl StdError for Explained {}
 /// stays an I/O error (of the original kind where there was one), so callers retry it as a
 /// lost connection, as before.
 pub(crate) fn explain_redis(error: redis::RedisError, peer: Peer) -> redis::RedisError {
-    let Some(diagnosis) = diagnose(&error, peer) else {
+    let from_text = || rustls_in_text(&error.to_string()).and_then(|e| diagnose(&e, peer));
+    let Some(diagnosis) = diagnose(&error, peer).or_else(from_text) else {
         return error;
     };
     let kind = find::<std::io::Error>(&error).map_or(std::io::ErrorKind::Other, std::io::Error::kind);
     let explained = Explained { message: error.to_string(), diagnosis };
     redis::RedisError::from(std::io::Error::new(kind, explained))
+}
+
+/// The rustls error a message quotes, for a client that keeps only the text of its cause: the
+/// cluster client joins each seed node's error into one message ("Failed to connect to each
+/// cluster node (127.0.0.1:7000: invalid peer certificate: UnknownIssuer; …)").
+fn rustls_in_text(text: &str) -> Option<rustls::Error> {
+    if text.contains("invalid peer certificate: NotValidForName") {
+        Some(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
+    } else if text.contains("invalid peer certificate") {
+        Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))
+    } else if text.contains("received fatal alert") {
+        Some(rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure))
+    } else {
+        None
+    }
 }
 
 /// True when `error`'s chain holds a refusal ([`Diagnosis::refused`]): a Redis error explained

@@ -499,3 +499,42 @@ fn operators_read_a_sharded_stream_per_shard_and_summed_on_a_cluster_that_requir
     let streams: Vec<&str> = reports.iter().filter_map(|r| r["stream"].as_str()).collect();
     assert_eq!(streams, Drain::shards().iter().map(String::as_str).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_cluster_over_tls_is_written_and_drained_with_its_ca_and_refused_without_it() {
+    let pki = common::tls::Pki::new();
+    let cluster = PrivateCluster::start_configured(None, Some(&pki.dir));
+    let (url, ca, db) = (cluster.url(), pki.path("ca.pem"), TestDb::create());
+    assert!(url.starts_with("rediss+cluster://"), "{url}");
+    let lines: String =
+        (0..300).map(|i| format!("{{\"id\":\"tls-{i}\",\"type\":\"t\",\"data\":{{}}}}\n")).collect();
+    let file = cluster.dir.join("tls.jsonl");
+    std::fs::write(&file, lines).expect("write events");
+    let env = [("REDIS_URL", url.as_str()), ("STREAMSINK_REDIS_CA", ca.as_str())];
+    let (code, out, err) = run_streamsink(
+        &["publish", "--stream", STREAM, "--shards", "16", file.to_str().expect("path")],
+        &env,
+    );
+    assert_eq!((code, out.trim()), (Some(0), "published=300 failed=0"), "{err}");
+
+    let worker = Process::spawn(
+        &["run"],
+        &[
+            ("REDIS_URL", url.as_str()),
+            ("STREAMSINK_REDIS_CA", ca.as_str()),
+            ("DATABASE_URL", db.url.as_str()),
+            ("STREAMSINK_STREAMS", "events:{0..15}"),
+        ],
+    );
+    wait_until(Duration::from_secs(60), "300 events stored over TLS", || {
+        (db.count_or_zero("SELECT count(*) FROM events") == 300).then_some(())
+    });
+    let last = stop(worker);
+    assert_eq!(figure(&last, "inserted"), 300, "{last}");
+
+    // Without the CA, the system's trust store does not know the test CA: one line, naming it.
+    let (code, _, err) =
+        run_streamsink(&["status", "--stream", "events:{0..15}"], &[("REDIS_URL", url.as_str())]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("STREAMSINK_REDIS_CA"), "the hint names the setting: {err}");
+}

@@ -701,6 +701,8 @@ pub struct PrivateCluster {
     pub dir: PathBuf,
     /// The password every node requires, if any.
     pub password: Option<String>,
+    /// True when every node speaks TLS only (`start_configured` with a PKI directory).
+    pub tls: bool,
 }
 
 impl PrivateCluster {
@@ -710,6 +712,12 @@ impl PrivateCluster {
 
     /// A cluster whose nodes require `password` (`requirepass` and `masterauth`).
     pub fn start_with(password: Option<&str>) -> PrivateCluster {
+        PrivateCluster::start_configured(password, None)
+    }
+
+    /// A cluster requiring `password`, and speaking TLS only with the certificates in `tls`
+    /// (`ca.pem`, `node.pem`, `node.key`: a `tls::Pki`'s directory).
+    pub fn start_configured(password: Option<&str>, tls: Option<&std::path::Path>) -> PrivateCluster {
         let dir = std::env::temp_dir().join(unique("cluster"));
         for _ in 0..20 {
             let base = cluster_base_port();
@@ -718,10 +726,14 @@ impl PrivateCluster {
             if let Some(p) = password {
                 cmd.env("REDIS_CLUSTER_PASSWORD", p);
             }
+            if let Some(tls) = tls {
+                cmd.env("REDIS_CLUSTER_TLS_DIR", tls);
+            }
             let out = cmd.output().expect("run scripts/redis-cluster.sh");
             if out.status.success() {
                 let password = password.map(str::to_string);
-                return PrivateCluster { ports: (base..base + 6).collect(), dir, password };
+                let tls = tls.is_some();
+                return PrivateCluster { ports: (base..base + 6).collect(), dir, password, tls };
             }
             // Another process took a port between the check and the start: try elsewhere.
             let _ = Command::new("bash").arg("scripts/redis-cluster.sh").arg("stop").arg(&dir).status();
@@ -743,7 +755,8 @@ impl PrivateCluster {
     /// `REDIS_URL` for streamsink: two seed nodes, the password if any.
     pub fn url(&self) -> String {
         let auth = self.password.as_deref().map(|p| format!(":{p}@")).unwrap_or_default();
-        format!("redis+cluster://{auth}127.0.0.1:{},127.0.0.1:{}", self.ports[0], self.ports[3])
+        let scheme = if self.tls { "rediss+cluster" } else { "redis+cluster" };
+        format!("{scheme}://{auth}127.0.0.1:{},127.0.0.1:{}", self.ports[0], self.ports[3])
     }
 
     /// The pid of the node on `port` (from its pid file).

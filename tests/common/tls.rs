@@ -31,6 +31,9 @@ impl Pki {
         let other = pki.ca("another CA", "other-ca.pem");
         pki.leaf(&other, &[], ExtendedKeyUsagePurpose::ClientAuth, "other-client");
         pki.leaf(&other, &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth, "other-server");
+        // A cluster node is a server to clients and a client to the other nodes' buses.
+        let both = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        pki.leaf_with(&ca, &["localhost", "127.0.0.1"], both, "node");
         pki
     }
 
@@ -51,10 +54,20 @@ impl Pki {
         usage: ExtendedKeyUsagePurpose,
         stem: &str,
     ) {
+        self.leaf_with(ca, names, vec![usage], stem)
+    }
+
+    fn leaf_with(
+        &self,
+        ca: &CertifiedIssuer<'static, KeyPair>,
+        names: &[&str],
+        usages: Vec<ExtendedKeyUsagePurpose>,
+        stem: &str,
+    ) {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, stem);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages;
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, ca).expect("sign leaf");
         std::fs::write(self.dir.join(format!("{stem}.pem")), cert.pem()).expect("write cert");
