@@ -456,9 +456,19 @@ pub struct Config {
 
 impl Config {
     /// Refuses TLS settings that would be ignored or cannot work ([`RedisSettings::check`],
-    /// [`PostgresSettings::check`]).
+    /// [`PostgresSettings::check`]), and in a cluster a stream whose dead letters could not
+    /// share its slot (`broker::keys`: a name holding `}` without a hash tag).
     pub fn check(&self) -> Result<(), SettingsError> {
         self.redis.check()?;
+        if self.redis.is_cluster()
+            && let Some(s) = self.group.streams.iter().find(|s| !crate::broker::keys::shares_slot(s))
+        {
+            let problem = format!(
+                "the stream '{s}' cannot have its dead letters in its own slot of a Redis Cluster: \
+                 name it without '{{' and '}}', or with a hash tag (events:{{0}})"
+            );
+            return Err(SettingsError::invalid(&named::<StreamsSettings>("streams"), problem));
+        }
         self.postgres.check()
     }
 

@@ -243,11 +243,21 @@ impl Drain {
 }
 
 /// Stops `worker` (SIGTERM) and returns its final counters line.
-fn stop(mut worker: Process) -> String {
+fn stop(worker: Process) -> String {
+    final_stats(&stop_all(worker))
+}
+
+/// Stops `worker` (SIGTERM; it must exit within 10 s, with 0) and returns all it printed.
+fn stop_all(mut worker: Process) -> Vec<String> {
     worker.signal("TERM");
-    let (code, _) = worker.wait_exit(Duration::from_secs(30));
+    let (code, took) = worker.wait_exit(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{:?}", worker.output());
-    worker.output().into_iter().rev().find(|l| l.contains("final stats:")).expect("a final stats line")
+    assert!(took < Duration::from_secs(10), "stopped in {took:?}");
+    worker.output()
+}
+
+fn final_stats(lines: &[String]) -> String {
+    lines.iter().rev().find(|l| l.contains("final stats:")).cloned().expect("a final stats line")
 }
 
 /// The value of `key=` in a stats line.
@@ -403,8 +413,9 @@ fn operators_read_a_sharded_stream_per_shard_and_summed_on_a_cluster_that_requir
     const PASSWORD: &str = "cl-s3cret-pw";
     let drain = Drain::publish_on(PrivateCluster::start_with(Some(PASSWORD)), 400);
     let mut con = drain.client();
-    // Two entries that are no events: each becomes a dead letter of its own shard.
-    for shard in ["events:{2}", "events:{9}"] {
+    // Two entries that are no events: each becomes a dead letter of its own shard; a third on
+    // an unsharded stream, whose dead letters go to `{plain}:dlq`, in its slot.
+    for shard in ["events:{2}", "events:{9}", "plain"] {
         let _: String =
             redis::cmd("XADD").arg(shard).arg("*").arg("event").arg("not json").query(&mut con).unwrap();
     }
@@ -428,13 +439,13 @@ fn operators_read_a_sharded_stream_per_shard_and_summed_on_a_cluster_that_requir
         .query(&mut con)
         .unwrap();
     assert!(matches!(held, redis::Value::Array(_)), "{held:?}");
-    let worker = drain.worker("a", &[]);
+    let worker = drain.worker("a", &[("STREAMSINK_STREAMS", "events:{0..15},plain")]);
     wait_until(Duration::from_secs(60), "every event but the 5 held stored", || {
         (drain.stored() == 395 && drain.backlog().iter().map(|(p, _)| p).sum::<i64>() == 5).then_some(())
     });
-    let said = worker.output();
-    let last = stop(worker);
-    assert_eq!(figure(&last, "dead_lettered"), 2, "{last}");
+    let said = stop_all(worker);
+    let last = final_stats(&said);
+    assert_eq!(figure(&last, "dead_lettered"), 3, "{last}");
     assert!(said.iter().all(|l| !l.contains(PASSWORD)), "the worker logged the password: {said:?}");
 
     let env = [("REDIS_URL", drain.url.as_str())];
@@ -457,6 +468,11 @@ fn operators_read_a_sharded_stream_per_shard_and_summed_on_a_cluster_that_requir
     };
     assert_eq!(dead("events:{2}")["stream"], "events:{2}:dlq", "the dead letters share the shard's slot");
     assert_eq!(dead("events:{2}")["length"], 1);
+    let (code, out, err) = run_streamsink(&["status", "--stream", "plain", "--json"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    let plain = json_of(&out);
+    assert_eq!(plain[0]["dead_letters"]["stream"], "{plain}:dlq", "{out}");
+    assert_eq!(plain[0]["dead_letters"]["length"], 1, "{out}");
 
     let (code, out, err) = run_streamsink(&["status", "--stream", "events:{0..15}"], &env);
     assert_eq!(code, Some(0), "{err}");
@@ -480,15 +496,37 @@ fn operators_read_a_sharded_stream_per_shard_and_summed_on_a_cluster_that_requir
 
     let (code, _, err) = run_streamsink(&["dlq", "show", "--stream", "events:{0..15}", "1-1"], &env);
     assert_eq!(code, Some(2), "a range names no one dead letter: {err}");
+    // Replayed shard by shard: each goes back onto its own shard (a script per entry, loaded on
+    // that shard's master first).
     let (code, out, err) =
-        run_streamsink(&["dlq", "purge", "--stream", "events:{0..15}", "--all", "--json"], &env);
+        run_streamsink(&["dlq", "replay", "--stream", "events:{0..15}", "--all", "--json"], &env);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(json_of(&out)["purged"], 2, "{out}");
+    assert_eq!(json_of(&out)["replayed"], 2, "{out}");
     let (_, out, _) = run_streamsink(&["status", "--stream", "events:{0..15}", "--json"], &env);
     let items = json_of(&out);
     let sum =
         items.as_array().and_then(|a| a.iter().find(|i| i.get("shards").is_some()).cloned()).expect("sum");
-    assert_eq!(sum["dead_letters"]["length"], 0, "purged on every shard");
+    assert_eq!(sum["dead_letters"]["length"], 0, "replayed from every shard");
+    assert_eq!(sum["length"], 404, "the 2 replayed are back on their shards");
+    let (code, out, err) = run_streamsink(&["dlq", "purge", "--stream", "plain", "--all", "--json"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(json_of(&out)["purged"], 1, "{out}");
+
+    // A line whose shard is a key of another type fails alone, with Redis's own words.
+    let _: () = redis::cmd("SET").arg("other:{1}").arg("not a stream").query(&mut con).unwrap();
+    let lines: String =
+        (0..40).map(|i| format!("{{\"id\":\"o-{i}\",\"type\":\"t\",\"data\":{{}}}}\n")).collect();
+    let file = drain.cluster.dir.join("other.jsonl");
+    std::fs::write(&file, lines).expect("write");
+    let path = file.to_str().expect("path");
+    let (code, out, _) =
+        run_streamsink(&["publish", "--stream", "other", "--shards", "4", "--json", path], &env);
+    let report = json_of(&out);
+    let failed = report["failed"].as_u64().expect("failed");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(failed > 0 && failed < 40, "only the lines of shard 1 fail: {out}");
+    assert_eq!(report["published"].as_u64().expect("published") + failed, 40, "{out}");
+    assert!(out.contains("WRONGTYPE"), "{out}");
 
     // Trimmed shard by shard: the 5 pending on shard 0 hold that shard's trim back.
     let (code, out, err) =
@@ -537,4 +575,29 @@ fn a_cluster_over_tls_is_written_and_drained_with_its_ca_and_refused_without_it(
         run_streamsink(&["status", "--stream", "events:{0..15}"], &[("REDIS_URL", url.as_str())]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("STREAMSINK_REDIS_CA"), "the hint names the setting: {err}");
+}
+
+#[test]
+fn a_master_that_stops_answering_holds_no_stop_and_the_drain_resumes_after_its_failover() {
+    let drain = Drain::publish_on(PrivateCluster::start(), 20_000);
+    let a = drain.worker("a", &SLOW);
+    wait_until(Duration::from_secs(120), "a tenth stored", || (drain.stored() >= 2_000).then_some(()));
+
+    // SIGSTOP: the master of shard 0 neither answers nor closes its connections.
+    let mut any = drain.cluster.node(drain.alive_port());
+    let victim = drain.owner_of(slot_of(&mut any, "events:{0}"));
+    let pid = drain.cluster.pid(victim).to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().expect("kill -STOP");
+    let before = drain.stored();
+    let said = stop_all(a); // within 10 s, exit 0, though a thread may be waiting on that node
+    Command::new("kill").args(["-CONT", &pid]).status().expect("kill -CONT");
+    assert!(before < 20_000, "the drain ended before the stall: nothing was tested");
+    assert!(said.iter().any(|l| l.contains("final stats:")), "{said:?}");
+
+    // The cluster has moved shard 0 to the replica meanwhile (or the master is back): a new
+    // process finishes the drain, every event once.
+    let b = drain.worker("b", &SLOW);
+    drain.wait_drained(Duration::from_secs(180));
+    stop(b);
+    assert_eq!(drain.ids_in_postgres(), drain.ids.iter().cloned().collect(), "every published id, once");
 }

@@ -39,7 +39,7 @@ impl ConnectionLike for Redis {
     fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
         match self {
             Redis::Node(c) => c.req_packed_command(cmd),
-            Redis::Cluster(c) => c.req_packed_command(cmd),
+            Redis::Cluster(c) => c.req_packed_command(cmd).map_err(topology_as_connection),
         }
     }
 
@@ -51,14 +51,14 @@ impl ConnectionLike for Redis {
     ) -> redis::RedisResult<Vec<redis::Value>> {
         match self {
             Redis::Node(c) => c.req_packed_commands(cmd, offset, count),
-            Redis::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Redis::Cluster(c) => c.req_packed_commands(cmd, offset, count).map_err(topology_as_connection),
         }
     }
 
     fn req_command(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
         match self {
             Redis::Node(c) => c.req_command(cmd),
-            Redis::Cluster(c) => c.req_command(cmd),
+            Redis::Cluster(c) => c.req_command(cmd).map_err(topology_as_connection),
         }
     }
 
@@ -90,12 +90,23 @@ impl ConnectionLike for Redis {
     }
 }
 
-/// Retries the cluster client makes itself (MOVED, ASK, TRYAGAIN, a slot map being reloaded)
-/// before a command's error reaches us; each wait is at most [`CLUSTER_RETRY_WAIT_MS`], so a
-/// stop is never held up by the client's own backoff. Longer faults are ours to retry
+/// Retries the cluster client makes itself before a command's error reaches us: one, enough to
+/// follow a MOVED or an ASK (or one TRYAGAIN). The client also resends a command whose reply
+/// timed out, each try waiting a whole response timeout, so every try counts against the time a
+/// thread can be held: see [`cluster_timeout`]. Longer faults are ours to retry
 /// (`retry::retry`, on a new connection built from the seed nodes).
-const CLUSTER_RETRIES: u32 = 4;
+const CLUSTER_RETRIES: u32 = 1;
 const CLUSTER_RETRY_WAIT_MS: u64 = 200;
+
+/// A cluster node's connect timeout: a slot map reload connects to the nodes one after another.
+const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The response timeout of a cluster connection asked for `read_timeout`: a cluster read blocks
+/// at most `read::CLUSTER_BLOCK`, so half a command timeout past that is enough, and the two
+/// tries ([`CLUSTER_RETRIES`] + 1) hold a thread about as long as one single-node timeout.
+fn cluster_timeout(read_timeout: Duration) -> Duration {
+    read_timeout.min(COMMAND_TIMEOUT / 2 + super::read::CLUSTER_BLOCK)
+}
 
 /// Opens one connection with connect, read and write timeouts, so no call can hang forever.
 /// `read_timeout` must exceed any BLOCK the connection will be used for (for a cluster, a reply
@@ -118,8 +129,8 @@ pub fn connect(settings: &RedisSettings, read_timeout: Duration) -> redis::Redis
     };
     if let Some(nodes) = settings.redis_url.redis_cluster_nodes() {
         let mut builder = ClusterClientBuilder::new(nodes.to_vec())
-            .connection_timeout(COMMAND_TIMEOUT)
-            .response_timeout(read_timeout)
+            .connection_timeout(CLUSTER_CONNECT_TIMEOUT)
+            .response_timeout(cluster_timeout(read_timeout))
             .retries(CLUSTER_RETRIES)
             .min_retry_wait(CLUSTER_RETRY_WAIT_MS / 4)
             .max_retry_wait(CLUSTER_RETRY_WAIT_MS);
@@ -134,8 +145,8 @@ pub fn connect(settings: &RedisSettings, read_timeout: Duration) -> redis::Redis
         // A seed that is a single node answers PING but has no slot map: the client then has no
         // node for any command. Said once here, in words, rather than on every command.
         if let Err(e) = redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut con) {
-            let disabled = e.kind() == redis::ErrorKind::ClusterConnectionNotFound
-                || e.to_string().contains("cluster support disabled");
+            let text = e.to_string();
+            let disabled = text.contains("No connections found") || text.contains("cluster support disabled");
             if disabled {
                 return Err(redis::RedisError::from((
                     redis::ErrorKind::InvalidClientConfig,
@@ -171,18 +182,23 @@ pub(crate) fn is_connection_error(e: &redis::RedisError) -> bool {
         || e.is_connection_dropped()
         || e.is_unrecoverable_error()
         || matches!(e.kind(), redis::ErrorKind::Server(BusyLoading | TryAgain | MasterDown | ClusterDown))
-        || is_topology_change(e)
 }
 
-/// A cluster's answer while its topology changes under a command: `MOVED` or `ASK` still
-/// there after the client's own retries, a blocked read released by a failover or a slot
-/// migration (`UNBLOCKED`), a write to a node just demoted (`READONLY`), or the client finding
-/// no node for a slot (its map is being rebuilt). A new connection reloads the slot map.
-fn is_topology_change(e: &redis::RedisError) -> bool {
+/// In a cluster, an answer that means its topology changed under a command is a lost
+/// connection: `MOVED` or `ASK` still there after the client's own retry, a blocked read
+/// released by a failover or a slot migration (`UNBLOCKED`), a write to a node just demoted
+/// (`READONLY`), or the client finding no node for a slot (its map is being rebuilt). A new
+/// connection reloads the slot map. On a single node these keep their own meaning.
+fn topology_as_connection(e: redis::RedisError) -> redis::RedisError {
     use redis::ServerErrorKind::{Ask, Moved, ReadOnly};
-    matches!(
+    let changed = matches!(
         e.kind(),
         redis::ErrorKind::Server(Moved | Ask | ReadOnly) | redis::ErrorKind::ClusterConnectionNotFound
     ) || e.code() == Some("UNBLOCKED")
-        || e.to_string().contains("Missing slot coverage")
+        || e.to_string().contains("Missing slot coverage");
+    if !changed {
+        return e;
+    }
+    let why = format!("the cluster's topology changed under the command ({e})");
+    redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::ConnectionReset, why))
 }

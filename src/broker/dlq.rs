@@ -110,6 +110,9 @@ pub fn replay(con: &mut Redis, stream: &str, ids: &[String]) -> Result<Vec<Repla
         return Ok(Vec::new());
     }
     let dlq = dead_letter_stream(stream, con.is_cluster());
+    REPLAY
+        .load_on(con, &dlq)
+        .map_err(|e| Interrupted { outcomes: Vec::new(), error: BrokerError::new(op, stream, e) })?;
     let mut pipe = redis::pipe();
     for id in ids {
         pipe.cmd("EVALSHA")

@@ -20,6 +20,18 @@ pub fn errors_hash(stream: &str, cluster: bool) -> String {
 
 /// The part of `key` Redis Cluster hashes to find its slot.
 pub fn hash_tag(key: &str) -> &str {
+    hash_tag_of(key)
+}
+
+/// True when `stream`'s companion keys share its slot in a cluster (every name but one holding
+/// a `}` without a hash tag).
+pub fn shares_slot(stream: &str) -> bool {
+    [dead_letter_stream(stream, true), errors_hash(stream, true)]
+        .iter()
+        .all(|k| hash_tag(k) == hash_tag(stream))
+}
+
+fn hash_tag_of(key: &str) -> &str {
     key.find('{')
         .and_then(|open| {
             let rest = &key[open + 1..];
@@ -63,7 +75,9 @@ mod tests {
         assert_eq!(dead_letter_stream("events:{3}", true), "events:{3}:dlq");
         assert_eq!(dead_letter_stream("events:{3}", false), "events:{3}:dlq");
         assert_eq!(dead_letter_stream("a{b", true), "{a{b}:dlq");
+        assert!(!shares_slot("a}b") && !shares_slot("a{}b}"), "no form shares these names' slots");
         for stream in ["events", "events:{3}", "{x}y", "a{b", "orders.eu"] {
+            assert!(shares_slot(stream), "{stream}");
             let dlq = dead_letter_stream(stream, true);
             assert_eq!(hash_tag(&dlq), hash_tag(stream), "{stream} → {dlq}");
         }

@@ -22,9 +22,9 @@ pub struct Target<'a> {
 /// `Err` only when the pipeline as a whole failed (the connection): then any number of the
 /// events may have been added (on one node, in order from the first).
 ///
-/// In a cluster, a pipeline goes to the node of its first key (`broker::Redis`), so the events
-/// are sent in one pipeline per stream (each stream is one slot), in the order of each
-/// stream's first event; within a stream, in input order.
+/// In a cluster each XADD is sent on its own: a cluster connection fails a pipeline as a whole
+/// on one error reply, and resends it whole on a redirection, which would add the events before
+/// it twice. One command at a time keeps each line's own result.
 pub fn add_envelopes<'e>(
     con: &mut Redis,
     target: Target<'_>,
@@ -33,24 +33,24 @@ pub fn add_envelopes<'e>(
     if !con.is_cluster() {
         return add_pipelined(con, target, events);
     }
-    let events: Vec<(&str, &str)> = events.collect();
-    let mut index = std::collections::HashMap::new();
-    let mut streams: Vec<Vec<usize>> = Vec::new();
-    for (at, (stream, _)) in events.iter().enumerate() {
-        let k = *index.entry(*stream).or_insert_with(|| {
-            streams.push(Vec::new());
-            streams.len() - 1
-        });
-        streams[k].push(at);
+    events
+        .map(|(stream, json)| match xadd(target, stream, json).query::<String>(con) {
+            Ok(id) => Ok(Ok(id)),
+            Err(e) if super::conn::is_connection_error(&e) => Err(BrokerError::new("XADD", stream, e)),
+            Err(e) => Ok(Err(reply_text(&e))),
+        })
+        .collect()
+}
+
+/// `XADD <stream> [MAXLEN ~ N] * <field> <json>`.
+fn xadd(target: Target<'_>, stream: &str, json: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream);
+    if let Some(n) = target.maxlen {
+        cmd.arg("MAXLEN").arg("~").arg(n);
     }
-    let mut results = vec![Ok(String::new()); events.len()];
-    for positions in streams {
-        let sent = add_pipelined(con, target, positions.iter().map(|&at| events[at]))?;
-        for (at, result) in positions.into_iter().zip(sent) {
-            results[at] = result;
-        }
-    }
-    Ok(results)
+    cmd.arg("*").arg(target.field).arg(json);
+    cmd
 }
 
 /// [`add_envelopes`] in one pipeline.
@@ -63,11 +63,7 @@ fn add_pipelined<'e>(
     let sent = events.len();
     let mut pipe = redis::pipe();
     for (stream, json) in events {
-        let cmd = pipe.cmd("XADD").arg(stream);
-        if let Some(n) = target.maxlen {
-            cmd.arg("MAXLEN").arg("~").arg(n);
-        }
-        cmd.arg("*").arg(target.field).arg(json);
+        pipe.add_command(xadd(target, stream, json));
     }
     // `ignore_errors`: a command's error reply comes back in its own place instead of failing
     // the whole query (redis-rs `Pipeline::ignore_errors`); I/O errors still fail it.

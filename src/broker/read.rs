@@ -49,8 +49,9 @@ pub fn new_entries(
 
 /// New entries of every stream in a Redis Cluster, where one XREADGROUP cannot name streams of
 /// different slots (CROSSSLOT): each stream is read on its own, without BLOCK, on the node that
-/// owns it; only when none had anything does one read block, on the stream `turn` points at
-/// (then advanced, so every shard gets its turn), for at most [`CLUSTER_BLOCK`].
+/// owns it, starting at the stream `turn` points at (then advanced, so a shard whose node fails
+/// does not keep the ones after it unread round after round); only when none had anything does
+/// one read block, on that first stream, for at most [`CLUSTER_BLOCK`].
 ///
 /// Returns what was read even when a later stream's read failed, with that failure: the entries
 /// already delivered must reach the workers, or they would sit pending until reclaimed.
@@ -64,15 +65,19 @@ pub fn each_stream(
     turn: &mut usize,
 ) -> (Vec<Batch>, Option<BrokerError>) {
     let mut batches = Vec::new();
-    for stream in streams {
+    if streams.is_empty() {
+        return (batches, None);
+    }
+    let first = *turn % streams.len();
+    *turn = turn.wrapping_add(1);
+    for stream in streams[first..].iter().chain(&streams[..first]) {
         match new_entries(con, group, consumer, std::slice::from_ref(stream), count, None) {
             Ok(read) => batches.extend(read),
             Err(e) => return (batches, Some(e)),
         }
     }
-    if batches.is_empty() && !streams.is_empty() && !block.is_zero() {
-        let stream = &streams[*turn % streams.len()];
-        *turn = turn.wrapping_add(1);
+    if batches.is_empty() && !block.is_zero() {
+        let stream = &streams[first];
         let block = Some(block.min(CLUSTER_BLOCK));
         match new_entries(con, group, consumer, std::slice::from_ref(stream), count, block) {
             Ok(read) => batches.extend(read),

@@ -29,11 +29,19 @@ impl Lua {
         inv: &ScriptInvocation<'_>,
         key: &str,
     ) -> redis::RedisResult<T> {
+        self.load_on(con, key)?;
+        inv.invoke(con)
+    }
+
+    /// In a cluster, loads the script on the master of `key`'s slot: before a pipeline of
+    /// EVALSHA too, which a cluster connection fails as a whole on one NOSCRIPT. Nothing on one
+    /// node, where NOSCRIPT is answered per call.
+    pub(crate) fn load_on(&self, con: &mut Redis, key: &str) -> redis::RedisResult<()> {
         if let Redis::Cluster(c) = con {
             let route = Route::with_key(key, SlotAddr::Master);
             let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
             c.route_command(redis::cmd("SCRIPT").arg("LOAD").arg(self.code), routing)?;
         }
-        inv.invoke(con)
+        Ok(())
     }
 }
