@@ -60,7 +60,7 @@ fi
 auth=()
 if [ -n "${REDIS_CLUSTER_PASSWORD:-}" ]; then
     auth=(--requirepass "$REDIS_CLUSTER_PASSWORD" --masterauth "$REDIS_CLUSTER_PASSWORD")
-    export REDISCLI_AUTH=$REDIS_CLUSTER_PASSWORD # redis-cli reads it; never on a command line
+    export REDISCLI_AUTH=$REDIS_CLUSTER_PASSWORD # redis-cli reads it (redis-server gets it as an argument: a test cluster)
 fi
 cli=()
 if [ -n "${REDIS_CLUSTER_TLS_DIR:-}" ]; then
