@@ -282,7 +282,14 @@ fn fifty_thousand_events_over_sixteen_shards_land_exactly_once_with_two_processe
     });
     let elapsed = started.elapsed();
     drain.wait_drained(Duration::from_secs(30));
-    let (a, b) = (stop(a), stop(b));
+    let (said_a, said_b) = (stop_all(a), stop_all(b));
+    for said in [&said_a, &said_b] {
+        assert!(
+            said.iter().any(|l| l.contains("reading 16 shards over 3 masters")),
+            "one reader connection per master: {said:?}"
+        );
+    }
+    let (a, b) = (final_stats(&said_a), final_stats(&said_b));
 
     assert_eq!(drain.ids_in_postgres(), drain.ids.iter().cloned().collect(), "every published id, once");
     let inserted = (figure(&a, "inserted"), figure(&b, "inserted"));

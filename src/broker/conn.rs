@@ -161,16 +161,57 @@ pub fn connect(settings: &RedisSettings, read_timeout: Duration) -> redis::Redis
         redis::ErrorKind::InvalidClientConfig,
         "a PostgreSQL URL was given where a Redis URL belongs",
     ))?;
-    let client = match certificates() {
-        Some(certificates) => redis::Client::build_with_tls(info.clone(), certificates)?,
-        None => redis::Client::open(info.clone())?,
+    connect_node(settings, info.clone(), read_timeout).map(Redis::Node)
+}
+
+/// One plain connection to the cluster node at `host:port`, with the seed nodes' user, password
+/// and TLS settings: the reader's own connection to each master (`broker::nodes`). Its read
+/// timeout is a cluster's ([`cluster_timeout`]).
+pub(crate) fn connect_cluster_node(
+    settings: &RedisSettings,
+    host: &str,
+    port: u16,
+    read_timeout: Duration,
+) -> redis::RedisResult<Connection> {
+    let seed = settings
+        .redis_url
+        .redis_cluster_nodes()
+        .and_then(|n| n.first())
+        .ok_or((redis::ErrorKind::InvalidClientConfig, "not a redis+cluster:// URL"))?;
+    let addr = match seed.addr() {
+        redis::ConnectionAddr::TcpTls { insecure, tls_params, .. } => redis::ConnectionAddr::TcpTls {
+            host: host.to_string(),
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => redis::ConnectionAddr::Tcp(host.to_string(), port),
+    };
+    connect_node(settings, seed.clone().set_addr(addr), cluster_timeout(read_timeout))
+}
+
+/// A plain connection to `info`, with the settings' TLS files, connect, read and write timeouts.
+fn connect_node(
+    settings: &RedisSettings,
+    info: redis::ConnectionInfo,
+    read_timeout: Duration,
+) -> redis::RedisResult<Connection> {
+    tls::provider();
+    let certificates = tls::redis_certificates(
+        settings.redis_ca.as_ref(),
+        settings.redis_cert.as_ref(),
+        settings.redis_key.as_ref(),
+    );
+    let client = match certificates {
+        Some(certificates) => redis::Client::build_with_tls(info, certificates)?,
+        None => redis::Client::open(info)?,
     };
     let con = client
         .get_connection_with_timeout(COMMAND_TIMEOUT)
         .map_err(|e| tls::explain_redis(e, settings.peer()))?;
     con.set_read_timeout(Some(read_timeout))?;
     con.set_write_timeout(Some(COMMAND_TIMEOUT))?;
-    Ok(Redis::Node(con))
+    Ok(con)
 }
 
 /// Connection lost, or a server that is up but not serving yet (loading its AOF after a

@@ -19,6 +19,7 @@ pub mod group;
 pub mod id;
 pub mod inspect;
 pub mod keys;
+pub(crate) mod nodes;
 pub mod publish;
 pub mod range;
 pub(crate) mod read;

@@ -10,8 +10,8 @@ use super::id::EntryId;
 use super::reply;
 use super::{Batch, BrokerError};
 
-/// The longest blocking read in a cluster, where one read can block on one shard only (see
-/// [`each_stream`]): a new entry on another shard waits at most this long.
+/// The longest blocking read in a cluster, where a read can block on one shard only, one per
+/// master (`broker::nodes`): a new entry on another shard of that master waits at most this long.
 pub const CLUSTER_BLOCK: Duration = Duration::from_millis(100);
 
 /// XREADGROUP of new entries (`>`) from every stream: at most `count` per stream, blocking up
@@ -45,46 +45,6 @@ pub fn new_entries(
         .filter(|(_, entries, _)| !entries.is_empty())
         .map(|(stream, entries, _)| Batch { stream, entries })
         .collect())
-}
-
-/// New entries of every stream in a Redis Cluster, where one XREADGROUP cannot name streams of
-/// different slots (CROSSSLOT): each stream is read on its own, without BLOCK, on the node that
-/// owns it, starting at the stream `turn` points at (then advanced, so a shard whose node fails
-/// does not keep the ones after it unread round after round); only when none had anything does
-/// one read block, on that first stream, for at most [`CLUSTER_BLOCK`].
-///
-/// Returns what was read even when a later stream's read failed, with that failure: the entries
-/// already delivered must reach the workers, or they would sit pending until reclaimed.
-pub fn each_stream(
-    con: &mut Redis,
-    group: &str,
-    consumer: &str,
-    streams: &[String],
-    count: usize,
-    block: Duration,
-    turn: &mut usize,
-) -> (Vec<Batch>, Option<BrokerError>) {
-    let mut batches = Vec::new();
-    if streams.is_empty() {
-        return (batches, None);
-    }
-    let first = *turn % streams.len();
-    *turn = turn.wrapping_add(1);
-    for stream in streams[first..].iter().chain(&streams[..first]) {
-        match new_entries(con, group, consumer, std::slice::from_ref(stream), count, None) {
-            Ok(read) => batches.extend(read),
-            Err(e) => return (batches, Some(e)),
-        }
-    }
-    if batches.is_empty() && !block.is_zero() {
-        let stream = &streams[first];
-        let block = Some(block.min(CLUSTER_BLOCK));
-        match new_entries(con, group, consumer, std::slice::from_ref(stream), count, block) {
-            Ok(read) => batches.extend(read),
-            Err(e) => return (batches, Some(e)),
-        }
-    }
-    (batches, None)
 }
 
 /// This consumer's own pending entries after `after` (XREADGROUP with an ID instead of `>`):

@@ -17,6 +17,7 @@ use super::Flow;
 use super::handoff;
 use super::inflight::HeldBatch;
 use super::reclaim::Reclaim;
+use crate::broker::nodes::Masters;
 use crate::broker::{self, BrokerError, group, read};
 use crate::observe::heartbeat::Beat;
 use crate::retry::{Failure, GaveUp, Staleness, retry};
@@ -26,7 +27,8 @@ use crate::supervisor::Shared;
 pub(crate) fn run(shared: Arc<Shared>, tx: Sender<HeldBatch>) {
     let reclaim = Reclaim::new(shared.hooks.force_claim_fallback);
     let staleness = Staleness::new(true);
-    let mut reader = Reader { shared: Arc::clone(&shared), tx, con: None, staleness, reclaim, turn: 0 };
+    let mut reader =
+        Reader { shared: Arc::clone(&shared), tx, con: None, masters: None, staleness, reclaim, turn: 0 };
     while !shared.stopping() {
         let on_wait = |e: &ReaderFault, _, _| {
             shared.heartbeats.beat(Beat::Reader); // waiting on purpose
@@ -78,7 +80,10 @@ struct Reader {
     con: Option<Redis>,
     staleness: Staleness,
     reclaim: Reclaim,
-    /// In a cluster, the shard whose turn it is to block the read (`read::each_stream`).
+    /// In a cluster, its own connection to each master owning a shard (`broker::nodes`); `None`
+    /// until made, and again after a connection fault (a new slot map).
+    masters: Option<Masters>,
+    /// In a cluster, which shard of each master blocks an idle round.
     turn: usize,
 }
 
@@ -102,7 +107,7 @@ impl Reader {
             if self.reclaim.is_due(&self.shared) {
                 self.reclaim.run(con, &self.shared, &self.tx)
             } else {
-                read_new(con, &self.shared, &self.tx, &mut self.turn)
+                read_new(con, &self.shared, &self.tx, &mut self.masters, &mut self.turn)
             }
         });
         match result {
@@ -127,6 +132,7 @@ impl Reader {
             }
             Err(e) if e.is_connection() => {
                 self.con = None;
+                self.masters = None;
                 if self.shared.stopping() {
                     // A stop came in: leave rather than reconnect for one more read.
                     Err(Failure::Fatal(ReaderFault::Broker(e)))
@@ -143,12 +149,14 @@ impl Reader {
 
 /// Reads new entries from every stream, as many as the byte budget allows, and hands each
 /// stream's batch to the workers (waiting while they are behind). While the process holds
-/// entries, the read blocks no longer than a refresh tick. In a cluster, each stream is read on
-/// its own (`read::each_stream`); a failure part-way still hands over what was read before it.
+/// entries, the read blocks no longer than a refresh tick. In a cluster, every shard is read on
+/// its master, over the reader's own connection to each (`broker::nodes`); a failure part-way
+/// still hands over what was read.
 fn read_new(
     con: &mut Redis,
     shared: &Shared,
     tx: &Sender<HeldBatch>,
+    masters: &mut Option<Masters>,
     turn: &mut usize,
 ) -> Result<Flow, BrokerError> {
     let (group, worker) = (&shared.config.group, &shared.config.worker);
@@ -159,7 +167,17 @@ fn read_new(
         if shared.inflight.is_empty() { worker.block } else { worker.block.min(handoff::tick(shared)) };
     let read = handoff::Read::now(count);
     let (batches, failed) = if con.is_cluster() {
-        read::each_stream(con, &group.name, &shared.consumer, &group.streams, count, block, turn)
+        let masters = match masters {
+            Some(masters) => masters,
+            None => {
+                let made =
+                    Masters::connect(&shared.config.redis, con, &group.streams, worker.read_timeout())?;
+                log::info!("reading {} shards over {} masters", group.streams.len(), made.len());
+                masters.insert(made)
+            }
+        };
+        *turn = turn.wrapping_add(1);
+        masters.read(&group.name, &shared.consumer, &group.streams, count, block, *turn)
     } else {
         (read::new_entries(con, &group.name, &shared.consumer, &group.streams, count, Some(block))?, None)
     };
