@@ -485,6 +485,18 @@ fn operators_read_a_sharded_stream_per_shard_and_summed_on_a_cluster_that_requir
     assert_eq!(code, Some(0), "{err}");
     assert!(out.starts_with("events (16 shards, 16 existing): 402 entries, 2 dead letters"), "{out}");
 
+    let check_env = [("REDIS_URL", drain.url.as_str()), ("STREAMSINK_STREAMS", "events:{0..15}")];
+    let (code, out, err) = run_streamsink(&["check", "--json"], &check_env);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let check = json_of(&out);
+    assert_eq!(check["streams"].as_array().map(Vec::len), Some(SHARDS), "every shard checked: {out}");
+    let sum = &check["sharded"][0];
+    assert_eq!((&sum["stream"], &sum["shards"]), (&serde_json::json!("events"), &serde_json::json!(SHARDS)));
+    assert_eq!((&sum["length"], &sum["pending"], &sum["lag"]), (&402.into(), &5.into(), &0.into()), "{out}");
+    assert_eq!(sum["dead_letters"], 2, "{out}");
+    let (_, out, _) = run_streamsink(&["check"], &check_env);
+    assert!(out.contains("events (sum of 16 shards)"), "{out}");
+
     let (code, out, err) = run_streamsink(&["pending", "--stream", "events:{0..15}", "--json"], &env);
     assert_eq!(code, Some(0), "{err}");
     let pending = json_of(&out);

@@ -60,6 +60,44 @@ impl Report {
     pub fn healthy(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// Per logical stream two or more of the streams checked are shards of (`events:{0}` … of
+    /// `events`): the shards' figures summed (the oldest pending: the oldest of any shard; the
+    /// lag: unknown if any shard's is), with the number of shards. Thresholds stay per shard.
+    pub fn sharded(&self) -> Vec<(StreamFigures, usize)> {
+        let mut sums: Vec<(StreamFigures, usize)> = Vec::new();
+        for s in &self.streams {
+            let Some(logical) = crate::broker::shard::logical_of(&s.stream) else { continue };
+            let at = match sums.iter().position(|(sum, _)| sum.stream == logical) {
+                Some(at) => at,
+                None => {
+                    let zero = StreamFigures {
+                        stream: logical.to_string(),
+                        group_exists: true,
+                        length: 0,
+                        lag: Some(0),
+                        pending: Some(0),
+                        oldest_pending: None,
+                        consumers: None,
+                        last_delivered: None,
+                        dead_letters: 0,
+                    };
+                    sums.push((zero, 0));
+                    sums.len() - 1
+                }
+            };
+            let (sum, shards) = &mut sums[at];
+            *shards += 1;
+            sum.group_exists &= s.group_exists;
+            sum.length += s.length;
+            sum.lag = sum.lag.zip(s.lag).map(|(a, b)| a + b);
+            sum.pending = sum.pending.zip(s.pending).map(|(a, b)| a + b);
+            sum.oldest_pending = sum.oldest_pending.max(s.oldest_pending);
+            sum.dead_letters += s.dead_letters;
+        }
+        sums.retain(|(_, shards)| *shards > 1);
+        sums
+    }
 }
 
 impl crate::operate::Report for Report {
@@ -89,6 +127,16 @@ impl crate::operate::Report for Report {
                 "pending": s.pending,
                 "oldest_pending_seconds": s.oldest_pending.map(|d| d.as_secs_f64()),
                 "consumers": s.consumers,
+                "dead_letters": s.dead_letters,
+            })).collect::<Vec<_>>(),
+            "sharded": self.sharded().iter().map(|(s, shards)| json!({
+                "stream": s.stream,
+                "shards": shards,
+                "group_exists": s.group_exists,
+                "length": s.length,
+                "lag": s.lag,
+                "pending": s.pending,
+                "oldest_pending_seconds": s.oldest_pending.map(|d| d.as_secs_f64()),
                 "dead_letters": s.dead_letters,
             })).collect::<Vec<_>>(),
         })
@@ -123,12 +171,17 @@ impl fmt::Display for Report {
         }
         if !self.streams.is_empty() {
             let dash = || "-".to_string();
+            // Each stream, then each sharded stream's sums.
+            let sums = self.sharded();
+            let sums = sums.iter().map(|(s, shards)| (s, format!("{} (sum of {shards} shards)", s.stream)));
             let rows: Vec<Vec<String>> = self
                 .streams
                 .iter()
-                .map(|s| {
+                .map(|s| (s, s.stream.clone()))
+                .chain(sums)
+                .map(|(s, name)| {
                     vec![
-                        s.stream.clone(),
+                        name,
                         if s.group_exists { self.group.clone() } else { format!("{} (missing)", self.group) },
                         s.length.to_string(),
                         s.lag.map_or_else(dash, |v| v.to_string()),
