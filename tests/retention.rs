@@ -313,29 +313,17 @@ fn the_worker_s_trim_leaves_a_stream_alone_while_its_group_is_missing() {
     process(&mut r, &stream.name, "another-app", 10); // holds nothing back
     let target =
         streamsink::broker::trim::target_for_age(Duration::from_secs(30 * 86_400), jiff::Timestamp::now());
-    let exact = Mode::Exact;
+    let mut b = broker_at(&redis_url());
+    let trim =
+        |b: &mut _| trim_to_safe_point_of_group(b, &stream.name, GROUP, &target.to_string(), Mode::Exact);
 
-    let done = trim_to_safe_point_of_group(
-        &mut broker_at(&redis_url()),
-        &stream.name,
-        GROUP,
-        &target.to_string(),
-        exact,
-    )
-    .unwrap();
+    let done = trim(&mut b).unwrap();
     assert_eq!(done, None, "{GROUP} does not exist on the stream: nothing done");
     assert_eq!(ids(&mut r, &stream.name), old);
 
     create_group(&mut r, &stream.name, GROUP);
     process(&mut r, &stream.name, GROUP, 10);
-    let done = trim_to_safe_point_of_group(
-        &mut broker_at(&redis_url()),
-        &stream.name,
-        GROUP,
-        &target.to_string(),
-        exact,
-    )
-    .unwrap();
+    let done = trim(&mut b).unwrap();
     assert_eq!(done.map(|t| t.removed), Some(10));
     assert_eq!(len(&mut r, &stream.name), 0);
 }

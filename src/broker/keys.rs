@@ -20,7 +20,12 @@ pub fn errors_hash(stream: &str, cluster: bool) -> String {
 
 /// The part of `key` Redis Cluster hashes to find its slot.
 pub fn hash_tag(key: &str) -> &str {
-    hash_tag_of(key)
+    key.find('{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.find('}').filter(|&close| close > 0).map(|close| &rest[..close])
+        })
+        .unwrap_or(key)
 }
 
 /// True when `stream`'s companion keys share its slot in a cluster (every name but one holding
@@ -29,15 +34,6 @@ pub fn shares_slot(stream: &str) -> bool {
     [dead_letter_stream(stream, true), errors_hash(stream, true)]
         .iter()
         .all(|k| hash_tag(k) == hash_tag(stream))
-}
-
-fn hash_tag_of(key: &str) -> &str {
-    key.find('{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            rest.find('}').filter(|&close| close > 0).map(|close| &rest[..close])
-        })
-        .unwrap_or(key)
 }
 
 /// `<stream><suffix>` where it shares the stream's slot (or on a single node), else

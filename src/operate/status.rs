@@ -51,7 +51,7 @@ pub struct ShardedGroup {
     /// Shards the group is on.
     pub shards: usize,
     /// Distinct consumer names over those shards.
-    pub consumers: usize,
+    pub consumers: std::collections::BTreeSet<String>,
     pub pending: u64,
     /// `None` when a shard's lag is unknown.
     pub lag: Option<u64>,
@@ -99,7 +99,7 @@ impl ShardedStatus {
                     let empty = ShardedGroup {
                         name,
                         shards: 0,
-                        consumers: 0,
+                        consumers: Default::default(),
                         pending: 0,
                         lag: Some(0),
                         oldest_pending: None,
@@ -110,6 +110,7 @@ impl ShardedStatus {
             };
             let sum = &mut self.groups[at];
             sum.shards += 1;
+            sum.consumers.extend(g.consumers.iter().map(|c| c.name.clone()));
             sum.pending += g.info.pending;
             sum.lag = sum.lag.zip(g.info.lag).map(|(a, b)| a + b);
             let older = |id: &String| {
@@ -178,20 +179,6 @@ pub fn status(redis: &RedisSettings, streams: &[String]) -> Result<Status, Opera
         out.streams.push(s);
     }
     out.sharded = ShardedStatus::of(&out.streams);
-    for sharded in &mut out.sharded {
-        for g in &mut sharded.groups {
-            let mut names: Vec<&str> = out
-                .streams
-                .iter()
-                .filter(|s| crate::broker::shard::logical_of(&s.stream) == Some(sharded.stream.as_str()))
-                .flat_map(|s| s.groups.iter().filter(|sg| sg.info.name == g.name))
-                .flat_map(|sg| sg.consumers.iter().map(|c| c.name.as_str()))
-                .collect();
-            names.sort_unstable();
-            names.dedup();
-            g.consumers = names.len();
-        }
-    }
     Ok(out)
 }
 
@@ -252,7 +239,7 @@ impl Report for Status {
                 "groups": s.groups.iter().map(|g| json!({
                     "group": g.name,
                     "shards": g.shards,
-                    "consumers": g.consumers,
+                    "consumers": g.consumers.len(),
                     "pending": g.pending,
                     "lag": g.lag,
                     "oldest_pending_id": g.oldest_pending,
@@ -282,7 +269,7 @@ impl fmt::Display for Status {
                     vec![
                         g.name.clone(),
                         g.shards.to_string(),
-                        g.consumers.to_string(),
+                        g.consumers.len().to_string(),
                         g.pending.to_string(),
                         g.lag.map_or_else(dash, |l| l.to_string()),
                         g.oldest_pending.as_deref().and_then(|id| self.age_of(id)).map_or_else(dash, age),
